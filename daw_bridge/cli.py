@@ -1,0 +1,278 @@
+"""`moodlane`: render, train, eval, bench, presets, info.
+
+User errors (bad values, unknown preset, malformed files, missing checkpoint) print one
+line naming the problem and what was expected, exit with status 2, and leave no partial
+output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from daw_bridge.synth import SynthError
+from engine.automation import AutomationError, EmotionCurve, parse_automation
+from engine.emotion import Emotion, EmotionError
+from engine.symbolic.checkpoint import CheckpointError
+from engine.symbolic.notes import MidiError
+from engine.training.data import DataError
+from presets import PresetError, get_emotion_preset, load_emotion_presets
+
+USER_ERRORS = (EmotionError, PresetError, AutomationError, MidiError, CheckpointError, DataError, SynthError)
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """A command line that asks for something impossible."""
+
+
+def _finite(kind: str, lo: float | None = None, hi: float | None = None):
+    def conv(s: str) -> float:
+        try:
+            x = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a number, got {s!r}") from None
+        if not math.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
+            rng = f" in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else ""
+            raise argparse.ArgumentTypeError(f"{kind} must be a finite number{rng}, got {s!r}")
+        return x
+
+    return conv
+
+
+def _positive_int(kind: str):
+    def conv(s: str) -> int:
+        try:
+            x = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a whole number, got {s!r}") from None
+        if x < 1:
+            raise argparse.ArgumentTypeError(f"{kind} must be >= 1, got {s!r}")
+        return x
+
+    return conv
+
+
+def load_generator(name: str, checkpoint: str | None = None, mapping: str = "smooth", temperature: float = 1.0):
+    if name == "mock":
+        from engine.mock import MockGenerator
+
+        return MockGenerator()
+    from engine.symbolic.generator import SamplingConfig, SymbolicGenerator
+
+    return SymbolicGenerator.load(checkpoint, sampling=SamplingConfig(temperature=temperature, mapping=mapping))
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path} ({e.strerror})") from None
+
+
+def _emotion_source(args, generator) -> tuple[EmotionCurve, float | None]:
+    """The emotion curve and the tempo the user or preset asked for (None: from emotion)."""
+    chosen = [x for x in (args.preset, args.automation, args.valence is not None or args.arousal is not None) if x]
+    if len(chosen) > 1:
+        raise UsageError("give one of --preset, --automation, or --valence/--arousal")
+    tempo = args.tempo
+    if args.preset:
+        p = get_emotion_preset(args.preset)
+        return EmotionCurve.constant(p.emotion), tempo or p.tempo
+    if args.automation:
+        data = _read(args.automation, "automation file")
+        suffix = Path(args.automation).suffix
+        curve = parse_automation(data, suffix, tempo or 120.0)
+        if tempo is None:  # seconds need a tempo: take the one the emotion at 0 implies
+            tempo = generator.default_tempo(curve.at(0.0))
+            curve = parse_automation(data, suffix, tempo)
+        return curve, tempo
+    v = 0.0 if args.valence is None else args.valence
+    a = 0.0 if args.arousal is None else args.arousal
+    return EmotionCurve.constant(Emotion(v, a)), tempo
+
+
+def cmd_render(args) -> int:
+    from tqdm import tqdm
+
+    from daw_bridge.files import write_atomic, write_wav_atomic
+    from engine.session import render
+    from engine.symbolic.notes import to_midi_bytes
+
+    out = Path(args.output)
+    for p in [out] + ([Path(args.wav)] if args.wav else []):
+        if not p.parent.is_dir():
+            raise UsageError(f"output folder {p.parent} does not exist")
+    if args.wav:
+        from daw_bridge.synth import _fluidsynth, find_soundfont
+
+        find_soundfont(args.soundfont)
+        _fluidsynth()
+    generator = load_generator(args.generator, args.checkpoint, args.mapping, args.temperature)
+    curve, tempo = _emotion_source(args, generator)
+    qpm = tempo or generator.default_tempo(curve.at(0.0))
+    if args.seconds is not None:
+        bars = max(1, math.ceil(args.seconds * qpm / 60.0 / 4.0))
+    elif args.bars is not None:
+        bars = args.bars
+    elif args.automation:
+        bars = max(1, math.ceil(curve.end_beat / 4.0))
+    else:
+        bars = 16
+    bar = tqdm(total=bars, desc="generating", unit="bar", disable=args.quiet, leave=False)
+    notes, chunks = render(generator, curve, bars, args.seed, qpm, on_chunk=lambda c: bar.update(1))
+    bar.close()
+    midi = to_midi_bytes(notes)
+    audio = None
+    if args.wav:
+        from daw_bridge.synth import render_notes
+
+        sbar = tqdm(total=100, desc="synthesising", unit="%", disable=args.quiet, leave=False)
+
+        def tick(frac: float) -> None:
+            sbar.update(int(frac * 100) - sbar.n)
+
+        audio = render_notes(notes, args.soundfont, args.sample_rate, progress=tick)
+        sbar.close()
+    write_atomic(out, midi)
+    if audio is not None:
+        write_wav_atomic(Path(args.wav), audio, args.sample_rate)
+    if not args.quiet:
+        first, last = chunks[0].emotion, chunks[-1].emotion
+        secs = bars * 4 * 60.0 / qpm
+        msg = f"wrote {out} ({bars} bars, {len(notes)} notes, {qpm:.0f} BPM, {secs:.1f} s; V/A {first.valence:+.2f}/{first.arousal:+.2f}"
+        msg += f" -> {last.valence:+.2f}/{last.arousal:+.2f})" if first != last else ")"
+        if args.wav:
+            msg += f" and {args.wav}"
+        print(msg)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name, p in sorted(load_emotion_presets().items()):
+        tempo = f"{p.tempo:.0f} BPM" if p.tempo else "tempo from emotion"
+        print(f"{name:12s} V {p.emotion.valence:+.2f}  A {p.emotion.arousal:+.2f}  Q{p.emotion.quadrant}  {tempo:18s} {p.description}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC
+
+    meta = json.loads(DEFAULT_SYMBOLIC.with_suffix(".json").read_text()) if DEFAULT_SYMBOLIC.with_suffix(".json").is_file() else {}
+    print(json.dumps({k: meta.get(k) for k in ("kind", "format_version", "training")}, indent=1))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from engine.training import jobs
+
+    if args.what == "symbolic":
+        result = jobs.train_symbolic(args)
+    else:
+        result = jobs.train_judge(args)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from engine.training.evaluate import run_eval
+
+    result = run_eval(args)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from daw_bridge.bench import bench_symbolic
+
+    result = bench_symbolic(args)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="moodlane", description="Emotion-controlled music generation for the DAW.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("render", help="offline bounce: emotion -> .mid (and .wav)")
+    src = r.add_argument_group("emotion (one of)")
+    src.add_argument("--preset", help="named emotion from presets/emotions.json (see `moodlane presets`)")
+    src.add_argument("--valence", type=_finite("valence", -1, 1), help="constant valence in [-1, 1] (sad -> happy)")
+    src.add_argument("--arousal", type=_finite("arousal", -1, 1), help="constant arousal in [-1, 1] (calm -> excited)")
+    src.add_argument(
+        "--automation", metavar="FILE", help="breakpoints: .json, .csv (beats|seconds,valence,arousal) or .mid with CC16/CC17 lanes"
+    )
+    length = r.add_mutually_exclusive_group()
+    length.add_argument("--bars", type=_positive_int("bars"), help="length in 4/4 bars (default 16, or the automation's length)")
+    length.add_argument("--seconds", type=_finite("seconds", 0.1, 36000), help="length in seconds (rounded up to whole bars)")
+    r.add_argument("--tempo", type=_finite("tempo", 30, 300), help="BPM (default: the preset's, else mapped from the emotion)")
+    r.add_argument("--seed", type=int, default=0, help="same seed -> same file (default 0)")
+    r.add_argument("-o", "--output", required=True, help="MIDI file to write")
+    r.add_argument("--wav", help="also render audio through FluidSynth to this WAV file")
+    r.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: system soundfont, or $MOODLANE_SOUNDFONT)")
+    r.add_argument("--sample-rate", type=int, default=44100)
+    r.add_argument("--generator", choices=("symbolic", "mock"), default="symbolic", help="'mock' needs no weights")
+    r.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
+    r.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
+    r.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("presets", help="list the named emotions")
+    p.set_defaults(func=cmd_presets)
+    i = sub.add_parser("info", help="how the shipped model was trained")
+    i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser("train", help="train a model on a data folder laid out like shared/data")
+    t.add_argument("what", choices=("symbolic", "judge"))
+    t.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
+    t.add_argument("--out", default="runs/symbolic", help="work folder: dataset cache, resumable train_state.pt")
+    t.add_argument("--export", help="checkpoint stem to write (default: the package's engine/weights/)")
+    t.add_argument("--steps", type=_positive_int("steps"), default=3000)
+    t.add_argument("--batch-size", type=_positive_int("batch size"), default=8)
+    t.add_argument("--attributes", type=_positive_int("attributes"), default=22, help="top-k attributes to condition on")
+    t.add_argument("--tiny", action="store_true", help="a tiny model (for a smoke test)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="judge accuracy, objective emotion accuracy, VA-grid and ramp control")
+    e.add_argument("what", choices=("symbolic",))
+    e.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
+    e.add_argument("--n", type=_positive_int("n"), default=12, help="pieces per quadrant")
+    e.add_argument("--grid-n", type=_positive_int("grid-n"), default=3, help="pieces per VA grid point")
+    e.add_argument("--bars", type=_positive_int("bars"), default=16)
+    e.add_argument("--out", default="out/eval", help="folder for results.json and va_grid.png")
+    e.add_argument("--checkpoint")
+    e.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="speed and memory figures")
+    b.add_argument("what", choices=("symbolic",))
+    b.add_argument("--bars", type=_positive_int("bars"), default=32)
+    b.add_argument("--repeats", type=_positive_int("repeats"), default=3)
+    b.add_argument("--checkpoint")
+    b.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (*USER_ERRORS, UsageError) as e:
+        print(f"moodlane: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("moodlane: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

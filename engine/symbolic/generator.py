@@ -1,0 +1,161 @@
+"""Bar-by-bar generation with the attribute-conditioned decoder.
+
+Each call maps the bar's emotion to attribute bins (`EmotionMap`), feeds a BAR token
+carrying them, and samples under the token grammar until the model opens the next bar.
+The KV cache makes each step one token's work; when the context fills, it is rebuilt from
+the most recent whole bars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.chunk import Chunk
+from engine.emotion import Emotion
+from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
+from engine.symbolic.emotion_map import MODES, EmotionMap
+from engine.symbolic.model import KVCache, SymbolicLM
+from engine.symbolic.tokens import BAR, BOS, Grammar, decode
+
+DEFAULT_MAP = PACKAGE_WEIGHTS / "emotion_map.json"
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_tokens_per_bar: int = 240  # a dense bar of pop piano is ~150 tokens
+    mapping: str = "smooth"  # or "emogen": EmoGen's binarised quadrant prototypes
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.mapping not in MODES:
+            raise ValueError(f"mapping must be one of {MODES}, got {self.mapping!r}")
+
+
+@dataclass
+class SymbolicState:
+    """Streaming state: seed, next bar, the tokens in context (with their attribute bins)
+    and the KV cache over exactly those tokens."""
+
+    seed: int
+    bar: int = 0
+    tokens: list[int] = field(default_factory=list)
+    attrs: list[np.ndarray] = field(default_factory=list)
+    cache: KVCache = field(default_factory=KVCache)
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.attrs):
+            raise ValueError("SymbolicState needs one attribute row per token")
+
+    def clone(self) -> SymbolicState:
+        return SymbolicState(self.seed, self.bar, list(self.tokens), [a.copy() for a in self.attrs], self.cache.clone())
+
+
+def bar_seed(seed: int, bar: int) -> int:
+    """Each bar samples from its own stream, so a bar does not depend on how the previous
+    ones were scheduled (live or offline)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{bar}".encode(), digest_size=8).digest(), "little") >> 1
+
+
+class SymbolicGenerator:
+    name = "symbolic"
+
+    def __init__(self, model: SymbolicLM, emotion_map: EmotionMap, sampling: SamplingConfig = SamplingConfig()) -> None:
+        if tuple(emotion_map.attributes) != tuple(model.cfg.attributes):
+            raise CheckpointError("emotion map and model disagree on the conditioning attributes")
+        self.model = model.eval()
+        self.map = emotion_map
+        self.sampling = sampling
+        self.cfg = model.cfg
+
+    @classmethod
+    def load(
+        cls, checkpoint: Path | str | None = None, emotion_map: Path | str | None = None, sampling: SamplingConfig = SamplingConfig()
+    ) -> SymbolicGenerator:
+        model, _ = load_symbolic(checkpoint or DEFAULT_SYMBOLIC)
+        map_path = Path(emotion_map) if emotion_map else (Path(checkpoint).with_name("emotion_map.json") if checkpoint else DEFAULT_MAP)
+        if not map_path.is_file():
+            raise CheckpointError(f"emotion map {map_path} is missing (expected beside the checkpoint)")
+        try:
+            emap = EmotionMap.load(map_path)
+        except (ValueError, KeyError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{map_path} is not a MoodLane emotion map ({e})") from None
+        return cls(model, emap, sampling)
+
+    def init_state(self, seed: int = 0) -> SymbolicState:
+        return SymbolicState(seed=int(seed))
+
+    def default_tempo(self, emotion: Emotion) -> float:
+        return self.map.tempo(emotion)
+
+    def attribute_bins(self, emotion: Emotion) -> np.ndarray:
+        return self.map.bins(emotion, self.cfg.n_bins, self.sampling.mapping)
+
+    @torch.no_grad()
+    def _feed(self, state: SymbolicState, tokens: list[int], bins: np.ndarray) -> torch.Tensor:
+        """Append tokens to the context and return the logits after the last one."""
+        if state.cache.length + len(tokens) > self.cfg.block_size:
+            self._refill(state, reserve=len(tokens) + self.sampling.max_tokens_per_bar)
+        state.tokens += tokens
+        state.attrs += [bins] * len(tokens)
+        idx = torch.tensor([tokens], dtype=torch.long)
+        a = torch.from_numpy(np.stack([bins] * len(tokens)))[None]
+        logits, _ = self.model(idx, a, cache=state.cache)
+        return logits[0, -1]
+
+    @torch.no_grad()
+    def _refill(self, state: SymbolicState, reserve: int) -> None:
+        """Keep the most recent whole bars that leave `reserve` tokens free, re-encode them."""
+        budget = self.cfg.block_size - reserve
+        bars = [i for i, t in enumerate(state.tokens) if t == BAR]
+        start = next((b for b in bars if len(state.tokens) - b <= budget), len(state.tokens))
+        state.tokens, state.attrs = state.tokens[start:], state.attrs[start:]
+        state.cache = KVCache()
+        if state.tokens:
+            idx = torch.tensor([state.tokens], dtype=torch.long)
+            a = torch.from_numpy(np.stack(state.attrs))[None]
+            self.model(idx, a, cache=state.cache)
+
+    def _sample(self, logits: torch.Tensor, allowed: np.ndarray, gen: torch.Generator) -> int:
+        s = self.sampling
+        logits = logits / s.temperature
+        logits[~torch.from_numpy(allowed)] = -float("inf")
+        probs = torch.softmax(logits, -1)
+        if s.top_p < 1.0:
+            sp, si = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sp, 0) - sp < s.top_p
+            probs = torch.zeros_like(probs).scatter_(0, si[keep], sp[keep])
+        return int(torch.multinomial(probs, 1, generator=gen))
+
+    def generate_chunk(self, state: SymbolicState, emotion: Emotion) -> tuple[Chunk, SymbolicState]:
+        bins = self.attribute_bins(emotion)
+        gen = torch.Generator().manual_seed(bar_seed(state.seed, state.bar))
+        grammar = Grammar()
+        grammar.reset_bar()
+        first = [BOS, BAR] if not state.tokens else [BAR]
+        logits = self._feed(state, first, bins)
+        out: list[int] = [BAR]
+        for _ in range(self.sampling.max_tokens_per_bar):
+            allowed = grammar.allowed()
+            if len(out) == 1:
+                allowed[BAR] = True  # an empty bar is music too (a rest)
+            t = self._sample(logits, allowed, gen)
+            if t == BAR:
+                break
+            grammar.update(t)
+            out.append(t)
+            logits = self._feed(state, [t], bins)
+        notes = decode(np.array(out), qpm=120.0)  # a note cut off by the budget is dropped
+        chunk = Chunk(state.bar, notes, emotion, 4.0, tuple(out))
+        state.bar += 1
+        return chunk, state

@@ -1,0 +1,170 @@
+"""`moodlane eval symbolic`: the judge on a data folder, then the generator judged by it.
+
+(a) judge quadrant accuracy / F1 on EMOPIA clips, VA correlation on VGMIDI bars;
+(b) EmoGen's objective accuracy: N pieces per quadrant centre, share judged in that quadrant;
+(c) continuous control: Spearman between requested and judged V and A over a 5x5 VA grid;
+(d) within-piece control: a Q3 -> Q1 automation ramp, judged arousal bar by bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
+from engine.automation import EmotionCurve, Lane
+from engine.emotion import QUADRANT_CENTRES, Emotion
+from engine.session import render
+from engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+from engine.symbolic.generator import SamplingConfig, SymbolicGenerator
+from engine.symbolic.judge import SymbolicJudge
+from engine.training.data import resolve_data_dir
+from engine.training.emotion import judge_report
+from engine.training.labelled import labelled_features
+
+log = logging.getLogger(__name__)
+GRID = (-0.8, -0.4, 0.0, 0.4, 0.8)
+
+
+def ramp(start: Emotion, end: Emotion, beats: float) -> EmotionCurve:
+    t = np.array([0.0, beats])
+    return EmotionCurve(Lane(t, np.array([start.valence, end.valence])), Lane(t, np.array([start.arousal, end.arousal])))
+
+
+def objective_accuracy(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bars: int, progress: bool = True) -> dict:
+    per_q, probs = {}, {}
+    it = tqdm(total=4 * n, desc="quadrant pieces", disable=not progress)
+    for q, e in QUADRANT_CENTRES.items():
+        hits, ps = [], []
+        for seed in range(n):
+            notes, _ = render(gen, EmotionCurve.constant(e), bars, seed=1000 * q + seed)
+            j = judge.judge(notes)
+            hits.append(j.quadrant == q)
+            ps.append(j.probabilities)
+            it.update(1)
+        per_q[f"Q{q}"] = round(float(np.mean(hits)), 4)
+        probs[f"Q{q}"] = np.round(np.mean(ps, 0), 3).tolist()
+    it.close()
+    return {
+        "accuracy": round(float(np.mean(list(per_q.values()))), 4),
+        "per_quadrant": per_q,
+        "mean_probabilities": probs,
+        "pieces": 4 * n,
+        "bars": bars,
+    }
+
+
+def va_grid(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bars: int, progress: bool = True) -> dict:
+    req, got = [], []
+    it = tqdm(total=len(GRID) ** 2 * n, desc="VA grid", disable=not progress)
+    for v in GRID:
+        for a in GRID:
+            for seed in range(n):
+                notes, _ = render(gen, EmotionCurve.constant(Emotion(v, a)), bars, seed=seed)
+                j = judge.judge(notes)
+                req.append((v, a))
+                got.append((j.valence, j.arousal))
+                it.update(1)
+    it.close()
+    req, got = np.array(req), np.array(got)
+    return {
+        "valence_spearman": round(float(spearmanr(req[:, 0], got[:, 0])[0]), 4),
+        "arousal_spearman": round(float(spearmanr(req[:, 1], got[:, 1])[0]), 4),
+        "points": len(req),
+        "bars": bars,
+        "requested": req.tolist(),
+        "judged": np.round(got, 4).tolist(),
+    }
+
+
+def ramp_control(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bars: int, progress: bool = True) -> dict:
+    curve = ramp(QUADRANT_CENTRES[3], QUADRANT_CENTRES[1], 4.0 * (bars - 1))
+    rows = []
+    for seed in tqdm(range(n), desc="Q3->Q1 ramps", disable=not progress):
+        notes, _ = render(gen, curve, bars, seed=seed)
+        rows.append([j.arousal for j in judge.judge_bars(notes)][:bars])
+    m = np.array([r + [r[-1]] * (bars - len(r)) for r in rows]).mean(0)
+    requested = [curve.at(4.0 * b).arousal for b in range(bars)]
+    first, last = m[: bars // 4].mean(), m[-(bars // 4) :].mean()
+    return {
+        "arousal_spearman_vs_bar": round(float(spearmanr(np.arange(bars), m)[0]), 4),
+        "rising_bar_fraction": round(float((np.diff(m) > 0).mean()), 4),
+        "first_quarter_mean": round(float(first), 4),
+        "last_quarter_mean": round(float(last), 4),
+        "requested_arousal": np.round(requested, 3).tolist(),
+        "judged_arousal_per_bar": np.round(m, 4).tolist(),
+        "pieces": n,
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5))
+    g = results["va_grid"]
+    req, got = np.array(g["requested"]), np.array(g["judged"])
+    keys = sorted({tuple(r) for r in req.tolist()})
+    for k in keys:
+        m = (req == k).all(1)
+        mean = got[m].mean(0)
+        ax1.annotate("", xy=mean, xytext=k, arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 0.8})
+        ax1.scatter(*k, c="tab:blue", s=18)
+        ax1.scatter(*mean, c="tab:red", s=18)
+    ax1.scatter([], [], c="tab:blue", label="requested")
+    ax1.scatter([], [], c="tab:red", label="judged (mean)")
+    ax1.set(
+        xlim=(-1, 1),
+        ylim=(-1, 1),
+        xlabel="valence",
+        ylabel="arousal",
+        title=f"VA grid: Spearman V {g['valence_spearman']:.2f}, A {g['arousal_spearman']:.2f}",
+    )
+    ax1.axhline(0, c="0.85", lw=0.8)
+    ax1.axvline(0, c="0.85", lw=0.8)
+    ax1.legend(loc="lower right")
+    r = results["ramp"]
+    bars = np.arange(len(r["requested_arousal"]))
+    ax2.plot(bars, r["requested_arousal"], "--", label="requested arousal")
+    ax2.plot(bars, r["judged_arousal_per_bar"], "-o", ms=3, label="judged arousal (mean)")
+    ax2.set(xlabel="bar", ylabel="arousal", ylim=(-1, 1), title=f"Q3 -> Q1 ramp: Spearman {r['arousal_spearman_vs_bar']:.2f}")
+    ax2.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_eval(args) -> dict:
+    t0 = time.time()
+    data_dir = resolve_data_dir(args.data)
+    judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+    lab = labelled_features(data_dir)
+    results: dict = {
+        "data": str(data_dir),
+        "judge": {"all": judge_report(judge, lab), "validation_split": judge_report(judge, lab, valid=True)},
+    }
+    gen = SymbolicGenerator.load(args.checkpoint, sampling=SamplingConfig(mapping=args.mapping))
+    results["mapping"] = args.mapping
+    results["objective"] = objective_accuracy(gen, judge, args.n, args.bars)
+    results["va_grid"] = va_grid(gen, judge, args.grid_n, max(4, args.bars // 2))
+    results["ramp"] = ramp_control(gen, judge, args.n, args.bars)
+    results["wall_s"] = round(time.time() - t0, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "va_grid.png")
+    summary = {k: v for k, v in results.items() if k not in ("va_grid", "ramp")}
+    summary["va_grid"] = {k: results["va_grid"][k] for k in ("valence_spearman", "arousal_spearman", "points")}
+    summary["ramp"] = {
+        k: results["ramp"][k] for k in ("arousal_spearman_vs_bar", "rising_bar_fraction", "first_quarter_mean", "last_quarter_mean")
+    }
+    summary["files"] = [str(out / "results.json"), str(out / "va_grid.png")]
+    return summary

@@ -1,0 +1,68 @@
+"""What `moodlane train symbolic|judge` runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+from engine.symbolic.model import TINY, SymbolicConfig
+from engine.training.data import resolve_data_dir
+from engine.training.emotion import fit_emotion_map, fit_judge
+from engine.training.labelled import labelled_features
+
+log = logging.getLogger(__name__)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def fit_map_for(stem: Path, data_dir: Path, work: Path) -> dict:
+    """Fit the emotion map for the generator at `stem` and write `emotion_map.json` beside it."""
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    cfg = SymbolicConfig.from_json(meta["config"])
+    lab = labelled_features(data_dir, work / "labelled.npz")
+    emap = fit_emotion_map(lab, cfg.attributes, np.asarray(cfg.bin_edges))
+    _write_json(stem.with_name("emotion_map.json"), emap.to_json())
+    return {"gain": emap.gain, "fit_correlation": emap.meta["fit_correlation"]}
+
+
+def train_symbolic(args) -> dict:
+    from engine.training.symbolic import TrainConfig, choose_attributes, train
+
+    data_dir = resolve_data_dir(args.data)
+    out = Path(args.out)
+    stem = Path(args.export) if args.export else PACKAGE_WEIGHTS / "symbolic"
+    t0 = time.time()
+    attrs = choose_attributes(data_dir, args.attributes)
+    base = TINY if args.tiny else SymbolicConfig()
+    cfg = replace(base, attributes=attrs)
+    tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps))
+    result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume)
+    mapping = fit_map_for(stem, data_dir, out)
+    return {
+        "checkpoint": str(stem),
+        "attributes": list(attrs),
+        "final": result["history"][-1],
+        "emotion_map": mapping,
+        "wall_s": round(time.time() - t0, 1),
+    }
+
+
+def train_judge(args) -> dict:
+    data_dir = resolve_data_dir(args.data)
+    lab = labelled_features(data_dir, Path(args.out) / "labelled.npz")
+    judge, report = fit_judge(lab)
+    path = Path(args.export) if args.export else PACKAGE_WEIGHTS / "judge.json"
+    judge.meta["command"] = "moodlane train judge --data DATA"
+    _write_json(path, judge.to_json())
+    return {"judge": str(path), "validation": report}

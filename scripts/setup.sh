@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set MoodLane up on a fresh machine, into ./.venv:
+#  1. system libraries, when apt-get is there and we are root: FluidSynth (SoundFont synth),
+#     a General MIDI soundfont, JACK (MIDI ports and audio without sound hardware), PortAudio;
+#  2. the CPU build of torch (TORCH_SPEC overrides; a bare `torch` pulls a multi-GB CUDA build);
+#  3. the package itself with its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT_PACKAGES="libfluidsynth3 fluidr3mono-gm-soundfont jackd2 libportaudio2"
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  missing=""
+  for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "setup: apt-get install$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+else
+  echo "setup: not root or no apt-get; install yourself if missing: $APT_PACKAGES (or equivalents)"
+fi
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+fi
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.symbolic.notes import NoteArray
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("MOODLANE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def make_notes(rows, qpm=120.0, bpb=4.0):
+    """rows: (start_beats, dur_beats, pitch, velocity)."""
+    a = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    return NoteArray(a[:, 0], a[:, 1], a[:, 2].astype(np.int64), a[:, 3].astype(np.int64), qpm, bpb)
+
+
+@pytest.fixture
+def data_dir():
+    if not (DATA / "emopia").is_dir():
+        pytest.skip(f"needs the emotion-labelled data at {DATA} (set MOODLANE_DATA); absent on this machine")
+    return DATA
