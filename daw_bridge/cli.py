@@ -194,6 +194,53 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _host_port(s: str) -> tuple[str, int]:
+    host, _, port = s.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {s!r}") from None
+
+
+def cmd_serve(args) -> int:
+    from daw_bridge.serve import ServeOptions, serve
+
+    generator = load_generator(args.generator, args.checkpoint, args.mapping, args.temperature)
+    emotion = get_emotion_preset(args.preset).emotion if args.preset else Emotion(args.valence or 0.0, args.arousal or 0.0)
+    opts = ServeOptions(
+        osc_host=args.host,
+        osc_port=args.port,
+        feedback=args.feedback,
+        midi=not args.no_midi,
+        midi_backend=args.midi_backend,
+        midi_in=args.midi_in,
+        midi_out=args.midi_out,
+        channel=args.channel - 1,
+        mode=args.mode,
+        clock=args.clock,
+        tempo=args.tempo or 120.0,
+        lookahead_beats=args.lookahead,
+        smooth_s=args.smooth,
+        seed=args.seed,
+        emotion=emotion,
+        autoplay=not args.wait_for_play,
+        soundfont=args.soundfont,
+        audio_device=args.audio_device,
+        blocksize=args.blocksize,
+        duration=args.duration,
+        status_line=not args.quiet,
+    )
+    return serve(opts, generator)
+
+
+def cmd_learn(args) -> int:
+    from pythonosc.udp_client import SimpleUDPClient
+
+    SimpleUDPClient(args.host, args.port).send_message("/moodlane/learn", args.lane)
+    print(f"MIDI learn armed for {args.lane}: move the DAW control that should drive it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="moodlane", description="Emotion-controlled music generation for the DAW.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -222,6 +269,44 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("serve", help="live: OSC/MIDI control in, MIDI/audio out")
+    s.add_argument("--host", default="127.0.0.1", help="OSC bind address (default 127.0.0.1; 0.0.0.0 listens on every interface)")
+    s.add_argument("--port", type=int, default=9000, help="OSC port (default 9000)")
+    s.add_argument("--feedback", type=_host_port, help="HOST:PORT for status (default: the sender's port + 1)")
+    s.add_argument("--mode", choices=("midi", "audio", "both"), default="midi")
+    s.add_argument("--no-midi", action="store_true", help="no MIDI ports at all")
+    s.add_argument("--midi-backend", help="mido backend, e.g. mido.backends.rtmidi/UNIX_JACK (or $MOODLANE_MIDI_BACKEND)")
+    s.add_argument("--midi-in", help="connect to this input port instead of creating 'MoodLane In'")
+    s.add_argument("--midi-out", help="connect to this output port instead of creating 'MoodLane Out'")
+    s.add_argument("--channel", type=int, default=1, choices=range(1, 17), metavar="1-16", help="MIDI out channel")
+    s.add_argument(
+        "--clock", choices=("internal", "midi"), default="internal", help="internal (OSC /moodlane/tempo) or MIDI clock on MoodLane In"
+    )
+    s.add_argument("--tempo", type=_finite("tempo", 20, 400), help="BPM for the internal clock (default 120)")
+    s.add_argument("--lookahead", type=_finite("lookahead", 0.25, 16), default=2.0, help="beats generated ahead of the play head")
+    s.add_argument("--smooth", type=_finite("smooth", 0, 10), default=0.3, help="control smoothing time constant, seconds")
+    s.add_argument("--preset", help="starting emotion")
+    s.add_argument("--valence", type=_finite("valence", -1, 1))
+    s.add_argument("--arousal", type=_finite("arousal", -1, 1))
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--wait-for-play", action="store_true", help="stay stopped until /moodlane/play")
+    s.add_argument("--soundfont")
+    s.add_argument("--audio-device", help="sounddevice output device name or index")
+    s.add_argument("--blocksize", type=int, default=512)
+    s.add_argument("--duration", type=_finite("duration", 0.1, 1e9), help="stop after this many seconds")
+    s.add_argument("--generator", choices=("symbolic", "mock"), default="symbolic")
+    s.add_argument("--checkpoint")
+    s.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
+    s.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
+    s.add_argument("-q", "--quiet", action="store_true", help="no status line")
+    s.set_defaults(func=cmd_serve)
+
+    lr = sub.add_parser("learn", help="arm MIDI learn on a running server: the next CC drives LANE")
+    lr.add_argument("lane", choices=("valence", "arousal"))
+    lr.add_argument("--host", default="127.0.0.1")
+    lr.add_argument("--port", type=int, default=9000)
+    lr.set_defaults(func=cmd_learn)
 
     p = sub.add_parser("presets", help="list the named emotions")
     p.set_defaults(func=cmd_presets)

@@ -1,0 +1,282 @@
+"""`moodlane serve`: OSC and MIDI in, MIDI and audio out, one live session.
+
+Each part starts on its own; a part that cannot (no MIDI backend, no audio device, port
+in use) is reported in one plain line and the rest keeps running. Ctrl-C and SIGTERM
+silence every output (note-offs + All Notes Off) and exit cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from daw_bridge.clock import Clock, MidiClock
+from daw_bridge.control import LiveControl
+from daw_bridge.live import LiveConfig, LiveScheduler, MidiSink
+from daw_bridge.midi import IN_NAME, OUT_NAME, CCMapping, MidiControlInput, MidiOut, MidiUnavailable, open_backend
+from daw_bridge.osc import Feedback, OscRouter, OscServer
+from engine.emotion import Emotion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    osc_host: str = "127.0.0.1"
+    osc_port: int = 9000
+    feedback: tuple[str, int] | None = None
+    feedback_hz: float = 10.0
+    midi: bool = True
+    midi_backend: str | None = None
+    midi_in: str | None = None  # None: a virtual port "MoodLane In"; else connect to this port
+    midi_out: str | None = None
+    channel: int = 0
+    mode: str = "midi"  # midi | audio | both
+    clock: str = "internal"  # internal | midi
+    tempo: float = 120.0
+    lookahead_beats: float = 2.0
+    smooth_s: float = 0.3
+    seed: int = 0
+    emotion: Emotion = Emotion(0.0, 0.0)
+    autoplay: bool = True
+    soundfont: str | None = None
+    audio_device: str | None = None
+    blocksize: int = 512
+    duration: float | None = None
+    status_line: bool = True
+
+
+def _pct(x, q: float) -> float | None:
+    return round(float(np.percentile(list(x), q)), 2) if len(x) else None
+
+
+class Server:
+    def __init__(self, opts: ServeOptions, generator) -> None:
+        self.opts = opts
+        self.generator = generator
+        self.control = LiveControl(tau_s=opts.smooth_s)
+        self.control.set_emotion(opts.emotion, source="start", immediate=True)
+        self.control.tempo = opts.tempo
+        self.control.mode = opts.mode
+        self.clock: Clock = MidiClock(opts.tempo) if opts.clock == "midi" else Clock(opts.tempo)
+        self.config = LiveConfig(lookahead_beats=opts.lookahead_beats)
+        self.unavailable: dict[str, str] = {}
+        self.osc: OscServer | None = None
+        self.feedback: Feedback | None = None
+        self.midi_in_port = self.midi_out_port = None
+        self.midi_sink: MidiSink | None = None
+        self.audio = None
+        self.midi_input = MidiControlInput(self.control, CCMapping(), self.clock if isinstance(self.clock, MidiClock) else None)
+        self.scheduler: LiveScheduler | None = None
+        self._stop = threading.Event()
+        self._was_running = False
+
+    # -- parts ------------------------------------------------------------------------
+    def _start_osc(self) -> None:
+        from presets import PresetError, get_emotion_preset
+
+        def on_preset(name: str) -> bool:
+            try:
+                p = get_emotion_preset(name)
+            except PresetError:
+                return False
+            self.control.set_emotion(p.emotion, source=f"preset {name}")
+            self.control.preset = name
+            return True
+
+        router = OscRouter(
+            self.control, on_preset=on_preset, on_status=lambda s: self.send_status(force=True), on_learn=self.midi_input.learn
+        )
+        try:
+            self.osc = OscServer(router, self.opts.osc_host, self.opts.osc_port).start()
+        except OSError as e:
+            self.unavailable["osc"] = f"cannot listen on {self.opts.osc_host}:{self.opts.osc_port} ({e.strerror})"
+            return
+        self.feedback = Feedback(router, self.opts.feedback, self.opts.feedback_hz)
+
+    def _start_midi(self) -> None:
+        if not self.opts.midi:
+            return
+        try:
+            backend = open_backend(self.opts.midi_backend)
+        except MidiUnavailable as e:
+            self.unavailable["midi"] = str(e)
+            return
+        try:
+            if self.opts.midi_in:
+                self.midi_in_port = backend.open_input(self.opts.midi_in, callback=self.midi_input)
+            else:
+                self.midi_in_port = backend.open_input(IN_NAME, virtual=True, callback=self.midi_input)
+        except Exception as e:
+            self.unavailable["midi in"] = f"{type(e).__name__}: {e}"
+        if self.opts.mode in ("midi", "both"):
+            try:
+                port = backend.open_output(self.opts.midi_out) if self.opts.midi_out else backend.open_output(OUT_NAME, virtual=True)
+                self.midi_out_port = port
+                self.midi_sink = MidiSink(MidiOut(port, self.opts.channel), self.clock, self.control, self.config).start()
+            except Exception as e:
+                self.unavailable["midi out"] = f"{type(e).__name__}: {e}"
+
+    def _start_audio(self) -> None:
+        if self.opts.mode not in ("audio", "both"):
+            return
+        from daw_bridge.audio import AudioSink, AudioUnavailable
+        from daw_bridge.synth import SynthError
+
+        try:
+            self.audio = AudioSink(
+                self.clock, self.control, self.config, self.opts.soundfont, blocksize=self.opts.blocksize, device=self.opts.audio_device
+            ).start()
+        except (AudioUnavailable, SynthError) as e:
+            self.unavailable["audio"] = str(e)
+            self.audio = None
+
+    def start(self) -> Server:
+        self._start_osc()
+        self._start_midi()
+        self._start_audio()
+        queues = [s.queue for s in (self.midi_sink, self.audio) if s is not None]
+        self.scheduler = LiveScheduler(self.generator, self.control, self.clock, queues, self.opts.seed, self.config).start()
+        if self.opts.autoplay and self.opts.clock == "internal":
+            self.control.set_playing(True, source="autoplay")
+        return self
+
+    # -- running ----------------------------------------------------------------------
+    def status(self) -> dict:
+        e = self.control.current()
+        lat = list(self.midi_sink.latency_ms) if self.midi_sink else []
+        if self.audio is not None:
+            lat += list(self.audio.latency_ms)
+        return {
+            "va": [round(e.valence, 3), round(e.arousal, 3)],
+            "tempo": round(self.clock.tempo, 2),
+            "playing": int(self.clock.running),
+            "buffer": round(self.scheduler.ahead_beats, 2) if self.scheduler else 0.0,
+            "latency": _pct(lat, 50) or 0.0,
+        }
+
+    def send_status(self, force: bool = False) -> None:
+        if self.feedback is not None:
+            self.feedback.send(self.status(), force=force)
+
+    def _transport(self) -> None:
+        c, clk = self.control, self.clock
+        if isinstance(clk, MidiClock):
+            running = clk.running
+        else:
+            if abs(c.tempo - clk.tempo) > 1e-6:
+                clk.set_tempo(c.tempo)
+            running = c.playing
+            if running and not clk.running:
+                clk.start(0.0)
+            elif not running and clk.running:
+                clk.stop()
+        if running and not self._was_running:
+            self.scheduler.reset(np.ceil(clk.beat() / 4.0) * 4.0 if isinstance(clk, MidiClock) else 0.0)
+        if not running and self._was_running:
+            self.panic()
+            self.scheduler.reset(clk.beat())
+        self._was_running = running
+
+    def panic(self) -> None:
+        if self.midi_sink is not None:
+            self.midi_sink.queue.clear()
+            self.midi_sink.out.panic()
+        if self.audio is not None:
+            self.audio.queue.clear()
+            self.audio.panic()
+
+    def status_text(self) -> str:
+        s = self.status()
+        mode = "playing" if s["playing"] else "stopped"
+        under = f" underruns {self.audio.underruns}" if self.audio is not None else ""
+        va = f"V {s['va'][0]:+.2f} A {s['va'][1]:+.2f}"
+        return f"{va} | {s['tempo']:.1f} BPM {mode} | ahead {s['buffer']:.1f} beats | latency p50 {s['latency']:.0f} ms{under}"
+
+    def run(self) -> None:
+        t_end = time.monotonic() + self.opts.duration if self.opts.duration else None
+        tty = self.opts.status_line and sys.stderr.isatty()
+        last_line = 0.0
+        while not self._stop.is_set():
+            if self.scheduler.error is not None:
+                self.panic()
+                raise RuntimeError(f"generator failed: {self.scheduler.error}")
+            self._transport()
+            self.send_status()
+            now = time.monotonic()
+            if self.opts.status_line and now - last_line > (0.2 if tty else 10.0):
+                print(("\r" if tty else "") + self.status_text() + ("" if tty else "\n"), end="", file=sys.stderr, flush=True)
+                last_line = now
+            if t_end is not None and now >= t_end:
+                break
+            self._stop.wait(0.02)
+        if tty:
+            print(file=sys.stderr)
+
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.midi_sink is not None:
+            self.midi_sink.stop()  # panics
+        if self.audio is not None:
+            self.audio.stop()
+        for p in (self.midi_in_port, self.midi_out_port):
+            if p is not None:
+                try:
+                    p.close()
+                except Exception:
+                    pass
+        if self.osc is not None:
+            self.osc.stop()
+
+    def startup_report(self) -> list[str]:
+        o = self.opts
+        lines = []
+        if self.osc is not None:
+            fb = f"{o.feedback[0]}:{o.feedback[1]}" if o.feedback else "sender's port + 1"
+            lines.append(f"OSC in on {self.osc.address[0]}:{self.osc.address[1]} (/moodlane/...), feedback to {fb}")
+        if self.midi_in_port is not None:
+            lines.append(f"MIDI in: {self.midi_in_port.name} (CC 16 valence, CC 17 arousal; 14-bit with CC 48/49; NRPN 8192/8193)")
+        if self.midi_out_port is not None:
+            lines.append(f"MIDI out: {self.midi_out_port.name} (channel {o.channel + 1})")
+        if self.audio is not None:
+            lines.append(
+                f"audio out: {self.audio.device_name} at {self.audio.sample_rate} Hz, block {self.audio.blocksize}, "
+                f"output latency {self.audio.output_latency_ms:.1f} ms"
+            )
+        for part, why in self.unavailable.items():
+            lines.append(f"unavailable: {part}: {why}")
+        bar_ms = 4 * 60000.0 / self.clock.tempo
+        lines.append(
+            f"latency: arousal reaches the next note and CC 11 at once; new content starts at the next bar line "
+            f"(at most {bar_ms:.0f} ms at {self.clock.tempo:.0f} BPM)"
+            + (f"; audio adds {self.audio.output_latency_ms:.0f} ms of output buffer" if self.audio is not None else "")
+        )
+        return lines
+
+
+def serve(opts: ServeOptions, generator) -> int:
+    server = Server(opts, generator)
+    previous = signal.signal(signal.SIGTERM, server.request_stop)
+    try:
+        server.start()
+        for line in server.startup_report():
+            print(line, file=sys.stderr)
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+        print("moodlane serve: stopped, all notes off", file=sys.stderr)
+    return 0

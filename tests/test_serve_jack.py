@@ -1,0 +1,238 @@
+"""`moodlane serve` with real parts: OSC over UDP loopback, MIDI through virtual ports on a
+JACK server (dummy driver), audio through sounddevice on the same server."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_server import BlockingOSCUDPServer
+from pythonosc.udp_client import SimpleUDPClient
+
+from daw_bridge.serve import ServeOptions, Server
+from engine.emotion import Emotion
+from engine.mock import MockGenerator
+from tests.jack_util import Collector, connect, connections, find_port
+
+JACK = "mido.backends.rtmidi/UNIX_JACK"
+
+
+@pytest.fixture
+def backend(jack_server):
+    import mido
+
+    return mido.Backend(JACK, load=True)
+
+
+def free_port() -> int:
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def server(backend):
+    opts = ServeOptions(
+        osc_port=free_port(), midi_backend=JACK, mode="both", tempo=240.0, smooth_s=0.05, status_line=False, lookahead_beats=2.0
+    )
+    srv = Server(opts, MockGenerator()).start()
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    yield srv
+    srv.stop()
+    t.join(timeout=5)
+
+
+def test_osc_sweep_changes_notes_on_a_connected_port(server, backend):
+    assert not server.unavailable, server.unavailable
+    col = Collector()
+    mon = backend.open_input("Monitor A", virtual=True, callback=col)
+    try:
+        connect("MoodLane Out", "Monitor A")
+        client = SimpleUDPClient("127.0.0.1", server.opts.osc_port)
+        windows = {}
+        for arousal in (-1.0, 1.0):
+            client.send_message("/moodlane/arousal", arousal)
+            time.sleep(1.2)  # let the change reach the next bars
+            t0 = time.monotonic()
+            time.sleep(2.0)
+            windows[arousal] = col.notes_between(t0, time.monotonic())
+        low, high = windows[-1.0], windows[1.0]
+        assert len(high) > 1.5 * len(low) > 0  # denser
+        assert np.mean([m.velocity for m in high]) > np.mean([m.velocity for m in low]) + 20  # louder
+    finally:
+        mon.close()
+
+
+def test_cc_lane_on_moodlane_in(server, backend):
+    import mido
+
+    out = backend.open_output("CC Sender", virtual=True)
+    try:
+        connect("CC Sender", "MoodLane In")
+        time.sleep(0.2)
+        out.send(mido.Message("control_change", control=17, value=127))
+        out.send(mido.Message("control_change", control=16, value=0))
+        t = time.monotonic() + 2
+        while time.monotonic() < t and server.control.target() != Emotion(-1.0, 1.0):
+            time.sleep(0.01)
+        assert server.control.target() == Emotion(-1.0, 1.0)
+        out.send(mido.Message("sysex", data=[0x7D] + [1] * 200))  # garbage for us: ignored
+        out.send(mido.Message("control_change", control=17, value=0))
+        time.sleep(0.3)
+        assert server.control.target().arousal == -1.0
+    finally:
+        out.close()
+
+
+def test_audio_flows_to_a_jack_port_without_underruns(server):
+    assert server.audio is not None, server.unavailable
+    time.sleep(2.0)
+    assert server.audio.blocks > 100  # 48000/512 blocks a second
+    assert server.audio.underruns == 0
+    assert server.audio.peak > 0.001  # real, non-silent audio
+    assert "PortAudio" in connections() or "playback" in connections()
+
+
+def test_stop_silences_everything(server, backend):
+    col = Collector()
+    mon = backend.open_input("Monitor B", virtual=True, callback=col)
+    try:
+        connect("MoodLane Out", "Monitor B")
+        time.sleep(1.0)
+        SimpleUDPClient("127.0.0.1", server.opts.osc_port).send_message("/moodlane/stop", [])
+        time.sleep(0.5)
+        msgs = [m for _, m in col.messages]
+        assert any(m.type == "control_change" and m.control == 123 for m in msgs)
+        on = sum(1 for m in msgs if m.type == "note_on" and m.velocity > 0)
+        off = sum(1 for m in msgs if m.type == "note_off" or (m.type == "note_on" and m.velocity == 0))
+        assert on > 0 and off >= on
+        n = len(col.messages)
+        time.sleep(0.5)
+        assert all(m.type != "note_on" for _, m in col.messages[n:])
+    finally:
+        mon.close()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+FLOOD = """
+import sys, time
+from pythonosc.udp_client import SimpleUDPClient
+c = SimpleUDPClient("127.0.0.1", int(sys.argv[1]))
+rate, seconds = float(sys.argv[2]), float(sys.argv[3])
+t0 = time.monotonic(); n = 0
+while time.monotonic() - t0 < seconds:
+    target = int((time.monotonic() - t0) * rate)
+    while n < target:
+        c.send_message("/moodlane/arousal" if n % 3 else "/moodlane/n/valence", (n % 100) / 100.0)
+        if n % 1000 == 0:
+            c.send_message("/moodlane/garbage", "x")
+        n += 1
+    time.sleep(0.001)
+print(n)
+"""
+
+
+@pytest.mark.slow
+def test_flood_of_10k_messages_per_second_for_30s(server, backend):
+    col = Collector()
+    mon = backend.open_input("Monitor C", virtual=True, callback=col)
+    try:
+        connect("MoodLane Out", "Monitor C")
+        seconds = float(os.environ.get("MOODLANE_FLOOD_SECONDS", "30"))
+        time.sleep(1.0)
+        rss0 = _rss_mb()
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-c", FLOOD, str(server.opts.osc_port), "10000", str(seconds)],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
+        t1 = time.monotonic()
+        sent = int(r.stdout.strip())
+        rss1 = _rss_mb()
+        received = server.osc.router.stats.received
+        notes = col.notes_between(t0, t1)
+        # output keeps going: notes arrive in every second of the flood
+        per_second = np.bincount([int(t - t0) for t, m in col.messages if t0 <= t < t1 and m.type == "note_on"], minlength=int(seconds))
+        assert sent >= 0.9 * 10000 * seconds
+        assert received > 0.25 * sent  # UDP may drop some under load; what arrives is handled
+        assert rss1 - rss0 < 30, (rss0, rss1)
+        assert len(notes) > 10 * seconds and per_second[: int(seconds)].min() > 0, per_second
+        assert server.scheduler.error is None
+    finally:
+        mon.close()
+
+
+@pytest.mark.slow
+def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
+    """The Done-when: `moodlane serve` starts, an OSC sweep changes the notes on a port
+    connected to MoodLane Out, and status comes back over OSC."""
+    port, fb_port = free_port(), free_port()
+    status = []
+    d = Dispatcher()
+    d.map("/moodlane/status/va", lambda addr, *a: status.append(a))
+    listener = BlockingOSCUDPServer(("127.0.0.1", fb_port), d)
+    threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    env = dict(os.environ, MOODLANE_MIDI_BACKEND=JACK)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daw_bridge.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--feedback",
+            f"127.0.0.1:{fb_port}",
+            "--tempo",
+            "150",
+            "--arousal",
+            "-1",
+            "-q",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    col = Collector()
+    mon = backend.open_input("Monitor D", virtual=True, callback=col)
+    try:
+        find_port("MoodLane Out", timeout=30)
+        connect("MoodLane Out", "Monitor D")
+        client = SimpleUDPClient("127.0.0.1", port)
+        windows = {}
+        for v, a in ((-0.8, -1.0), (0.8, 1.0)):
+            client.send_message("/moodlane/va", [v, a])
+            time.sleep(2.0)
+            t0 = time.monotonic()
+            time.sleep(6.4)  # 4 bars at 150 BPM
+            windows[a] = col.notes_between(t0, time.monotonic())
+        low, high = windows[-1.0], windows[1.0]
+        assert len(high) > len(low) > 0
+        assert np.mean([m.velocity for m in high]) > np.mean([m.velocity for m in low])
+        assert status and status[-1][1] > 0.9  # feedback reports the new arousal
+    finally:
+        mon.close()
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+        listener.shutdown()
+        listener.server_close()
+    assert proc.returncode == 0, err
+    assert "all notes off" in err and "MIDI out: MoodLane Out" in err
