@@ -20,7 +20,7 @@ from engine.emotion import Emotion, EmotionError
 from engine.symbolic.checkpoint import CheckpointError
 from engine.symbolic.notes import MidiError
 from engine.training.data import DataError
-from presets import PresetError, get_emotion_preset, load_emotion_presets
+from presets import PRESET_DIR, PresetError, get_emotion_preset, load_emotion_presets
 
 USER_ERRORS = (EmotionError, PresetError, AutomationError, MidiError, CheckpointError, DataError, SynthError)
 EXIT_USAGE = 2
@@ -187,9 +187,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from daw_bridge.bench import bench_symbolic
+    from daw_bridge import bench
 
-    result = bench_symbolic(args)
+    result = bench.bench_symbolic(args) if args.what == "symbolic" else bench.bench_live(args)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -203,8 +203,16 @@ def _host_port(s: str) -> tuple[str, int]:
 
 
 def cmd_serve(args) -> int:
+    from daw_bridge.midi import CCMapping
     from daw_bridge.serve import ServeOptions, serve
 
+    cc_path = Path(args.cc_map) if args.cc_map else PRESET_DIR / "mapping.json"
+    try:
+        cc_map = CCMapping.from_json(json.loads(_read(str(cc_path), "MIDI mapping file")), str(cc_path))
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{cc_path} is not valid JSON ({e})") from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     generator = load_generator(args.generator, args.checkpoint, args.mapping, args.temperature)
     emotion = get_emotion_preset(args.preset).emotion if args.preset else Emotion(args.valence or 0.0, args.arousal or 0.0)
     opts = ServeOptions(
@@ -229,6 +237,7 @@ def cmd_serve(args) -> int:
         blocksize=args.blocksize,
         duration=args.duration,
         status_line=not args.quiet,
+        cc_map=cc_map,
     )
     return serve(opts, generator)
 
@@ -279,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--midi-backend", help="mido backend, e.g. mido.backends.rtmidi/UNIX_JACK (or $MOODLANE_MIDI_BACKEND)")
     s.add_argument("--midi-in", help="connect to this input port instead of creating 'MoodLane In'")
     s.add_argument("--midi-out", help="connect to this output port instead of creating 'MoodLane Out'")
+    s.add_argument("--cc-map", help="MIDI mapping JSON (default presets/mapping.json: CC 16 valence, CC 17 arousal)")
     s.add_argument("--channel", type=int, default=1, choices=range(1, 17), metavar="1-16", help="MIDI out channel")
     s.add_argument(
         "--clock", choices=("internal", "midi"), default="internal", help="internal (OSC /moodlane/tempo) or MIDI clock on MoodLane In"
@@ -337,10 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="speed and memory figures")
-    b.add_argument("what", choices=("symbolic",))
-    b.add_argument("--bars", type=_positive_int("bars"), default=32)
-    b.add_argument("--repeats", type=_positive_int("repeats"), default=3)
+    b.add_argument("what", choices=("symbolic", "live"))
+    b.add_argument("--bars", type=_positive_int("bars"), default=32, help="symbolic: bars per run")
+    b.add_argument("--repeats", type=_positive_int("repeats"), default=3, help="symbolic: runs")
     b.add_argument("--checkpoint")
+    b.add_argument("--generator", choices=("symbolic", "mock"), default="symbolic", help="live: generator to serve")
+    b.add_argument("--tempo", type=_finite("tempo", 20, 400), default=120.0, help="live: BPM")
+    b.add_argument("--trials", type=_positive_int("trials"), default=10, help="live: control changes timed")
+    b.add_argument("--cpu-seconds", type=_finite("cpu seconds", 0.5, 600), default=5.0)
+    b.add_argument("--flood-rate", type=_positive_int("flood rate"), default=10000, help="live: OSC messages per second")
+    b.add_argument("--flood-seconds", type=_finite("flood seconds", 1, 3600), default=30.0)
     b.set_defaults(func=cmd_bench)
     return ap
 

@@ -36,9 +36,10 @@ class Clock:
     def _anchor(self, t: float, b: float) -> None:
         self._t0, self._b0 = t, b
 
-    def start(self, beat: float = 0.0) -> None:
+    def start(self, beat: float = 0.0, preroll_s: float = 0.0) -> None:
+        """Run from `beat`, reached `preroll_s` from now (time for the first bar to be made)."""
         with self._lock:
-            self._anchor(self.now(), beat)
+            self._anchor(self.now() + preroll_s, beat)
             self.running = True
 
     def stop(self) -> None:

@@ -169,9 +169,12 @@ class LiveScheduler:
         if not isinstance(self.source, LiveControl):
             return  # a timeline (automation file) never goes stale
         target = self.source.current()
+        # a bar is remade only if the new one can be ready before its downbeat
+        margin_s = 0.02 + 2.0 * max(self.gen_times, default=0.05)
+        horizon = self.clock.beat(self.clock.now() + margin_s)
         for i, (bar, start, state, chunk) in enumerate(self.history):
-            if start <= now:
-                continue  # already sounding: keep it
+            if start <= max(now, horizon):
+                continue  # sounding, or too close to its downbeat: keep it
             e = chunk.emotion
             if max(abs(e.valence - target.valence), abs(e.arousal - target.arousal)) < self.config.regenerate_distance:
                 continue

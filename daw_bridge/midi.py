@@ -86,6 +86,31 @@ class CCMapping:
     nrpn_valence: int = 64 << 7
     nrpn_arousal: int = (64 << 7) | 1
 
+    @classmethod
+    def from_json(cls, d: dict, where: str = "mapping") -> CCMapping:
+        """From a versioned `moodlane.midi_mapping` document (presets/mapping.json)."""
+        if not isinstance(d, dict) or d.get("format") != "moodlane.midi_mapping" or d.get("version") != 1:
+            raise ValueError(f"{where}: expected format 'moodlane.midi_mapping' version 1")
+
+        def num(path: str, x, lo: int, hi: int) -> int:
+            if not isinstance(x, int) or isinstance(x, bool) or not lo <= x <= hi:
+                raise ValueError(f"{where}: {path} must be an integer in [{lo}, {hi}], got {x!r}")
+            return x
+
+        out = {}
+        for lane in ("valence", "arousal"):
+            m = d.get(lane)
+            if not isinstance(m, dict):
+                raise ValueError(f"{where}: missing the {lane!r} object")
+            out[f"{lane}_cc"] = num(f"{lane}.cc", m.get("cc"), 0, 119)
+            out[f"nrpn_{lane}"] = num(f"{lane}.nrpn", m.get("nrpn"), 0, 16383)
+            lsb = m.get("lsb_cc")
+            if lsb is not None and lsb != out[f"{lane}_cc"] + 32:
+                raise ValueError(f"{where}: {lane}.lsb_cc must be cc + 32 (MIDI pairs CC n with CC n+32), got {lsb!r}")
+        ch = d.get("channel")
+        channel = None if ch is None else num("channel", ch, 1, 16) - 1
+        return cls(channel=channel, **out)
+
     def lane_of_cc(self, cc: int) -> tuple[str, bool] | None:
         """(lane, is_lsb) for a CC number, or None."""
         if cc == self.valence_cc:
@@ -196,6 +221,10 @@ class MidiOut:
         self._mido = mido
         self._lock = threading.Lock()
 
+    def set_port(self, port) -> None:
+        with self._lock:
+            self.port = port
+
     def note_on(self, pitch: int, velocity: int) -> None:
         with self._lock:
             if self.sounding.get(pitch):  # retrigger: close the old one first
@@ -225,3 +254,86 @@ class MidiOut:
             except Exception as e:  # a port that vanished: nothing more to silence
                 log.warning("MIDI panic could not reach the port: %s", e)
             self.sounding.clear()
+
+
+class NullPort:
+    """Stands in for a named port that is not there (yet): messages are dropped."""
+
+    name = "(not connected)"
+
+    def send(self, msg) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class PortWatcher:
+    """Keeps a connection to a port another program owns, by name. When the port vanishes,
+    output goes on into a `NullPort`; when it comes back, it is reopened (polled)."""
+
+    def __init__(self, backend, fragment: str, kind: str, on_port: Callable, callback: Callable | None = None) -> None:
+        self.backend, self.fragment, self.kind = backend, fragment, kind
+        self.on_port, self.callback = on_port, callback
+        self.port = None
+        self.reconnects = 0
+
+    def _names(self) -> list[str]:
+        return self.backend.get_output_names() if self.kind == "output" else self.backend.get_input_names()
+
+    def poll(self) -> bool:
+        """Returns whether the port is connected now."""
+        try:
+            match = next((n for n in self._names() if self.fragment in n), None)
+        except Exception as e:
+            log.debug("listing MIDI ports failed: %s", e)
+            return self.port is not None
+        if match is None:
+            if self.port is not None:
+                log.warning("MIDI port %r disappeared; retrying while output goes on", self.fragment)
+                self._close()
+                self.on_port(NullPort())
+            return False
+        if self.port is None:
+            try:
+                if self.kind == "output":
+                    self.port = self.backend.open_output(match)
+                else:
+                    self.port = self.backend.open_input(match, callback=self.callback)
+            except Exception as e:
+                log.warning("MIDI port %r is listed but did not open (%s); retrying", match, e)
+                return False
+            self.reconnects += 1
+            log.info("MIDI port %r connected", match)
+            self.on_port(self.port)
+        return True
+
+    def _close(self) -> None:
+        try:
+            self.port.close()
+        except Exception:
+            pass
+        self.port = None
+
+    def close(self) -> None:
+        if self.port is not None:
+            self._close()
+
+
+class MidiMonitor:
+    """A port callback that timestamps every message (benchmarks and tests listen with it)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.monotonic
+        self.messages: list[tuple[float, object]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, msg) -> None:
+        with self._lock:
+            self.messages.append((self._now(), msg))
+
+    def note_ons(self, t0: float = 0.0, t1: float = float("inf")) -> list[tuple[float, object]]:
+        with self._lock:
+            return [(t, m) for t, m in self.messages if t0 <= t < t1 and m.type == "note_on" and m.velocity > 0]

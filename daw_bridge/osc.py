@@ -66,6 +66,9 @@ class OscRouter:
         for lane in ("valence", "arousal"):
             d.map(f"{PREFIX}/{lane}", self._lane, lane, False, needs_reply_address=True)
             d.map(f"{PREFIX}/n/{lane}", self._lane, lane, True, needs_reply_address=True)
+        # REAPER's FX_PARAM_VALUE pattern (presets/daw/reaper): param 1 valence, 2 arousal, 0..1
+        d.map(f"{PREFIX}/fxparam/1/value", self._lane, "valence", True, needs_reply_address=True)
+        d.map(f"{PREFIX}/fxparam/2/value", self._lane, "arousal", True, needs_reply_address=True)
         d.map(f"{PREFIX}/va", self._va, False, needs_reply_address=True)
         d.map(f"{PREFIX}/n/va", self._va, True, needs_reply_address=True)
         d.map(f"{PREFIX}/tempo", self._tempo, needs_reply_address=True)

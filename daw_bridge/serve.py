@@ -19,7 +19,7 @@ import numpy as np
 from daw_bridge.clock import Clock, MidiClock
 from daw_bridge.control import LiveControl
 from daw_bridge.live import LiveConfig, LiveScheduler, MidiSink
-from daw_bridge.midi import IN_NAME, OUT_NAME, CCMapping, MidiControlInput, MidiOut, MidiUnavailable, open_backend
+from daw_bridge.midi import IN_NAME, OUT_NAME, CCMapping, MidiControlInput, MidiOut, MidiUnavailable, NullPort, PortWatcher, open_backend
 from daw_bridge.osc import Feedback, OscRouter, OscServer
 from engine.emotion import Emotion
 
@@ -50,6 +50,7 @@ class ServeOptions:
     blocksize: int = 512
     duration: float | None = None
     status_line: bool = True
+    cc_map: CCMapping | None = None
 
 
 def _pct(x, q: float) -> float | None:
@@ -72,8 +73,11 @@ class Server:
         self.midi_in_port = self.midi_out_port = None
         self.midi_sink: MidiSink | None = None
         self.audio = None
-        self.midi_input = MidiControlInput(self.control, CCMapping(), self.clock if isinstance(self.clock, MidiClock) else None)
+        self.midi_input = MidiControlInput(
+            self.control, opts.cc_map or CCMapping(), self.clock if isinstance(self.clock, MidiClock) else None
+        )
         self.scheduler: LiveScheduler | None = None
+        self.watchers: list[PortWatcher] = []
         self._stop = threading.Event()
         self._was_running = False
 
@@ -109,17 +113,25 @@ class Server:
             self.unavailable["midi"] = str(e)
             return
         try:
-            if self.opts.midi_in:
-                self.midi_in_port = backend.open_input(self.opts.midi_in, callback=self.midi_input)
+            if self.opts.midi_in:  # another program's port, by name: watched and reopened
+                w = PortWatcher(backend, self.opts.midi_in, "input", lambda p: setattr(self, "midi_in_port", p), self.midi_input)
+                self.watchers.append(w)
+                w.poll()
             else:
                 self.midi_in_port = backend.open_input(IN_NAME, virtual=True, callback=self.midi_input)
         except Exception as e:
             self.unavailable["midi in"] = f"{type(e).__name__}: {e}"
         if self.opts.mode in ("midi", "both"):
             try:
-                port = backend.open_output(self.opts.midi_out) if self.opts.midi_out else backend.open_output(OUT_NAME, virtual=True)
-                self.midi_out_port = port
-                self.midi_sink = MidiSink(MidiOut(port, self.opts.channel), self.clock, self.control, self.config).start()
+                out = MidiOut(NullPort(), self.opts.channel)
+                if self.opts.midi_out:
+                    w = PortWatcher(backend, self.opts.midi_out, "output", out.set_port)
+                    self.watchers.append(w)
+                    w.poll()
+                else:
+                    out.set_port(backend.open_output(OUT_NAME, virtual=True))
+                self.midi_out_port = out.port
+                self.midi_sink = MidiSink(out, self.clock, self.control, self.config).start()
             except Exception as e:
                 self.unavailable["midi out"] = f"{type(e).__name__}: {e}"
 
@@ -174,7 +186,7 @@ class Server:
                 clk.set_tempo(c.tempo)
             running = c.playing
             if running and not clk.running:
-                clk.start(0.0)
+                clk.start(0.0, preroll_s=0.15)  # the first bar is made before its downbeat
             elif not running and clk.running:
                 clk.stop()
         if running and not self._was_running:
@@ -202,8 +214,12 @@ class Server:
     def run(self) -> None:
         t_end = time.monotonic() + self.opts.duration if self.opts.duration else None
         tty = self.opts.status_line and sys.stderr.isatty()
-        last_line = 0.0
+        last_line = last_watch = 0.0
         while not self._stop.is_set():
+            if self.watchers and time.monotonic() - last_watch > 1.0:
+                for w in self.watchers:
+                    w.poll()
+                last_watch = time.monotonic()
             if self.scheduler.error is not None:
                 self.panic()
                 raise RuntimeError(f"generator failed: {self.scheduler.error}")
@@ -230,7 +246,9 @@ class Server:
             self.midi_sink.stop()  # panics
         if self.audio is not None:
             self.audio.stop()
-        for p in (self.midi_in_port, self.midi_out_port):
+        for w in self.watchers:
+            w.close()
+        for p in (None if self.opts.midi_in else self.midi_in_port, None if self.opts.midi_out else self.midi_out_port):
             if p is not None:
                 try:
                     p.close()
@@ -245,10 +263,19 @@ class Server:
         if self.osc is not None:
             fb = f"{o.feedback[0]}:{o.feedback[1]}" if o.feedback else "sender's port + 1"
             lines.append(f"OSC in on {self.osc.address[0]}:{self.osc.address[1]} (/moodlane/...), feedback to {fb}")
-        if self.midi_in_port is not None:
-            lines.append(f"MIDI in: {self.midi_in_port.name} (CC 16 valence, CC 17 arousal; 14-bit with CC 48/49; NRPN 8192/8193)")
-        if self.midi_out_port is not None:
-            lines.append(f"MIDI out: {self.midi_out_port.name} (channel {o.channel + 1})")
+        if self.midi_in_port is not None or o.midi_in:
+            m = self.midi_input.mapping
+            lines.append(
+                f"MIDI in: {o.midi_in or self.midi_in_port.name} (CC {m.valence_cc} valence, CC {m.arousal_cc} arousal; "
+                f"14-bit with CC {m.valence_cc + 32}/{m.arousal_cc + 32}; NRPN {m.nrpn_valence}/{m.nrpn_arousal})"
+            )
+        if self.midi_sink is not None:
+            name = (
+                self.midi_sink.out.port.name
+                if not o.midi_out
+                else f"{o.midi_out} (now {self.midi_sink.out.port.name}; reconnects when it appears)"
+            )
+            lines.append(f"MIDI out: {name} (channel {o.channel + 1})")
         if self.audio is not None:
             lines.append(
                 f"audio out: {self.audio.device_name} at {self.audio.sample_rate} Hz, block {self.audio.blocksize}, "

@@ -23,41 +23,16 @@ def data_dir():
     return DATA
 
 
-def _jack_running() -> bool:
-    import subprocess
-
-    try:
-        return subprocess.run(["jack_lsp"], capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.fixture(scope="session")
 def jack_server():
-    """A JACK server with its dummy driver: real MIDI ports and a real-time audio device
-    on a machine without sound hardware. Started here and stopped after the session,
-    unless one is already running."""
-    import shutil
-    import subprocess
-    import time
+    """A JACK server with its dummy driver (real MIDI ports and a real-time audio device on
+    a machine without sound hardware), started here and stopped after the session unless
+    one already runs."""
+    from daw_bridge.jack import JACK_MIDI, JackUnavailable, ensure_jack
 
-    if _jack_running():
-        yield None
-        return
-    if shutil.which("jackd") is None:
-        pytest.skip("needs jackd (Debian package jackd2) for real MIDI ports and audio; not installed")
-    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-    proc = subprocess.Popen(
-        ["jackd", "-r", "-d", "dummy", "-r", "48000", "-p", "512"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(50):
-        if _jack_running():
-            break
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.skip("jackd did not start")
-    os.environ.setdefault("MOODLANE_MIDI_BACKEND", "mido.backends.rtmidi/UNIX_JACK")
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        with ensure_jack() as started:
+            os.environ.setdefault("MOODLANE_MIDI_BACKEND", JACK_MIDI)
+            yield started
+    except JackUnavailable as e:
+        pytest.skip(f"needs a JACK server for real MIDI ports and audio: {e}")

@@ -34,3 +34,43 @@ def test_invalid_preset_files(tmp_path, doc, match):
     f.write_text(json.dumps(doc))
     with pytest.raises(PresetError, match=match):
         load_emotion_presets(f)
+
+
+def test_midi_mapping_file_is_valid_and_checked():
+    from daw_bridge.midi import CCMapping
+    from presets import PRESET_DIR
+
+    m = CCMapping.from_json(json.loads((PRESET_DIR / "mapping.json").read_text()))
+    assert (m.valence_cc, m.arousal_cc, m.nrpn_valence, m.nrpn_arousal, m.channel) == (16, 17, 8192, 8193, None)
+    assert m.lane_of_cc(48) == ("valence", True)
+    bad = {
+        "format": "moodlane.midi_mapping",
+        "version": 1,
+        "valence": {"cc": 16, "lsb_cc": 40, "nrpn": 1},
+        "arousal": {"cc": 17, "nrpn": 2},
+    }
+    with pytest.raises(ValueError, match="cc \\+ 32"):
+        CCMapping.from_json(bad)
+    with pytest.raises(ValueError, match="integer"):
+        CCMapping.from_json({**bad, "valence": {"cc": 300, "nrpn": 1}})
+
+
+def test_reaper_pattern_file_only_uses_routed_addresses():
+    """Every address the REAPER pattern file makes REAPER send is one MoodLane handles."""
+    from daw_bridge.control import LiveControl
+    from daw_bridge.osc import OscRouter
+    from presets import PRESET_DIR
+
+    router = OscRouter(LiveControl())
+    lines = (PRESET_DIR / "daw" / "reaper" / "MoodLane.ReaperOSC").read_text().splitlines()
+    patterns = [w for line in lines if line and not line.startswith("#") for w in line.split()[1:] if "/" in w]
+    assert patterns
+    for p in patterns:
+        typ, _, path = p.partition("/")
+        assert typ in ("n", "f", "t", "i", "s")
+        for k in ("1", "2"):
+            addr = "/" + path.replace("@", k)
+            handlers = list(router.dispatcher.handlers_for_address(addr))
+            assert handlers and all(h.callback != router._unknown for h in handlers), addr
+    assert all(h.callback == router._unknown for h in router.dispatcher.handlers_for_address("/moodlane/nope"))
+    assert (PRESET_DIR / "daw" / "SETUP.md").read_text().count("Ableton") >= 1

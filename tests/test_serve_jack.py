@@ -13,12 +13,12 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
+from daw_bridge.jack import JACK_MIDI as JACK
+from daw_bridge.jack import connect, connections, find_port
+from daw_bridge.midi import MidiMonitor as Collector
 from daw_bridge.serve import ServeOptions, Server
 from engine.emotion import Emotion
 from engine.mock import MockGenerator
-from tests.jack_util import Collector, connect, connections, find_port
-
-JACK = "mido.backends.rtmidi/UNIX_JACK"
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_osc_sweep_changes_notes_on_a_connected_port(server, backend):
             time.sleep(1.2)  # let the change reach the next bars
             t0 = time.monotonic()
             time.sleep(2.0)
-            windows[arousal] = col.notes_between(t0, time.monotonic())
+            windows[arousal] = [m for _, m in col.note_ons(t0, time.monotonic())]
         low, high = windows[-1.0], windows[1.0]
         assert len(high) > 1.5 * len(low) > 0  # denser
         assert np.mean([m.velocity for m in high]) > np.mean([m.velocity for m in low]) + 20  # louder
@@ -168,7 +168,7 @@ def test_flood_of_10k_messages_per_second_for_30s(server, backend):
         sent = int(r.stdout.strip())
         rss1 = _rss_mb()
         received = server.osc.router.stats.received
-        notes = col.notes_between(t0, t1)
+        notes = col.note_ons(t0, t1)
         # output keeps going: notes arrive in every second of the flood
         per_second = np.bincount([int(t - t0) for t, m in col.messages if t0 <= t < t1 and m.type == "note_on"], minlength=int(seconds))
         assert sent >= 0.9 * 10000 * seconds
@@ -223,7 +223,7 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
             time.sleep(2.0)
             t0 = time.monotonic()
             time.sleep(6.4)  # 4 bars at 150 BPM
-            windows[a] = col.notes_between(t0, time.monotonic())
+            windows[a] = [m for _, m in col.note_ons(t0, time.monotonic())]
         low, high = windows[-1.0], windows[1.0]
         assert len(high) > len(low) > 0
         assert np.mean([m.velocity for m in high]) > np.mean([m.velocity for m in low])
@@ -236,3 +236,29 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
         listener.server_close()
     assert proc.returncode == 0, err
     assert "all notes off" in err and "MIDI out: MoodLane Out" in err
+
+
+def test_named_port_that_disappears_is_reconnected(backend):
+    col = Collector()
+    synth = backend.open_input("Synth Y", virtual=True, callback=col)
+    opts = ServeOptions(osc_port=free_port(), midi_backend=JACK, midi_out="Synth Y", tempo=480.0, status_line=False, autoplay=True)
+    srv = Server(opts, MockGenerator()).start()
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    try:
+        time.sleep(1.0)
+        assert col.note_ons(), "notes reach the named port"
+        synth.close()  # the synth quits
+        time.sleep(1.5)
+        sent_while_gone = srv.midi_sink.sent_on
+        time.sleep(1.0)
+        assert srv.midi_sink.sent_on > sent_while_gone  # output goes on
+        col2 = Collector()
+        synth = backend.open_input("Synth Y", virtual=True, callback=col2)  # it comes back
+        time.sleep(2.5)
+        assert col2.note_ons(), "reconnected"
+        assert srv.watchers[0].reconnects == 2
+    finally:
+        srv.stop()
+        t.join(timeout=5)
+        synth.close()
