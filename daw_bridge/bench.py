@@ -68,6 +68,8 @@ while time.monotonic() - t0 < seconds:
     target = int((time.monotonic() - t0) * rate)
     while n < target:
         c.send_message("/moodlane/arousal" if n % 3 else "/moodlane/n/valence", (n % 100) / 100.0)
+        if n % 1000 == 0:
+            c.send_message("/moodlane/garbage", "x")  # unknown addresses in the mix
         n += 1
     time.sleep(0.001)
 print(n)

@@ -102,3 +102,32 @@ def test_mock_follows_emotion():
     wild, _ = m.generate_chunk(m.init_state(0), Emotion(0.5, 0.9))
     assert len(wild.notes) > len(calm.notes)
     assert wild.notes.velocity.mean() > calm.notes.velocity.mean()
+
+
+def test_mode_rule_moves_major_to_minor_and_back():
+    from engine.symbolic import mode_rule
+    from tests.conftest import make_notes
+
+    c_major = make_notes([(i, 1, p, 80) for i, p in enumerate([60, 64, 67, 72, 69, 71, 65, 62])])
+    hist = mode_rule.update_histogram(np.zeros(12), c_major)
+    assert mode_rule.estimate_key(hist) == (0, True)
+    sad = mode_rule.apply(c_major, hist, valence=-0.8)
+    assert sad.pitch.tolist() == [60, 63, 67, 72, 68, 70, 65, 62]  # E->Eb, A->Ab, B->Bb
+    assert mode_rule.apply(c_major, hist, valence=0.8) is c_major  # already major
+    assert mode_rule.apply(c_major, hist, valence=-0.1) is c_major  # near neutral: untouched
+    a_minor = make_notes([(i, 1, p, 80) for i, p in enumerate([57, 60, 64, 69, 65, 67, 62, 59])])
+    h = mode_rule.update_histogram(np.zeros(12), a_minor)
+    assert mode_rule.estimate_key(h) == (9, False)
+    assert mode_rule.apply(a_minor, h, valence=0.8).pitch.tolist() == [57, 61, 64, 69, 66, 68, 62, 59]
+
+
+def test_projection_returns_a_blend_of_real_profiles():
+    m = tiny_map()
+    bank = np.array([[0.1, 0.1], [0.9, 0.9], [0.2, 0.8]])
+    from dataclasses import replace as dc_replace
+
+    m2 = dc_replace(m, bank=bank, weights=np.ones(2), neighbours=1)
+    assert m2.ranks(Emotion(0, 1)).tolist() == [0.9, 0.9]
+    assert m2.ranks(Emotion(0, -1)).tolist() == [0.1, 0.1]
+    assert np.allclose(m2.to_json()["bank"], bank)
+    assert EmotionMap.from_json(m2.to_json()).neighbours == 1

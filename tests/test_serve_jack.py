@@ -13,6 +13,8 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
+from daw_bridge.bench import FLOOD_SCRIPT
+from daw_bridge.bench import _rss_mb as rss_mb
 from daw_bridge.jack import JACK_MIDI as JACK
 from daw_bridge.jack import connect, connections, find_port
 from daw_bridge.midi import MidiMonitor as Collector
@@ -122,32 +124,6 @@ def test_stop_silences_everything(server, backend):
         mon.close()
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-FLOOD = """
-import sys, time
-from pythonosc.udp_client import SimpleUDPClient
-c = SimpleUDPClient("127.0.0.1", int(sys.argv[1]))
-rate, seconds = float(sys.argv[2]), float(sys.argv[3])
-t0 = time.monotonic(); n = 0
-while time.monotonic() - t0 < seconds:
-    target = int((time.monotonic() - t0) * rate)
-    while n < target:
-        c.send_message("/moodlane/arousal" if n % 3 else "/moodlane/n/valence", (n % 100) / 100.0)
-        if n % 1000 == 0:
-            c.send_message("/moodlane/garbage", "x")
-        n += 1
-    time.sleep(0.001)
-print(n)
-"""
-
-
 @pytest.mark.slow
 def test_flood_of_10k_messages_per_second_for_30s(server, backend):
     col = Collector()
@@ -156,17 +132,17 @@ def test_flood_of_10k_messages_per_second_for_30s(server, backend):
         connect("MoodLane Out", "Monitor C")
         seconds = float(os.environ.get("MOODLANE_FLOOD_SECONDS", "30"))
         time.sleep(1.0)
-        rss0 = _rss_mb()
+        rss0 = rss_mb()
         t0 = time.monotonic()
         r = subprocess.run(
-            [sys.executable, "-c", FLOOD, str(server.opts.osc_port), "10000", str(seconds)],
+            [sys.executable, "-c", FLOOD_SCRIPT, str(server.opts.osc_port), "10000", str(seconds)],
             capture_output=True,
             text=True,
             timeout=seconds + 60,
         )
         t1 = time.monotonic()
         sent = int(r.stdout.strip())
-        rss1 = _rss_mb()
+        rss1 = rss_mb()
         received = server.osc.router.stats.received
         notes = col.note_ons(t0, t1)
         # output keeps going: notes arrive in every second of the flood

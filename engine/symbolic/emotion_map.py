@@ -12,7 +12,12 @@ directly.
   [1, v, a, va, v^2, a^2], fitted on VGMIDI's per-bar listener means and EMOPIA's clips at
   their quadrant centres. Emotion explains a small share of any one attribute's variance,
   so a regression shrinks towards the median; `gain` re-expands deviations so that the
-  quadrant centres are as distinct as EmoGen's prototypes (fitted, not hand-set).
+  quadrant centres are as distinct as EmoGen's prototypes (fitted, not hand-set). The
+  target is then projected onto music that exists: the mean of the `k` bar profiles of the
+  generator's training data nearest to it, with attributes weighted by how much emotion
+  explains them. EMOPIA's transcriptions (sustain-pedal polyphony, long notes) ask for
+  combinations pop piano never has, and a decoder given an incoherent profile plays
+  sparsely and vaguely; a real neighbour's profile it can follow.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ class EmotionMap:
     tempo_coef: np.ndarray  # (6,): log2(qpm) = basis(v, a) @ tempo_coef
     tempo_range: tuple[float, float]
     meta: dict
+    bank: np.ndarray | None = None  # (N, k) rank profiles of real bars (training split)
+    weights: np.ndarray | None = None  # (k,) attribute weights for the projection
+    neighbours: int = 16
 
     def ranks(self, e: Emotion, mode: str = "smooth") -> np.ndarray:
         if mode == "emogen":
@@ -53,8 +61,13 @@ class EmotionMap:
             return np.where(hi, self.high_rank, self.low_rank)
         if mode != "smooth":
             raise ValueError(f"mapping mode must be one of {MODES}, got {mode!r}")
-        r = basis(e.valence, e.arousal) @ self.coef.T
-        return np.clip(0.5 + self.gain * (r - 0.5), 0.02, 0.98)
+        r = np.clip(0.5 + self.gain * (basis(e.valence, e.arousal) @ self.coef.T - 0.5), 0.02, 0.98)
+        if self.bank is None or not len(self.bank):
+            return r
+        w = self.weights if self.weights is not None else np.ones(r.shape[0])
+        d = ((self.bank - r) ** 2 * w).sum(1)
+        nn = np.argpartition(d, min(self.neighbours, len(d) - 1))[: self.neighbours]
+        return self.bank[nn].mean(0)
 
     def bins(self, e: Emotion, n_bins: int, mode: str = "smooth") -> np.ndarray:
         return ranks_to_bins(self.ranks(e, mode), n_bins)
@@ -75,6 +88,9 @@ class EmotionMap:
             "low_rank": self.low_rank.tolist(),
             "tempo_coef": self.tempo_coef.tolist(),
             "tempo_range": list(self.tempo_range),
+            "neighbours": self.neighbours,
+            "weights": None if self.weights is None else np.round(self.weights, 4).tolist(),
+            "bank": None if self.bank is None else np.round(self.bank, 3).tolist(),
             "meta": self.meta,
         }
 
@@ -92,6 +108,9 @@ class EmotionMap:
             np.asarray(d["tempo_coef"], dtype=np.float64),
             tuple(d["tempo_range"]),
             d.get("meta", {}),
+            None if d.get("bank") is None else np.asarray(d["bank"], dtype=np.float64),
+            None if d.get("weights") is None else np.asarray(d["weights"], dtype=np.float64),
+            int(d.get("neighbours", 16)),
         )
 
     @classmethod

@@ -18,6 +18,7 @@ import torch
 
 from engine.chunk import Chunk
 from engine.emotion import Emotion
+from engine.symbolic import mode_rule
 from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
 from engine.symbolic.emotion_map import MODES, EmotionMap
 from engine.symbolic.model import KVCache, SymbolicLM
@@ -32,6 +33,7 @@ class SamplingConfig:
     top_p: float = 0.95
     max_tokens_per_bar: int = 240  # a dense bar of pop piano is ~150 tokens
     mapping: str = "smooth"  # or "emogen": EmoGen's binarised quadrant prototypes
+    mode_rule: bool = True  # valence moves the mode (engine/symbolic/mode_rule.py)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -52,13 +54,16 @@ class SymbolicState:
     tokens: list[int] = field(default_factory=list)
     attrs: list[np.ndarray] = field(default_factory=list)
     cache: KVCache = field(default_factory=KVCache)
+    pc_hist: np.ndarray = field(default_factory=lambda: np.zeros(12))  # the key so far (mode rule)
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.attrs):
             raise ValueError("SymbolicState needs one attribute row per token")
 
     def clone(self) -> SymbolicState:
-        return SymbolicState(self.seed, self.bar, list(self.tokens), [a.copy() for a in self.attrs], self.cache.clone())
+        return SymbolicState(
+            self.seed, self.bar, list(self.tokens), [a.copy() for a in self.attrs], self.cache.clone(), self.pc_hist.copy()
+        )
 
 
 def bar_seed(seed: int, bar: int) -> int:
@@ -156,6 +161,10 @@ class SymbolicGenerator:
             out.append(t)
             logits = self._feed(state, [t], bins)
         notes = decode(np.array(out), qpm=120.0)  # a note cut off by the budget is dropped
+        if self.sampling.mode_rule:
+            played = mode_rule.apply(notes, state.pc_hist, emotion.valence)
+            state.pc_hist = mode_rule.update_histogram(state.pc_hist, notes)  # the model's own key
+            notes = played
         chunk = Chunk(state.bar, notes, emotion, 4.0, tuple(out))
         state.bar += 1
         return chunk, state

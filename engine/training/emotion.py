@@ -9,16 +9,27 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
 from engine.emotion import QUADRANT_CENTRES
-from engine.symbolic.attributes import FEATURE_NAMES, INDEX, to_ranks
+from engine.symbolic.attributes import FEATURE_NAMES, INDEX, PC_NAMES, to_ranks
 from engine.symbolic.emotion_map import EmotionMap, basis
 from engine.symbolic.judge import SymbolicJudge
 
 # Grid artefacts: EMOPIA is transcribed audio, not beat-aligned, so where its onsets fall
 # on the 16th grid says nothing about emotion and would mislead the judge on generated music.
-JUDGE_EXCLUDE = ("offbeat_fraction", "downbeat_fraction", "eighth_note_prevalence", "total_notes")
+# Absolute pitch classes say which key a clip is in, not how it feels: a judge that used
+# them would learn the datasets' key habits and not transfer to music in other keys.
+JUDGE_EXCLUDE = ("offbeat_fraction", "downbeat_fraction", "eighth_note_prevalence", "total_notes", *(f"pc_{n}" for n in PC_NAMES))
 
 
-def fit_emotion_map(lab: dict, attributes: tuple[str, ...], edges: np.ndarray, ridge_alpha: float = 1.0) -> EmotionMap:
+def fit_emotion_map(
+    lab: dict,
+    attributes: tuple[str, ...],
+    edges: np.ndarray,
+    bank_values: np.ndarray | None = None,
+    bank_size: int = 4000,
+    ridge_alpha: float = 1.0,
+) -> EmotionMap:
+    """`bank_values`: raw attribute values of real bars (the generator's training split),
+    sampled into the projection bank."""
     idx = [INDEX[a] for a in attributes]
     tr_e = ~lab["emopia_valid"]
     tr_v = ~lab["vgmidi_valid"]
@@ -67,7 +78,13 @@ def fit_emotion_map(lab: dict, attributes: tuple[str, ...], edges: np.ndarray, r
         "gain_calibration": {"prototype_spread": round(float(spread_proto), 4), "fit_spread": round(float(spread_fit), 4)},
         "prototype_ranks": protos.round(3).tolist(),
     }
-    return EmotionMap(tuple(attributes), coef, gain, np.array(highs), high_rank, low_rank, tempo_coef, (66.0, 150.0), meta)
+    bank = weights = None
+    if bank_values is not None and len(bank_values):
+        rng = np.random.default_rng(0)
+        pick = rng.choice(len(bank_values), min(bank_size, len(bank_values)), replace=False)
+        bank = to_ranks(bank_values[pick], edges)
+        weights = np.clip(np.array(per_attr_r), 0.0, None) ** 2  # share of variance emotion explains
+    return EmotionMap(tuple(attributes), coef, gain, np.array(highs), high_rank, low_rank, tempo_coef, (66.0, 150.0), meta, bank, weights)
 
 
 def fit_judge(lab: dict, C: float = 0.03, alpha: float = 10.0) -> tuple[SymbolicJudge, dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,11 @@ def fit_map_for(stem: Path, data_dir: Path, work: Path) -> dict:
     meta = json.loads(stem.with_suffix(".json").read_text())
     cfg = SymbolicConfig.from_json(meta["config"])
     lab = labelled_features(data_dir, work / "labelled.npz")
-    emap = fit_emotion_map(lab, cfg.attributes, np.asarray(cfg.bin_edges))
+    bank = None
+    if (work / "dataset.npz").is_file():  # real bars the generator learned from
+        d = np.load(work / "dataset.npz")
+        bank = d["bar_values"][np.repeat(~d["valid"], d["n_bars"])]
+    emap = fit_emotion_map(lab, cfg.attributes, np.asarray(cfg.bin_edges), bank)
     _write_json(stem.with_name("emotion_map.json"), emap.to_json())
     return {"gain": emap.gain, "fit_correlation": emap.meta["fit_correlation"]}
 
@@ -48,6 +53,8 @@ def train_symbolic(args) -> dict:
     cfg = replace(base, attributes=attrs)
     tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps))
     result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 writes the map
+        return {"rank": int(os.environ["RANK"]), "final": result["history"][-1] if result["history"] else None}
     mapping = fit_map_for(stem, data_dir, out)
     return {
         "checkpoint": str(stem),

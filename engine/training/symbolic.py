@@ -155,7 +155,15 @@ def train(
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if ddp and rank != 0:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 tokenises and writes the cache first
     d = build_dataset(data_dir, model_cfg.attributes, out_dir / "dataset.npz")
+    if ddp and rank == 0:
+        import torch.distributed as dist
+
+        dist.barrier()
     train_vals = d["bar_values"][np.repeat(~d["valid"], d["n_bars"])]
     edges = quantile_edges(train_vals, model_cfg.n_bins)
     model_cfg = replace(model_cfg, bin_edges=tuple(tuple(float(x) for x in r) for r in edges))
