@@ -297,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cc-map", help="MIDI mapping JSON (default presets/mapping.json: CC 16 valence, CC 17 arousal)")
     s.add_argument("--channel", type=int, default=1, choices=range(1, 17), metavar="1-16", help="MIDI out channel")
     s.add_argument(
-        "--clock", choices=("internal", "midi"), default="internal", help="internal (OSC /moodlane/tempo) or MIDI clock on MoodLane In"
+        "--clock",
+        choices=("internal", "midi", "link"),
+        default="internal",
+        help="internal (OSC /moodlane/tempo), MIDI clock on MoodLane In, or Ableton Link (pip install aalink)",
     )
     s.add_argument("--tempo", type=_finite("tempo", 20, 400), help="BPM for the internal clock (default 120)")
     s.add_argument("--lookahead", type=_finite("lookahead", 0.25, 16), default=2.0, help="beats generated ahead of the play head")

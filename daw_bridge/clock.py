@@ -104,3 +104,66 @@ class MidiClock(Clock):
             self.ticks = int(pos) * (self.PPQN // 4)  # SPP counts 16ths
             with self._lock:
                 self._anchor(t, self.ticks / self.PPQN)
+
+
+class ClockUnavailable(RuntimeError):
+    """A clock source whose library is not installed."""
+
+
+class LinkClock(Clock):
+    """Ableton Link (through the `aalink` package, optional: `pip install aalink`): tempo
+    and beat phase shared with Live, Bitwig and other Link peers on the network. The Link
+    session runs on its own asyncio thread; the clock re-anchors to it every 10 ms."""
+
+    def __init__(self, tempo: float = 120.0, quantum: float = 4.0, now: Callable[[], float] = time.monotonic) -> None:
+        try:
+            import aalink
+        except ImportError:
+            raise ClockUnavailable("Ableton Link needs the optional package aalink (pip install aalink)") from None
+        import asyncio
+
+        super().__init__(tempo, now)
+        self.source = "ableton link"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._closed = False
+
+        async def main() -> None:
+            self.link = aalink.Link(tempo, self._loop)
+            self.link.quantum = quantum
+            self.link.enabled = True
+            self._ready.set()
+            while not self._closed:
+                self._follow()
+                await asyncio.sleep(0.01)
+
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(main(),), name="link", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(5):
+            raise ClockUnavailable("Ableton Link did not start")
+
+    def _follow(self) -> None:
+        t, b, bpm = self.now(), float(self.link.beat), float(self.link.tempo)
+        with self._lock:
+            self.tempo = bpm
+            if self.running:
+                self._anchor(t, b)
+            else:
+                self._b0 = b
+
+    @property
+    def peers(self) -> int:
+        return int(self.link.num_peers)
+
+    def start(self, beat: float = 0.0, preroll_s: float = 0.0) -> None:
+        """Join the shared timeline: the beat is Link's, whatever `beat` asks."""
+        with self._lock:
+            self.running = True
+        self._follow()
+
+    def set_tempo(self, bpm: float) -> None:
+        self._loop.call_soon_threadsafe(setattr, self.link, "tempo", float(bpm))
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(timeout=2)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daw_bridge.clock import Clock, MidiClock
+from daw_bridge.clock import Clock, ClockUnavailable, LinkClock, MidiClock
 from daw_bridge.control import LiveControl
 from daw_bridge.live import LiveConfig, LiveScheduler, MidiSink
 from daw_bridge.midi import IN_NAME, OUT_NAME, CCMapping, MidiControlInput, MidiOut, MidiUnavailable, NullPort, PortWatcher, open_backend
@@ -65,9 +65,14 @@ class Server:
         self.control.set_emotion(opts.emotion, source="start", immediate=True)
         self.control.tempo = opts.tempo
         self.control.mode = opts.mode
-        self.clock: Clock = MidiClock(opts.tempo) if opts.clock == "midi" else Clock(opts.tempo)
-        self.config = LiveConfig(lookahead_beats=opts.lookahead_beats)
         self.unavailable: dict[str, str] = {}
+        self.clock: Clock = MidiClock(opts.tempo) if opts.clock == "midi" else Clock(opts.tempo)
+        if opts.clock == "link":
+            try:
+                self.clock = LinkClock(opts.tempo)
+            except ClockUnavailable as e:
+                self.unavailable["link"] = f"{e}; using the internal clock"
+        self.config = LiveConfig(lookahead_beats=opts.lookahead_beats)
         self.osc: OscServer | None = None
         self.feedback: Feedback | None = None
         self.midi_in_port = self.midi_out_port = None
@@ -155,7 +160,7 @@ class Server:
         self._start_audio()
         queues = [s.queue for s in (self.midi_sink, self.audio) if s is not None]
         self.scheduler = LiveScheduler(self.generator, self.control, self.clock, queues, self.opts.seed, self.config).start()
-        if self.opts.autoplay and self.opts.clock == "internal":
+        if self.opts.autoplay and not isinstance(self.clock, MidiClock):
             self.control.set_playing(True, source="autoplay")
         return self
 
@@ -189,8 +194,9 @@ class Server:
                 clk.start(0.0, preroll_s=0.15)  # the first bar is made before its downbeat
             elif not running and clk.running:
                 clk.stop()
-        if running and not self._was_running:
-            self.scheduler.reset(np.ceil(clk.beat() / 4.0) * 4.0 if isinstance(clk, MidiClock) else 0.0)
+        if running and not self._was_running:  # external clocks: begin at their next bar line
+            external = isinstance(clk, (MidiClock, LinkClock))
+            self.scheduler.reset(np.ceil(clk.beat() / 4.0) * 4.0 if external else 0.0)
         if not running and self._was_running:
             self.panic()
             self.scheduler.reset(clk.beat())
@@ -256,6 +262,8 @@ class Server:
                     pass
         if self.osc is not None:
             self.osc.stop()
+        if isinstance(self.clock, LinkClock):
+            self.clock.close()
 
     def startup_report(self) -> list[str]:
         o = self.opts

@@ -167,3 +167,46 @@ def test_expression_scales_velocity_at_once():
     assert sink._expression(ev) > base * 1.5
     ctl.set_arousal(-1.0)
     assert sink._expression(ev) < base / 1.5
+
+
+def test_link_clock_follows_the_link_session(monkeypatch):
+    """LinkClock against a stand-in for aalink (a real Link session would multicast on
+    the network, which tests must not do)."""
+    import sys
+    import types
+
+    from daw_bridge.clock import LinkClock
+
+    class FakeLink:
+        def __init__(self, bpm, loop):
+            self.tempo, self.quantum, self.enabled, self.num_peers = bpm, 4, False, 1
+            self.t0 = time.monotonic()
+
+        @property
+        def beat(self):
+            return (time.monotonic() - self.t0) * self.tempo / 60.0
+
+    monkeypatch.setitem(sys.modules, "aalink", types.SimpleNamespace(Link=FakeLink))
+    clk = LinkClock(100.0)
+    try:
+        assert clk.link.enabled and clk.peers == 1
+        clk.start()
+        time.sleep(0.1)
+        b = clk.beat()
+        assert b == pytest.approx(clk.link.beat, abs=0.05)
+        clk.set_tempo(150.0)
+        time.sleep(0.05)
+        assert clk.tempo == 150.0
+        assert clk.time_of(clk.beat() + 1.0) - time.monotonic() == pytest.approx(0.4, abs=0.05)
+    finally:
+        clk.close()
+
+
+def test_link_clock_says_what_is_missing(monkeypatch):
+    import sys
+
+    from daw_bridge.clock import ClockUnavailable, LinkClock
+
+    monkeypatch.setitem(sys.modules, "aalink", None)
+    with pytest.raises(ClockUnavailable, match="pip install aalink"):
+        LinkClock()

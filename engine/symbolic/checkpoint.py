@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -67,10 +66,3 @@ def load_symbolic(stem: Path | str = DEFAULT_SYMBOLIC) -> tuple[SymbolicLM, dict
         raise CheckpointError(f"{w_path} does not match its config: {str(e).splitlines()[0]}") from None
     model.eval()
     return model, meta
-
-
-def torch_threads(n: int | None = None) -> None:
-    """Small models on few cores: more threads than cores only adds contention."""
-    import os
-
-    torch.set_num_threads(n or max(1, min(4, os.cpu_count() or 1)))
