@@ -239,7 +239,7 @@ def train(
 
 def _record(data_dir: Path, tc: TrainConfig, step: int, wall: float, history: list, n_tokens: int, d: dict) -> dict:
     return {
-        "command": "moodlane train symbolic --data DATA",
+        "command": f"moodlane train symbolic --data DATA --steps {tc.steps} --batch-size {tc.batch_size}",
         "data": (
             f"{data_dir.name}/: pop909 + emopia + vgmidi MIDI, no labels; "
             f"{int((~d['valid']).sum())} train / {int(d['valid'].sum())} valid files (song split)"
