@@ -125,8 +125,10 @@ class LiveScheduler:
         self.seed = seed
         self.config = config
         self.session = Session(generator, source, seed, qpm=clock.tempo)
-        self.history: deque[tuple[int, float, object, Chunk]] = deque(maxlen=64)  # (bar, start beat, state before, chunk)
-        self.generated: list[Chunk] = []  # every chunk made (a test/bench record), bounded
+        # (bar, start beat, state before it, chunk) for bars not yet played: what a rollback
+        # needs. Played bars are dropped at once (a state holds the whole KV cache).
+        self.history: deque[tuple[int, float, object, Chunk]] = deque()
+        self.generated: deque[Chunk] = deque(maxlen=4096)  # recent chunks (tests, bench)
         self.regenerations = 0
         self.gen_times: deque[float] = deque(maxlen=256)
         self._stop = threading.Event()
@@ -148,6 +150,8 @@ class LiveScheduler:
     def step(self) -> int:
         """One pass: roll back stale bars, then fill the lookahead. Returns bars made."""
         now = self.clock.beat()
+        while self.history and self.history[0][1] + self.history[0][3].beats <= now:
+            self.history.popleft()
         self._rollback_stale(now)
         made = 0
         while self.session.beat < now + self.config.lookahead_beats:
@@ -157,8 +161,7 @@ class LiveScheduler:
             chunk = self.session.next_chunk()
             self.gen_times.append(time.perf_counter() - t)
             self.history.append((chunk.bar, start, before, chunk))
-            if len(self.generated) < 100_000:
-                self.generated.append(chunk)
+            self.generated.append(chunk)
             ev = chunk_events(chunk, start)
             for q in self.queues:
                 q.push(ev)

@@ -155,6 +155,9 @@ class Server:
             self.audio = None
 
     def start(self) -> Server:
+        # the audio callback and the MIDI thread need the GIL within a block (~10 ms);
+        # Python's default 5 ms switch interval lets the generator hold it too long
+        sys.setswitchinterval(0.001)
         self._start_osc()
         self._start_midi()
         self._start_audio()

@@ -110,7 +110,7 @@ def test_live_equals_offline_for_the_same_automation_and_seed():
     while len(sched.generated) < 6:
         sched.step()
         t.t += 0.25
-    live = sched.generated[:6]
+    live = list(sched.generated)[:6]
     assert [c.emotion for c in live] == [c.emotion for c in chunks]
     for a, b in zip(live, chunks):
         np.testing.assert_array_equal(a.notes.pitch, b.notes.pitch)
@@ -130,7 +130,7 @@ def test_control_change_regenerates_queued_bars():
     ctl.set_arousal(1.0)
     sched.step()
     assert sched.regenerations == 1
-    remade = [c for c in sched.generated[2:] if c.bar == 1]
+    remade = [c for c in list(sched.generated)[2:] if c.bar == 1]
     assert len(remade) == 1 and remade[0].emotion.arousal == 1.0
     assert sched.generated[0].emotion.arousal == -1.0  # the sounding bar is kept
 
