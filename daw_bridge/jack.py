@@ -7,8 +7,9 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 JACK_MIDI = "mido.backends.rtmidi/UNIX_JACK"
 
@@ -47,6 +48,7 @@ def ensure_jack(rate: int = 48000, period: int = 512) -> Iterator[bool]:
             raise JackUnavailable("jackd did not come up within 10 s")
         yield True
     finally:
+        _release_portaudio()
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -54,14 +56,28 @@ def ensure_jack(rate: int = 48000, period: int = 512) -> Iterator[bool]:
             proc.kill()
 
 
+def _release_portaudio() -> None:
+    """PortAudio's JACK host API holds a client from initialisation until exit; if the server
+    goes first, PortAudio's exit handler aborts the process (pa_jack.c `err == 0`). Close it
+    while the server still runs; sounddevice reinitialises on next use."""
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        with contextlib.suppress(Exception):
+            while sd._initialized:
+                sd._terminate()
+
+
 def ports() -> list[str]:
     return subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=5).stdout.splitlines()
 
 
-def find_port(fragment: str, timeout: float = 5.0) -> str:
+def find_port(fragment: str, timeout: float = 5.0, exclude: Iterable[str] = ()) -> str:
+    """The first JACK port whose name contains `fragment`, leaving out `exclude` (ports that
+    existed before the program we wait for started)."""
+    skip = set(exclude)
     t = time.monotonic() + timeout
     while time.monotonic() < t:
-        hits = [p for p in ports() if fragment in p]
+        hits = [p for p in ports() if fragment in p and p not in skip]
         if hits:
             return hits[0]
         time.sleep(0.05)

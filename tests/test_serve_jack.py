@@ -16,7 +16,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from daw_bridge.bench import FLOOD_SCRIPT
 from daw_bridge.bench import _rss_mb as rss_mb
 from daw_bridge.jack import JACK_MIDI as JACK
-from daw_bridge.jack import connect, connections, find_port
+from daw_bridge.jack import connect, connections, find_port, ports
 from daw_bridge.midi import MidiMonitor as Collector
 from daw_bridge.serve import ServeOptions, Server
 from engine.emotion import Emotion
@@ -167,6 +167,7 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
     listener = BlockingOSCUDPServer(("127.0.0.1", fb_port), d)
     threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     env = dict(os.environ, MOODLANE_MIDI_BACKEND=JACK)
+    before = ports()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -190,8 +191,8 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
     col = Collector()
     mon = backend.open_input("Monitor D", virtual=True, callback=col)
     try:
-        find_port("MoodLane Out", timeout=30)
-        connect("MoodLane Out", "Monitor D")
+        out_port = find_port("MoodLane Out", timeout=30, exclude=before)
+        connect(out_port, "Monitor D")
         client = SimpleUDPClient("127.0.0.1", port)
         windows = {}
         for v, a in ((-0.8, -1.0), (0.8, 1.0)):
@@ -200,16 +201,17 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
             t0 = time.monotonic()
             time.sleep(6.4)  # 4 bars at 150 BPM
             windows[a] = [m for _, m in col.note_ons(t0, time.monotonic())]
-        low, high = windows[-1.0], windows[1.0]
-        assert len(high) > len(low) > 0
-        assert np.mean([m.velocity for m in high]) > np.mean([m.velocity for m in low])
-        assert status and status[-1][1] > 0.9  # feedback reports the new arousal
+        jack_state = connections()
     finally:
         mon.close()
         proc.terminate()
         _, err = proc.communicate(timeout=15)
         listener.shutdown()
         listener.server_close()
+    low, high = windows[-1.0], windows[1.0]
+    assert len(high) > len(low) > 0, (len(low), len(high), jack_state, err)
+    assert np.mean([m.velocity for m in high]) > np.mean([m.velocity for m in low])
+    assert status and status[-1][1] > 0.9  # feedback reports the new arousal
     assert proc.returncode == 0, err
     assert "all notes off" in err and "MIDI out: MoodLane Out" in err
 
