@@ -23,7 +23,7 @@ def bench_symbolic(args) -> dict:
     from daw_bridge.synth import render_notes
 
     rss0 = _peak_rss_mb()
-    gen = load_generator("symbolic", args.checkpoint)
+    gen = load_generator(args)
     qpm = 120.0
     curve = EmotionCurve.constant(Emotion(0.3, 0.3))
     render(gen, curve, 2, seed=99, qpm=qpm)  # warm-up
@@ -40,6 +40,9 @@ def bench_symbolic(args) -> dict:
     audio_s = args.bars * 4 * 60.0 / qpm
     g, s = float(np.median(gen_s)), float(np.median(syn_s))
     return {
+        "generator": getattr(gen, "name", type(gen).__name__),
+        "precision": args.precision,
+        "guidance": getattr(gen, "sampling", None) and gen.sampling.guidance,
         "bars": args.bars,
         "tempo_bpm": qpm,
         "audio_seconds": audio_s,
@@ -118,7 +121,7 @@ def bench_live(args) -> dict:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    gen = load_generator(args.generator, args.checkpoint)
+    gen = load_generator(args)
     out: dict = {"generator": args.generator, "tempo_bpm": args.tempo}
     with ensure_jack() as started:
         out["jack"] = "started (dummy driver, 48 kHz, 512 frames)" if started else "already running"

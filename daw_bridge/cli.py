@@ -57,8 +57,9 @@ def _positive_int(kind: str):
     return conv
 
 
-def load_generator(name: str, checkpoint: str | None = None, mapping: str = "smooth", temperature: float = 1.0, mode_rule: bool = True):
-    if name == "mock":
+def load_generator(args: argparse.Namespace):
+    """The generator named by the options `add_generator_options` defines."""
+    if getattr(args, "generator", "symbolic") == "mock":
         from engine.mock import MockGenerator
 
         return MockGenerator()
@@ -69,7 +70,26 @@ def load_generator(name: str, checkpoint: str | None = None, mapping: str = "smo
     # batch-1 decoding of a small model is latency-bound: more threads only spin (measured:
     # 19 tokens/s with 2 threads beside another busy process, 525 with one)
     torch.set_num_threads(1)
-    return SymbolicGenerator.load(checkpoint, sampling=SamplingConfig(temperature=temperature, mapping=mapping, mode_rule=mode_rule))
+    sampling = SamplingConfig(
+        temperature=getattr(args, "temperature", 1.0),
+        mapping=getattr(args, "mapping", "smooth"),
+        mode_rule=not getattr(args, "no_mode_rule", False),
+        guidance=getattr(args, "guidance", 1.0),
+    )
+    return SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=getattr(args, "precision", "int8"))
+
+
+def add_generator_options(p: argparse.ArgumentParser, sampling: bool = True) -> None:
+    p.add_argument("--generator", choices=("symbolic", "mock"), default="symbolic", help="'mock' needs no weights")
+    p.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
+    p.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="decoder weights on the CPU (int8: ~1.7x faster)")
+    p.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
+    if sampling:
+        p.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
+        p.add_argument(
+            "--guidance", type=_finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (default 1; 0 is ~1.4x faster)"
+        )
+        p.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -117,7 +137,7 @@ def cmd_render(args) -> int:
 
         find_soundfont(args.soundfont)
         _fluidsynth()
-    generator = load_generator(args.generator, args.checkpoint, args.mapping, args.temperature, not args.no_mode_rule)
+    generator = load_generator(args)
     curve, tempo = _emotion_source(args, generator)
     qpm = tempo or generator.default_tempo(curve.at(0.0))
     if args.seconds is not None:
@@ -169,7 +189,39 @@ def cmd_info(args) -> int:
 
     meta = json.loads(DEFAULT_SYMBOLIC.with_suffix(".json").read_text()) if DEFAULT_SYMBOLIC.with_suffix(".json").is_file() else {}
     print(json.dumps({k: meta.get(k) for k in ("kind", "format_version", "training")}, indent=1))
+    if args.plot:
+        history = (meta.get("training") or {}).get("history") or []
+        if not history:
+            raise UsageError("the checkpoint's training record has no loss history to plot")
+        _plot_history(history, Path(args.plot))
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from daw_bridge.files import write_atomic
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [h["step"] for h in history]
+    for key, label in (("train_loss", "train (one batch)"), ("valid_loss", "validation (held-out songs)")):
+        ax.plot(steps, [h[key] for h in history], marker="o", ms=3, label=label)
+    ax.set_xlabel("step (batch of 8 x 512 tokens)")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("shipped symbolic model: training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
 
 
 def cmd_train(args) -> int:
@@ -218,7 +270,7 @@ def cmd_serve(args) -> int:
         raise UsageError(f"{cc_path} is not valid JSON ({e})") from None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    generator = load_generator(args.generator, args.checkpoint, args.mapping, args.temperature, not args.no_mode_rule)
+    generator = load_generator(args)
     emotion = get_emotion_preset(args.preset).emotion if args.preset else Emotion(args.valence or 0.0, args.arousal or 0.0)
     opts = ServeOptions(
         osc_host=args.host,
@@ -277,11 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wav", help="also render audio through FluidSynth to this WAV file")
     r.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: system soundfont, or $MOODLANE_SOUNDFONT)")
     r.add_argument("--sample-rate", type=int, default=44100)
-    r.add_argument("--generator", choices=("symbolic", "mock"), default="symbolic", help="'mock' needs no weights")
-    r.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
-    r.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
-    r.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
-    r.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
+    add_generator_options(r)
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_render)
 
@@ -314,11 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--audio-device", help="sounddevice output device name or index")
     s.add_argument("--blocksize", type=int, default=512)
     s.add_argument("--duration", type=_finite("duration", 0.1, 1e9), help="stop after this many seconds")
-    s.add_argument("--generator", choices=("symbolic", "mock"), default="symbolic")
-    s.add_argument("--checkpoint")
-    s.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
-    s.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
-    s.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
+    add_generator_options(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no status line")
     s.set_defaults(func=cmd_serve)
 
@@ -331,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the named emotions")
     p.set_defaults(func=cmd_presets)
     i = sub.add_parser("info", help="how the shipped model was trained")
+    i.add_argument("--plot", metavar="PNG", help="also plot its loss history")
     i.set_defaults(func=cmd_info)
 
     t = sub.add_parser("train", help="train a model on a data folder laid out like shared/data")
@@ -348,11 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="judge accuracy, objective emotion accuracy, VA-grid and ramp control")
     e.add_argument("what", choices=("symbolic",))
     e.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
-    e.add_argument("--n", type=_positive_int("n"), default=12, help="pieces per quadrant")
+    e.add_argument("--n", type=_positive_int("n"), default=25, help="pieces per quadrant (and ramps)")
     e.add_argument("--grid-n", type=_positive_int("grid-n"), default=3, help="pieces per VA grid point")
     e.add_argument("--bars", type=_positive_int("bars"), default=16)
     e.add_argument("--out", default="out/eval", help="folder for results.json and va_grid.png")
-    e.add_argument("--checkpoint")
+    e.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
+    e.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    e.add_argument("--guidance", type=_finite("guidance", 0, 10), default=1.0, help="valence contrast guidance")
     e.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
     e.set_defaults(func=cmd_eval)
 
@@ -360,8 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=("symbolic", "live"))
     b.add_argument("--bars", type=_positive_int("bars"), default=32, help="symbolic: bars per run")
     b.add_argument("--repeats", type=_positive_int("repeats"), default=3, help="symbolic: runs")
-    b.add_argument("--checkpoint")
-    b.add_argument("--generator", choices=("symbolic", "mock"), default="symbolic", help="live: generator to serve")
+    add_generator_options(b)
     b.add_argument("--tempo", type=_finite("tempo", 20, 400), default=120.0, help="live: BPM")
     b.add_argument("--trials", type=_positive_int("trials"), default=10, help="live: control changes timed")
     b.add_argument("--cpu-seconds", type=_finite("cpu seconds", 0.5, 600), default=5.0)

@@ -140,3 +140,11 @@ def test_console_script_and_presets_listing():
         [sys.executable, "-m", "daw_bridge.cli", "render", "--preset", "nope", "-o", "/tmp/never.mid"], capture_output=True, text=True
     )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+
+
+def test_info_reports_and_plots_the_training_record(tmp_path, capsys):
+    png = tmp_path / "training.png"
+    code, out, _ = run(["info", "--plot", str(png)], capsys)
+    assert code == 0
+    assert '"command": "moodlane train symbolic' in out and '"valid_loss"' in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ from engine.session import Session, render
 from engine.symbolic.emotion_map import EmotionMap
 from engine.symbolic.generator import SamplingConfig, SymbolicGenerator
 from engine.symbolic.model import TINY, SymbolicLM
-from engine.symbolic.tokens import BAR, DUR0, PITCH0
+from engine.symbolic.tokens import BAR, DUR0, PITCH0, POS0
 
 ATTRS = ("note_density", "velocity_mean")
 
@@ -73,12 +73,40 @@ def test_chunks_are_grammatical_bars(gen):
         assert len(c.notes) >= n_pitch - 1  # only a note cut off by the token budget is lost
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_a_piece_starts_on_its_first_downbeat(gen, seed):
+    _, chunks = render(gen, EmotionCurve.constant(Emotion(-0.5, -0.8)), 2, seed=seed)
+    assert chunks[0].tokens[1] == POS0
+    assert chunks[0].notes.start.min() == 0.0
+
+
 def test_long_generation_refills_the_context(gen):
     state = gen.init_state(0)
     for _ in range(12):  # 12 bars of up to 40 tokens through a 64-token context
         _, state = gen.generate_chunk(state, Emotion(0.9, 0.9))
         assert state.cache.length == len(state.tokens) <= gen.cfg.block_size
     assert state.bar == 12
+
+
+def test_guidance_contrasts_the_mirrored_valence():
+    torch.manual_seed(0)
+    cfg = replace(TINY, attributes=ATTRS, bin_edges=((0.5,) * 7, (60.0,) * 7))
+    emap = tiny_map()
+    emap.coef[:, 1] = 0.45  # here valence moves the attributes too
+    model = SymbolicLM(cfg)
+    plain = SymbolicGenerator(model, emap, SamplingConfig(max_tokens_per_bar=40, guidance=0.0))
+    guided = SymbolicGenerator(model, emap, SamplingConfig(max_tokens_per_bar=40, guidance=3.0))
+    sad = Emotion(-0.9, 0.0)
+    rows = guided._conditions(sad)
+    assert rows.shape == (2, 2) and rows[0].tolist() != rows[1].tolist()
+    assert rows[1].tolist() == guided.attribute_bins(Emotion(0.9, 0.0)).tolist()
+    assert plain._conditions(sad).shape == (1, 2)
+    _, ca = render(guided, EmotionCurve.constant(sad), 3, seed=3)
+    _, cc = render(plain, EmotionCurve.constant(sad), 3, seed=3)
+    assert [x.tokens for x in ca] == [x.tokens for x in render(guided, EmotionCurve.constant(sad), 3, seed=3)[1]]
+    assert [x.tokens for x in ca] != [x.tokens for x in cc]  # the contrast changes what is sampled
+    with pytest.raises(ValueError, match="guidance"):
+        SamplingConfig(guidance=-1)
 
 
 def test_emotion_reaches_the_conditioning(gen):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from engine.symbolic.checkpoint import CheckpointError, load_symbolic, save_symbolic
-from engine.symbolic.model import TINY, KVCache, SymbolicConfig, SymbolicLM
+from engine.symbolic.model import TINY, KVCache, SymbolicConfig, SymbolicLM, for_inference
 
 CFG = replace(TINY, attributes=("note_density", "velocity_mean"), bin_edges=((0.5,) * 7, (60.0,) * 7))
 
@@ -21,6 +21,32 @@ def test_streaming_equals_full_pass():
         step, _ = m(idx[:, t : t + 1], attrs[:, t : t + 1], cache=cache)
         assert (step[:, 0] - full[:, t]).abs().max() < 1e-5
     assert cache.length == 40
+
+
+def test_precomputed_attribute_embedding_equals_bins():
+    torch.manual_seed(0)
+    m = SymbolicLM(CFG).eval()
+    idx = torch.randint(4, CFG.vocab_size, (1, 6))
+    bins = torch.tensor([3, 5])
+    by_bins, _ = m(idx, bins.expand(1, 6, 2))
+    by_emb, _ = m(idx, attr_emb=m.attribute_embedding(bins))
+    assert torch.allclose(by_bins, by_emb, atol=1e-6)
+
+
+def test_int8_inference_keeps_the_distribution():
+    torch.manual_seed(0)
+    cfg = replace(CFG, n_embd=64, n_layer=2)
+    m = SymbolicLM(cfg).eval()
+    assert for_inference(m, "fp32") is m
+    q8 = for_inference(m, "int8")
+    assert any("quantized" in type(x).__module__ for x in q8.modules())
+    idx = torch.randint(4, cfg.vocab_size, (1, 20))
+    attrs = torch.randint(0, cfg.n_bins, (1, 20, cfg.n_attr))
+    p32 = torch.softmax(m(idx, attrs)[0], -1)
+    p8 = torch.softmax(q8(idx, attrs)[0], -1)
+    assert (p32 - p8).abs().sum() < 0.05  # total variation well under 5 %
+    with pytest.raises(ValueError, match="precision"):
+        for_inference(m, "fp8")
 
 
 def test_attributes_change_the_prediction():

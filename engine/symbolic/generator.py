@@ -21,8 +21,8 @@ from engine.emotion import Emotion
 from engine.symbolic import mode_rule
 from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
 from engine.symbolic.emotion_map import MODES, EmotionMap
-from engine.symbolic.model import KVCache, SymbolicLM
-from engine.symbolic.tokens import BAR, BOS, Grammar, decode
+from engine.symbolic.model import KVCache, SymbolicLM, for_inference
+from engine.symbolic.tokens import BAR, BOS, POS0, Grammar, decode
 
 DEFAULT_MAP = PACKAGE_WEIGHTS / "emotion_map.json"
 
@@ -34,20 +34,26 @@ class SamplingConfig:
     max_tokens_per_bar: int = 240  # a dense bar of pop piano is ~150 tokens
     mapping: str = "smooth"  # or "emogen": EmoGen's binarised quadrant prototypes
     mode_rule: bool = True  # valence moves the mode (engine/symbolic/mode_rule.py)
+    # contrastive attribute guidance: each step is pushed away from what the decoder predicts
+    # for the attributes of the emotion's valence mirror image (0: off; costs a second row)
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.guidance <= 10:
+            raise ValueError(f"guidance must be in [0, 10], got {self.guidance}")
         if self.mapping not in MODES:
             raise ValueError(f"mapping must be one of {MODES}, got {self.mapping!r}")
 
 
 @dataclass
 class SymbolicState:
-    """Streaming state: seed, next bar, the tokens in context (with their attribute bins)
-    and the KV cache over exactly those tokens."""
+    """Streaming state: seed, next bar, the tokens in context (with their attribute bins:
+    one row, or two with guidance: the asked-for and the contrast) and the KV cache over
+    exactly those tokens."""
 
     seed: int
     bar: int = 0
@@ -85,9 +91,16 @@ class SymbolicGenerator:
 
     @classmethod
     def load(
-        cls, checkpoint: Path | str | None = None, emotion_map: Path | str | None = None, sampling: SamplingConfig = SamplingConfig()
+        cls,
+        checkpoint: Path | str | None = None,
+        emotion_map: Path | str | None = None,
+        sampling: SamplingConfig = SamplingConfig(),
+        precision: str = "int8",
     ) -> SymbolicGenerator:
+        """The shipped (or given) checkpoint and its emotion map, ready to decode on a CPU;
+        `precision` "int8" (default, faster) or "fp32" (`engine.symbolic.model.for_inference`)."""
         model, _ = load_symbolic(checkpoint or DEFAULT_SYMBOLIC)
+        model = for_inference(model, precision)
         map_path = Path(emotion_map) if emotion_map else (Path(checkpoint).with_name("emotion_map.json") if checkpoint else DEFAULT_MAP)
         if not map_path.is_file():
             raise CheckpointError(f"emotion map {map_path} is missing (expected beside the checkpoint)")
@@ -106,17 +119,25 @@ class SymbolicGenerator:
     def attribute_bins(self, emotion: Emotion) -> np.ndarray:
         return self.map.bins(emotion, self.cfg.n_bins, self.sampling.mapping)
 
+    def _conditions(self, emotion: Emotion) -> np.ndarray:
+        """Attribute bins to condition on, (rows, n_attr): the emotion's, and with guidance
+        those of its valence mirror image, whose prediction the sampler steers away from."""
+        bins = self.attribute_bins(emotion)
+        if not self.sampling.guidance:
+            return bins[None]
+        return np.stack([bins, self.attribute_bins(Emotion(-emotion.valence, emotion.arousal))])
+
     @torch.no_grad()
-    def _feed(self, state: SymbolicState, tokens: list[int], bins: np.ndarray) -> torch.Tensor:
-        """Append tokens to the context and return the logits after the last one."""
+    def _feed(self, state: SymbolicState, tokens: list[int], bins: np.ndarray, emb: torch.Tensor) -> torch.Tensor:
+        """Append tokens (of one bar: attribute `bins` (rows, n_attr), embedded as `emb`
+        (rows, 1, C)) to the context and return the logits after the last one, (rows, V)."""
         if state.cache.length + len(tokens) > self.cfg.block_size:
             self._refill(state, reserve=len(tokens) + self.sampling.max_tokens_per_bar)
         state.tokens += tokens
         state.attrs += [bins] * len(tokens)
-        idx = torch.tensor([tokens], dtype=torch.long)
-        a = torch.from_numpy(np.stack([bins] * len(tokens)))[None]
-        logits, _ = self.model(idx, a, cache=state.cache)
-        return logits[0, -1]
+        idx = torch.tensor([tokens]).expand(len(bins), -1)
+        logits, _ = self.model(idx, cache=state.cache, attr_emb=emb)
+        return logits[:, -1]
 
     @torch.no_grad()
     def _refill(self, state: SymbolicState, reserve: int) -> None:
@@ -127,13 +148,16 @@ class SymbolicGenerator:
         state.tokens, state.attrs = state.tokens[start:], state.attrs[start:]
         state.cache = KVCache()
         if state.tokens:
-            idx = torch.tensor([state.tokens], dtype=torch.long)
-            a = torch.from_numpy(np.stack(state.attrs))[None]
+            a = torch.from_numpy(np.stack(state.attrs, axis=1))  # (rows, T, n_attr)
+            idx = torch.tensor([state.tokens]).expand(a.shape[0], -1)
             self.model(idx, a, cache=state.cache)
 
     def _sample(self, logits: torch.Tensor, allowed: np.ndarray, gen: torch.Generator) -> int:
+        """One token from (rows, V) logits: row 0 asked-for, row 1 (with guidance) the contrast,
+        combined as in classifier-free guidance with a negative prompt."""
         s = self.sampling
-        logits = logits / s.temperature
+        guided = logits[0] + s.guidance * (logits[0] - logits[1]) if len(logits) == 2 else logits[0]
+        logits = guided / s.temperature
         logits[~torch.from_numpy(allowed)] = -float("inf")
         probs = torch.softmax(logits, -1)
         if s.top_p < 1.0:
@@ -143,23 +167,26 @@ class SymbolicGenerator:
         return int(torch.multinomial(probs, 1, generator=gen))
 
     def generate_chunk(self, state: SymbolicState, emotion: Emotion) -> tuple[Chunk, SymbolicState]:
-        bins = self.attribute_bins(emotion)
+        bins = self._conditions(emotion)
+        with torch.no_grad():
+            emb = self.model.attribute_embedding(torch.from_numpy(bins))[:, None]  # (rows, 1, C)
         gen = torch.Generator().manual_seed(bar_seed(state.seed, state.bar))
         grammar = Grammar()
         grammar.reset_bar()
         first = [BOS, BAR] if not state.tokens else [BAR]
-        logits = self._feed(state, first, bins)
+        logits = self._feed(state, first, bins, emb)
         out: list[int] = [BAR]
         for _ in range(self.sampling.max_tokens_per_bar):
             allowed = grammar.allowed()
-            if len(out) == 1:
-                allowed[BAR] = True  # an empty bar is music too (a rest)
+            if len(out) == 1 and state.bar == 0:  # a piece starts on its first downbeat
+                allowed[:] = False
+                allowed[POS0] = True
             t = self._sample(logits, allowed, gen)
             if t == BAR:
                 break
             grammar.update(t)
             out.append(t)
-            logits = self._feed(state, [t], bins)
+            logits = self._feed(state, [t], bins, emb)
         notes = decode(np.array(out), qpm=120.0)  # a note cut off by the budget is dropped
         if self.sampling.mode_rule:
             played = mode_rule.apply(notes, state.pc_hist, emotion.valence)

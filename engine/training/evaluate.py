@@ -3,7 +3,9 @@
 (a) judge quadrant accuracy / F1 on EMOPIA clips, VA correlation on VGMIDI bars;
 (b) EmoGen's objective accuracy: N pieces per quadrant centre, share judged in that quadrant;
 (c) continuous control: Spearman between requested and judged V and A over a 5x5 VA grid;
-(d) within-piece control: a Q3 -> Q1 automation ramp, judged arousal bar by bar.
+(d) within-piece control: a Q3 -> Q1 automation ramp, judged arousal bar by bar;
+(e) EmoGen's attribute forest: 4-quadrant accuracy of a random forest on EMOPIA's clip
+    attributes, song-level cross-validation (all attributes, and the generator's own).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +53,10 @@ def objective_accuracy(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bar
         per_q[f"Q{q}"] = round(float(np.mean(hits)), 4)
         probs[f"Q{q}"] = np.round(np.mean(ps, 0), 3).tolist()
     it.close()
+    acc = float(np.mean(list(per_q.values())))
     return {
-        "accuracy": round(float(np.mean(list(per_q.values()))), 4),
+        "accuracy": round(acc, 4),
+        "accuracy_se": round(float(np.sqrt(acc * (1 - acc) / (4 * n))), 4),  # binomial standard error
         "per_quadrant": per_q,
         "mean_probabilities": probs,
         "pieces": 4 * n,
@@ -142,6 +147,19 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def attribute_forest(lab: dict, conditioning: tuple[str, ...], folds: int = 5) -> dict:
+    """(e): can the attributes tell EMOPIA's quadrants apart? Folds never split a song."""
+    from engine.symbolic.attributes import INDEX
+    from engine.symbolic.selection import forest_cv_accuracy
+
+    X, y, g = lab["emopia_x"], lab["emopia_q"], lab["emopia_group"]
+    out = {"clips": int(len(y)), "folds": folds}
+    for name, cols in (("all_attributes", list(INDEX.values())), ("conditioning_attributes", [INDEX[a] for a in conditioning])):
+        acc, f1 = forest_cv_accuracy(X[:, cols], y, g, folds)
+        out[name] = {"n": len(cols), "accuracy": round(acc, 4), "macro_f1": round(f1, 4)}
+    return out
+
+
 def run_eval(args) -> dict:
     t0 = time.time()
     data_dir = resolve_data_dir(args.data)
@@ -154,14 +172,17 @@ def run_eval(args) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    gen = SymbolicGenerator.load(args.checkpoint, sampling=SamplingConfig(mapping=args.mapping))
-    plain = SymbolicGenerator.load(args.checkpoint, sampling=SamplingConfig(mapping=args.mapping, mode_rule=False))
-    results["mapping"] = args.mapping
+    precision = getattr(args, "precision", "int8")
+    sampling = SamplingConfig(mapping=args.mapping, guidance=getattr(args, "guidance", 1.0))
+    gen = SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=precision)
+    plain = SymbolicGenerator.load(args.checkpoint, sampling=replace(sampling, mode_rule=False), precision=precision)
+    results["sampling"] = asdict(sampling) | {"precision": precision}
     results["objective"] = objective_accuracy(gen, judge, args.n, args.bars)
     # EmoGen's attribute control alone, without the valence -> mode rule
     results["objective_attributes_only"] = objective_accuracy(plain, judge, args.n, args.bars)
     results["va_grid"] = va_grid(gen, judge, args.grid_n, max(4, args.bars // 2))
     results["ramp"] = ramp_control(gen, judge, args.n, args.bars)
+    results["attribute_forest"] = attribute_forest(lab, gen.cfg.attributes)
     results["wall_s"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +193,6 @@ def run_eval(args) -> dict:
     summary["ramp"] = {
         k: results["ramp"][k] for k in ("arousal_spearman_vs_bar", "rising_bar_fraction", "first_quarter_mean", "last_quarter_mean")
     }
-    summary["objective_attributes_only"] = {k: results["objective_attributes_only"][k] for k in ("accuracy", "per_quadrant")}
+    summary["objective_attributes_only"] = {k: results["objective_attributes_only"][k] for k in ("accuracy", "accuracy_se", "per_quadrant")}
     summary["files"] = [str(out / "results.json"), str(out / "va_grid.png")]
     return summary

@@ -250,6 +250,7 @@ def _record(data_dir: Path, tc: TrainConfig, step: int, wall: float, history: li
         "wall_time_s": round(wall, 1),
         "device": "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
         "final": history[-1] if history else None,
+        "history": [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items()} for h in history],
     }
 
 
