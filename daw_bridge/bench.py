@@ -137,6 +137,14 @@ def bench_live(args) -> dict:
             client = SimpleUDPClient("127.0.0.1", port)
             out["unavailable"] = dict(server.unavailable)
             time.sleep(2.0)
+            # measure from here: opening the monitor's JACK client in this process reorders
+            # the graph, which holds rtmidi's sends for a few hundred ms (a DAW's ports,
+            # in another process, do not); the stream's first callback reports an underflow
+            under0 = server.audio.underruns if server.audio else 0
+            if server.midi_sink is not None:
+                server.midi_sink.timing_error_ms.clear()
+            if server.audio is not None:
+                server.audio.latency_ms.clear()
             client.send_message("/moodlane/stop", [])
             time.sleep(0.5)
             out["cpu_percent_idle"] = _cpu_percent(args.cpu_seconds)
@@ -157,7 +165,7 @@ def bench_live(args) -> dict:
                 while time.monotonic() < deadline and hit is None:
                     loud = [t for t, m in mon.note_ons(t0) if m.velocity >= level * 1.3]
                     hit = loud[0] if loud else None
-                    time.sleep(0.002)
+                    time.sleep(0.005)
                 if hit is not None:
                     midi_lat.append((hit - t0) * 1000.0)
                 bars = [(b, st) for b, st, _, c in list(server.scheduler.history) if c.emotion.arousal > 0]
@@ -189,7 +197,8 @@ def bench_live(args) -> dict:
                 "notes_per_s_during": round((len(mon.note_ons()) - n_before) / elapsed, 1),
                 "timing_error_ms_after": _pcts(np.abs(list(server.midi_sink.timing_error_ms)[-500:]), 3) if server.midi_sink else None,
             }
-            out["audio_underruns"] = server.audio.underruns if server.audio else None
+            out["audio_underruns"] = server.audio.underruns - under0 if server.audio else None
+            out["audio_underruns_at_start"] = under0 if server.audio else None
         finally:
             port_in.close()
             server.stop()
