@@ -21,12 +21,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from daw_bridge.clock import Clock
 from daw_bridge.control import LiveControl
 from engine.chunk import Chunk, Generator
 from engine.session import EmotionSource, Session
+from engine.symbolic.dynamics import scale_velocity
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +211,8 @@ class LiveScheduler:
 
 
 def expressive_velocity(velocity: int, bar_arousal: float, now_arousal: float, depth: float) -> int:
-    return int(np.clip(round(velocity * 2.0 ** (depth * (now_arousal - bar_arousal))), 1, 127))
+    """A note made for `bar_arousal`, played when the lane is at `now_arousal`."""
+    return int(scale_velocity(velocity, now_arousal - bar_arousal, depth))
 
 
 def expression_cc(arousal: float) -> int:

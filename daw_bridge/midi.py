@@ -291,8 +291,8 @@ class PortWatcher:
         if match is None:
             if self.port is not None:
                 log.warning("MIDI port %r disappeared; retrying while output goes on", self.fragment)
-                self._close()
-                self.on_port(NullPort())
+                self.on_port(NullPort())  # first swap (under the sender's lock), then close:
+                self._close()  # a send on a closed rtmidi port crashes the process
             return False
         if self.port is None:
             try:

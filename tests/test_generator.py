@@ -109,6 +109,20 @@ def test_guidance_contrasts_the_mirrored_valence():
         SamplingConfig(guidance=-1)
 
 
+def test_dynamics_rule_scales_velocity_with_arousal(gen):
+    from engine.symbolic.dynamics import scale_velocity
+
+    assert scale_velocity(np.array([64, 120, 1]), 1.0, 0.5).tolist() == [91, 127, 1]  # x 2**0.5, clipped
+    assert scale_velocity(np.array([64]), -1.0, 0.5).tolist() == [45]
+    excited = EmotionCurve.constant(Emotion(0.0, 1.0))
+    flat = SymbolicGenerator(gen.model, gen.map, replace(gen.sampling, dynamics=0.0))
+    loud = SymbolicGenerator(gen.model, gen.map, replace(gen.sampling, dynamics=0.5))
+    a, _ = render(flat, excited, 3, seed=2)
+    b, _ = render(loud, excited, 3, seed=2)
+    assert len(a) > 0 and a.pitch.tolist() == b.pitch.tolist()  # the rule changes loudness only
+    assert b.velocity.tolist() == scale_velocity(a.velocity, 1.0, 0.5).tolist()
+
+
 def test_emotion_reaches_the_conditioning(gen):
     assert list(gen.attribute_bins(Emotion(0, -1))) != list(gen.attribute_bins(Emotion(0, 1)))
     e = gen.map.ranks(Emotion(0.5, 0.5), "emogen")

@@ -78,8 +78,11 @@ def test_cc_lane_on_moodlane_in(server, backend):
     import mido
 
     out = backend.open_output("CC Sender", virtual=True)
+    col = Collector()
+    mon = backend.open_input("Monitor E", virtual=True, callback=col)
     try:
         connect("CC Sender", "MoodLane In")
+        connect("MoodLane Out", "Monitor E")
         time.sleep(0.2)
         out.send(mido.Message("control_change", control=17, value=127))
         out.send(mido.Message("control_change", control=16, value=0))
@@ -87,12 +90,24 @@ def test_cc_lane_on_moodlane_in(server, backend):
         while time.monotonic() < t and server.control.target() != Emotion(-1.0, 1.0):
             time.sleep(0.01)
         assert server.control.target() == Emotion(-1.0, 1.0)
+        time.sleep(1.2)
+        t0 = time.monotonic()
+        time.sleep(2.0)
+        high = [m for _, m in col.note_ons(t0, time.monotonic())]
         out.send(mido.Message("sysex", data=[0x7D] + [1] * 200))  # garbage for us: ignored
         out.send(mido.Message("control_change", control=17, value=0))
         time.sleep(0.3)
         assert server.control.target().arousal == -1.0
+        time.sleep(0.9)
+        t0 = time.monotonic()
+        time.sleep(2.0)
+        low = [m for _, m in col.note_ons(t0, time.monotonic())]
+        # the CC lane steers the notes as the OSC sweep does: denser and louder when up
+        assert len(high) > 1.5 * len(low) > 0
+        assert np.mean([m.velocity for m in high]) > np.mean([m.velocity for m in low]) + 20
     finally:
         out.close()
+        mon.close()
 
 
 def test_audio_flows_to_a_jack_port_without_underruns(server):

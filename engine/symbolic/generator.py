@@ -18,7 +18,7 @@ import torch
 
 from engine.chunk import Chunk
 from engine.emotion import Emotion
-from engine.symbolic import mode_rule
+from engine.symbolic import dynamics, mode_rule
 from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
 from engine.symbolic.emotion_map import MODES, EmotionMap
 from engine.symbolic.model import KVCache, SymbolicLM, for_inference
@@ -37,12 +37,15 @@ class SamplingConfig:
     # contrastive attribute guidance: each step is pushed away from what the decoder predicts
     # for the attributes of the emotion's valence mirror image (0: off; costs a second row)
     guidance: float = 1.0
+    dynamics: float = 0.3  # arousal scales velocity by 2**(dynamics * arousal) (engine/symbolic/dynamics.py)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.dynamics <= 2:
+            raise ValueError(f"dynamics must be in [0, 2], got {self.dynamics}")
         if not 0 <= self.guidance <= 10:
             raise ValueError(f"guidance must be in [0, 10], got {self.guidance}")
         if self.mapping not in MODES:
@@ -192,6 +195,7 @@ class SymbolicGenerator:
             played = mode_rule.apply(notes, state.pc_hist, emotion.valence)
             state.pc_hist = mode_rule.update_histogram(state.pc_hist, notes)  # the model's own key
             notes = played
+        notes = dynamics.apply(notes, emotion.arousal, self.sampling.dynamics)
         chunk = Chunk(state.bar, notes, emotion, 4.0, tuple(out))
         state.bar += 1
         return chunk, state

@@ -1,0 +1,27 @@
+"""Arousal through loudness: a performance rule on top of the decoder.
+
+Rule systems for emotional expression raise loudness with arousal (Livingstone et al.,
+Computer Music Journal 2010; Bresin & Friberg's KTH rules). The decoder's velocity
+attribute follows arousal, but only by about ten velocity steps from the calmest to the
+most excited, so each bar's velocities are scaled by 2**(depth * arousal). The live sinks
+use the same scaling for an arousal change that arrives after a bar was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from engine.symbolic.notes import NoteArray
+
+
+def scale_velocity(velocity: np.ndarray | int, arousal: float, depth: float) -> np.ndarray:
+    """Velocities x 2**(depth * arousal), kept in MIDI's 1..127."""
+    return np.clip(np.round(np.asarray(velocity) * 2.0 ** (depth * arousal)), 1, 127).astype(np.int64)
+
+
+def apply(notes: NoteArray, arousal: float, depth: float) -> NoteArray:
+    if depth == 0 or len(notes) == 0:
+        return notes
+    return replace(notes, velocity=scale_velocity(notes.velocity, arousal, depth), meta=dict(notes.meta))
