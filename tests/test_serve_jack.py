@@ -40,6 +40,14 @@ def free_port() -> int:
     return port
 
 
+def wait_for(condition, seconds: float):
+    """Polls `condition` until it is truthy or `seconds` pass; returns its last value."""
+    deadline = time.monotonic() + seconds
+    while not (result := condition()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return result
+
+
 @pytest.fixture
 def server(backend):
     opts = ServeOptions(
@@ -208,6 +216,7 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
     try:
         out_port = find_port("MoodLane Out", timeout=30, exclude=before)
         connect(out_port, "Monitor D")
+        first_note = bool(wait_for(col.note_ons, 15.0))  # the model loads, then plays
         client = SimpleUDPClient("127.0.0.1", port)
         windows = {}
         for v, a in ((-0.8, -1.0), (0.8, 1.0)):
@@ -224,7 +233,8 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
         listener.shutdown()
         listener.server_close()
     low, high = windows[-1.0], windows[1.0]
-    assert len(high) > len(low) > 0, (len(low), len(high), jack_state, err)
+    if not (first_note and len(high) > len(low) > 0):
+        pytest.fail(f"notes: first {first_note}, low {len(low)}, high {len(high)}\nout port {out_port}\n{jack_state}\nserve said:\n{err}")
     assert np.mean([m.velocity for m in high]) > np.mean([m.velocity for m in low])
     assert status and status[-1][1] > 0.9  # feedback reports the new arousal
     assert proc.returncode == 0, err
@@ -239,8 +249,7 @@ def test_named_port_that_disappears_is_reconnected(backend):
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
     try:
-        time.sleep(1.0)
-        assert col.note_ons(), "notes reach the named port"
+        assert wait_for(col.note_ons, 5.0), "notes reach the named port"
         synth.close()  # the synth quits
         time.sleep(1.5)
         sent_while_gone = srv.midi_sink.sent_on
@@ -248,8 +257,7 @@ def test_named_port_that_disappears_is_reconnected(backend):
         assert srv.midi_sink.sent_on > sent_while_gone  # output goes on
         col2 = Collector()
         synth = backend.open_input("Synth Y", virtual=True, callback=col2)  # it comes back
-        time.sleep(2.5)
-        assert col2.note_ons(), "reconnected"
+        assert wait_for(col2.note_ons, 6.0), "reconnected"
         assert srv.watchers[0].reconnects == 2
     finally:
         srv.stop()
