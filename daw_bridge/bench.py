@@ -40,9 +40,9 @@ def bench_symbolic(args) -> dict:
     audio_s = args.bars * 4 * 60.0 / qpm
     g, s = float(np.median(gen_s)), float(np.median(syn_s))
     return {
-        "generator": getattr(gen, "name", type(gen).__name__),
+        "generator": args.generator,
         "precision": args.precision,
-        "guidance": getattr(gen, "sampling", None) and gen.sampling.guidance,
+        "guidance": args.guidance,
         "bars": args.bars,
         "tempo_bpm": qpm,
         "audio_seconds": audio_s,

@@ -60,7 +60,7 @@ def _positive_int(kind: str):
 
 def load_generator(args: argparse.Namespace):
     """The generator named by the options `add_generator_options` defines."""
-    if getattr(args, "generator", "symbolic") == "mock":
+    if args.generator == "mock":
         from engine.mock import MockGenerator
 
         return MockGenerator()
@@ -71,13 +71,8 @@ def load_generator(args: argparse.Namespace):
     # batch-1 decoding of a small model is latency-bound: more threads only spin (measured:
     # 19 tokens/s with 2 threads beside another busy process, 525 with one)
     torch.set_num_threads(1)
-    sampling = SamplingConfig(
-        temperature=getattr(args, "temperature", 1.0),
-        mapping=getattr(args, "mapping", "smooth"),
-        mode_rule=not getattr(args, "no_mode_rule", False),
-        guidance=getattr(args, "guidance", 1.0),
-    )
-    return SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=getattr(args, "precision", "int8"))
+    sampling = SamplingConfig(temperature=args.temperature, mapping=args.mapping, mode_rule=not args.no_mode_rule, guidance=args.guidance)
+    return SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=args.precision)
 
 
 def add_generator_options(p: argparse.ArgumentParser) -> None:

@@ -172,11 +172,10 @@ def run_eval(args) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    precision = getattr(args, "precision", "int8")
-    sampling = SamplingConfig(mapping=args.mapping, guidance=getattr(args, "guidance", 1.0))
-    gen = SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=precision)
-    plain = SymbolicGenerator.load(args.checkpoint, sampling=replace(sampling, mode_rule=False), precision=precision)
-    results["sampling"] = asdict(sampling) | {"precision": precision}
+    sampling = SamplingConfig(mapping=args.mapping, guidance=args.guidance)
+    gen = SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=args.precision)
+    plain = SymbolicGenerator.load(args.checkpoint, sampling=replace(sampling, mode_rule=False), precision=args.precision)
+    results["sampling"] = asdict(sampling) | {"precision": args.precision}
     results["objective"] = objective_accuracy(gen, judge, args.n, args.bars)
     # EmoGen's attribute control alone, without the valence -> mode rule
     results["objective_attributes_only"] = objective_accuracy(plain, judge, args.n, args.bars)
