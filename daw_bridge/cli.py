@@ -18,12 +18,14 @@ from pathlib import Path
 from daw_bridge.synth import SynthError
 from engine.automation import AutomationError, EmotionCurve, parse_automation
 from engine.emotion import Emotion, EmotionError
+from engine.registry import ENGINES, PRECISIONS, EngineUnavailable, GeneratorOptions, load_generator
+from engine.session import MAX_BEATS
 from engine.symbolic.checkpoint import CheckpointError
 from engine.symbolic.notes import MidiError
 from engine.training.data import DataError
 from presets import PRESET_DIR, PresetError, get_emotion_preset, load_emotion_presets
 
-USER_ERRORS = (EmotionError, PresetError, AutomationError, MidiError, CheckpointError, DataError, SynthError)
+USER_ERRORS = (EmotionError, PresetError, AutomationError, MidiError, CheckpointError, DataError, SynthError, EngineUnavailable)
 EXIT_USAGE = 2
 
 
@@ -58,31 +60,48 @@ def _positive_int(kind: str):
     return conv
 
 
-def load_generator(args: argparse.Namespace):
-    """The generator named by the options `add_generator_options` defines."""
-    if args.generator == "mock":
-        from engine.mock import MockGenerator
-
-        return MockGenerator()
-    import torch
-
-    from engine.symbolic.generator import SamplingConfig, SymbolicGenerator
-
-    # batch-1 decoding of a small model is latency-bound: more threads only spin (measured:
-    # 19 tokens/s with 2 threads beside another busy process, 525 with one)
-    torch.set_num_threads(1)
-    sampling = SamplingConfig(temperature=args.temperature, mapping=args.mapping, mode_rule=not args.no_mode_rule, guidance=args.guidance)
-    return SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=args.precision)
+def generator_options(args: argparse.Namespace) -> GeneratorOptions:
+    """The typed options behind the flags `add_generator_options` defines."""
+    return GeneratorOptions(
+        engine=args.engine,
+        checkpoint=args.checkpoint,
+        precision=args.precision,
+        mapping=args.mapping,
+        temperature=args.temperature,
+        guidance=args.guidance,
+        mode_rule=not args.no_mode_rule,
+    )
 
 
 def add_generator_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generator", choices=("symbolic", "mock"), default="symbolic", help="'mock' needs no weights")
+    p.add_argument(
+        "--engine", choices=ENGINES, default="symbolic", help="generator: symbolic (default), audio, mock, mock-audio (no weights)"
+    )
+    p.add_argument("--generator", dest="engine", choices=("symbolic", "mock"), help=argparse.SUPPRESS)  # the 0.1 name
     p.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
-    p.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="decoder weights on the CPU (int8: ~2x faster)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="decoder weights on the CPU: auto (the faster here, measured at load), int8, fp32",
+    )
     p.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
     p.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
     p.add_argument("--guidance", type=_finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")
     p.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
+
+
+def _int_range(kind: str, lo: int, hi: int):
+    def conv(s: str) -> int:
+        try:
+            x = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a whole number in [{lo}, {hi}], got {s!r}") from None
+        if not lo <= x <= hi:
+            raise argparse.ArgumentTypeError(f"{kind} must be a whole number in [{lo}, {hi}], got {s!r}")
+        return x
+
+    return conv
 
 
 def _read(path: str, what: str) -> bytes:
@@ -114,58 +133,78 @@ def _emotion_source(args, generator) -> tuple[EmotionCurve, float | None]:
     return EmotionCurve.constant(Emotion(v, a)), tempo
 
 
-def cmd_render(args) -> int:
-    from tqdm import tqdm
-
-    from daw_bridge.files import write_atomic, write_wav_atomic
-    from engine.session import render
-    from engine.symbolic.notes import to_midi_bytes
-
-    out = Path(args.output)
-    for p in [out] + ([Path(args.wav)] if args.wav else []):
-        if not p.parent.is_dir():
-            raise UsageError(f"output folder {p.parent} does not exist")
-    if args.wav:
-        from daw_bridge.synth import _fluidsynth, find_soundfont
-
-        find_soundfont(args.soundfont)
-        _fluidsynth()
-    generator = load_generator(args)
-    curve, tempo = _emotion_source(args, generator)
-    qpm = tempo or generator.default_tempo(curve.at(0.0))
+def _length_beats(args, curve: EmotionCurve, qpm: float) -> float:
+    """The render's length: --bars, --seconds (whole bars), the automation's, or 16 bars."""
     if args.seconds is not None:
         bars = max(1, math.ceil(args.seconds * qpm / 60.0 / 4.0))
     elif args.bars is not None:
         bars = args.bars
     elif args.automation:
         bars = max(1, math.ceil(curve.end_beat / 4.0))
+        if 4 * bars > MAX_BEATS:
+            raise UsageError(
+                f"the automation ends at beat {curve.end_beat:g} ({bars} bars, over {MAX_BEATS // 4}): pass --bars to render part of it"
+            )
     else:
         bars = 16
-    bar = tqdm(total=bars, desc="generating", unit="bar", disable=args.quiet, leave=False)
-    notes, chunks = render(generator, curve, bars, args.seed, qpm, on_chunk=lambda c: bar.update(1))
+    if 4 * bars > MAX_BEATS:
+        raise UsageError(f"a render is at most {MAX_BEATS // 4} bars, asked for {bars}")
+    return 4.0 * bars
+
+
+def cmd_render(args) -> int:
+    from tqdm import tqdm
+
+    from daw_bridge.files import commit, wav_bytes
+    from engine.session import join, render_chunks
+    from engine.symbolic.notes import to_midi_bytes
+
+    out = Path(args.output)
+    wav = Path(args.wav) if args.wav else (out if out.suffix.lower() == ".wav" else None)
+    for p in [out] + ([wav] if wav else []):
+        if not p.parent.is_dir():
+            raise UsageError(f"output folder {p.parent} does not exist")
+    if out.suffix.lower() not in (".mid", ".midi", ".wav"):
+        raise UsageError(f"-o must name a .mid or .wav file, got {out.name!r}")
+    opts = generator_options(args)
+    audio_engine = opts.engine in ("audio", "mock-audio")
+    if audio_engine and (out.suffix.lower() != ".wav" or args.wav):
+        raise UsageError(f"the {opts.engine} engine makes audio: write it with -o FILE.wav")
+    if wav is not None and not audio_engine:
+        from daw_bridge.synth import _fluidsynth, find_soundfont
+
+        find_soundfont(args.soundfont)
+        _fluidsynth()
+    generator = load_generator(opts)
+    curve, tempo = _emotion_source(args, generator)
+    qpm = tempo or generator.default_tempo(curve.at(0.0))
+    beats = _length_beats(args, curve, qpm)
+    bar = tqdm(total=int(beats // 4), desc="generating", unit="chunk", disable=args.quiet, leave=False)
+    chunks, qpm = render_chunks(generator, curve, beats, args.seed, qpm, on_chunk=lambda c: bar.update(1), prompt=args.prompt or "")
     bar.close()
-    midi = to_midi_bytes(notes)
-    audio = None
-    if args.wav:
-        from daw_bridge.synth import render_notes
+    piece = join(chunks, qpm)
+    writes: dict = {}
+    if generator.kind == "notes":
+        if out.suffix.lower() != ".wav":
+            writes[out] = to_midi_bytes(piece)
+        if wav is not None:
+            from daw_bridge.synth import render_notes
 
-        sbar = tqdm(total=100, desc="synthesising", unit="%", disable=args.quiet, leave=False)
-
-        def tick(frac: float) -> None:
-            sbar.update(int(frac * 100) - sbar.n)
-
-        audio = render_notes(notes, args.soundfont, args.sample_rate, progress=tick)
-        sbar.close()
-    write_atomic(out, midi)
-    if audio is not None:
-        write_wav_atomic(Path(args.wav), audio, args.sample_rate)
+            sbar = tqdm(total=100, desc="synthesising", unit="%", disable=args.quiet, leave=False)
+            audio = render_notes(piece, args.soundfont, args.sample_rate, progress=lambda f: sbar.update(int(f * 100) - sbar.n))
+            sbar.close()
+            writes[wav] = wav_bytes(audio, args.sample_rate)
+        what = f"{len(piece)} notes"
+    else:
+        writes[wav] = wav_bytes(piece.pcm, piece.sample_rate)
+        what = f"{piece.pcm.shape[0] / piece.sample_rate:.1f} s of audio at {piece.sample_rate} Hz"
+    commit(writes)  # every file or none
     if not args.quiet:
         first, last = chunks[0].emotion, chunks[-1].emotion
-        secs = bars * 4 * 60.0 / qpm
-        msg = f"wrote {out} ({bars} bars, {len(notes)} notes, {qpm:.0f} BPM, {secs:.1f} s; V/A {first.valence:+.2f}/{first.arousal:+.2f}"
+        secs = beats * 60.0 / qpm
+        msg = f"wrote {' and '.join(map(str, writes))} ({int(beats // 4)} bars, {what}, {qpm:.0f} BPM, {secs:.1f} s; "
+        msg += f"V/A {first.valence:+.2f}/{first.arousal:+.2f}"
         msg += f" -> {last.valence:+.2f}/{last.arousal:+.2f})" if first != last else ")"
-        if args.wav:
-            msg += f" and {args.wav}"
         print(msg)
     return 0
 
@@ -218,26 +257,56 @@ def _plot_history(history: list[dict], path: Path) -> None:
 def cmd_train(args) -> int:
     from engine.training import jobs
 
-    if args.what == "symbolic":
-        result = jobs.train_symbolic(args)
-    else:
-        result = jobs.train_judge(args)
-    print(json.dumps(result, indent=1))
+    job = jobs.TrainJob(
+        data=args.data,
+        out=args.out,
+        export=args.export,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        attributes=args.attributes,
+        tiny=args.tiny,
+        resume=args.resume,
+    )
+    run = {"symbolic": jobs.train_symbolic, "map": jobs.train_map, "judge": jobs.train_judge}[args.what]
+    print(json.dumps(run(job), indent=1))
     return 0
 
 
 def cmd_eval(args) -> int:
-    from engine.training.evaluate import run_eval
+    from engine.training.evaluate import EvalJob, run_eval
 
-    result = run_eval(args)
-    print(json.dumps(result, indent=1))
+    job = EvalJob(
+        data=args.data,
+        n=args.n,
+        grid_n=args.grid_n,
+        bars=args.bars,
+        density_n=args.density_n,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        precision=args.precision,
+        guidance=args.guidance,
+        mapping=args.mapping,
+    )
+    print(json.dumps(run_eval(job), indent=1))
     return 0
 
 
 def cmd_bench(args) -> int:
     from daw_bridge import bench
 
-    result = bench.bench_symbolic(args) if args.what == "symbolic" else bench.bench_live(args)
+    opts = generator_options(args)
+    if args.what == "symbolic":
+        result = bench.bench_symbolic(opts, bars=args.bars, repeats=args.repeats)
+    else:
+        cfg = bench.LiveBenchConfig(
+            tempo=args.tempo,
+            trials=args.trials,
+            cpu_seconds=args.cpu_seconds,
+            flood_rate=args.flood_rate,
+            flood_seconds=args.flood_seconds,
+            clock_seconds=args.clock_seconds,
+        )
+        result = bench.bench_live(opts, cfg)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -261,7 +330,9 @@ def cmd_serve(args) -> int:
         raise UsageError(f"{cc_path} is not valid JSON ({e})") from None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    generator = load_generator(args)
+    generator = load_generator(generator_options(args))
+    if generator.kind == "audio" and args.mode == "midi":
+        raise UsageError(f"the {args.engine} engine makes audio: serve it with --mode audio")
     emotion = get_emotion_preset(args.preset).emotion if args.preset else Emotion(args.valence or 0.0, args.arousal or 0.0)
     opts = ServeOptions(
         osc_host=args.host,
@@ -283,6 +354,7 @@ def cmd_serve(args) -> int:
         soundfont=args.soundfont,
         audio_device=args.audio_device,
         blocksize=args.blocksize,
+        sample_rate=args.sample_rate,
         duration=args.duration,
         status_line=not args.quiet,
         cc_map=cc_map,
@@ -316,19 +388,22 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--seconds", type=_finite("seconds", 0.1, 36000), help="length in seconds (rounded up to whole bars)")
     r.add_argument("--tempo", type=_finite("tempo", 30, 300), help="BPM (default: the preset's, else mapped from the emotion)")
     r.add_argument("--seed", type=int, default=0, help="same seed -> same file (default 0)")
-    r.add_argument("-o", "--output", required=True, help="MIDI file to write")
-    r.add_argument("--wav", help="also render audio through FluidSynth to this WAV file")
+    r.add_argument("-o", "--output", required=True, help="file to write: .mid (notes), or .wav (audio engines; notes through FluidSynth)")
+    r.add_argument("--wav", help="notes engines: also render audio through FluidSynth to this WAV file")
+    r.add_argument("--prompt", help="text prompt, for text-conditioned engines (others ignore it)")
     r.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: system soundfont, or $MOODLANE_SOUNDFONT)")
-    r.add_argument("--sample-rate", type=int, default=44100)
+    r.add_argument(
+        "--sample-rate", type=_int_range("sample rate", 8000, 192000), default=44100, help="WAV sample rate for notes (default 44100)"
+    )
     add_generator_options(r)
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_render)
 
     s = sub.add_parser("serve", help="live: OSC/MIDI control in, MIDI/audio out")
     s.add_argument("--host", default="127.0.0.1", help="OSC bind address (default 127.0.0.1; 0.0.0.0 listens on every interface)")
-    s.add_argument("--port", type=int, default=9000, help="OSC port (default 9000)")
+    s.add_argument("--port", type=_int_range("port", 1, 65535), default=9000, help="OSC port (default 9000)")
     s.add_argument("--feedback", type=_host_port, help="HOST:PORT for status (default: the sender's port + 1)")
-    s.add_argument("--mode", choices=("midi", "audio", "both"), default="midi")
+    s.add_argument("--mode", choices=("midi", "audio", "both"), default="midi", help="outputs (switch live with /moodlane/mode)")
     s.add_argument("--no-midi", action="store_true", help="no MIDI ports at all")
     s.add_argument("--midi-backend", help="mido backend, e.g. mido.backends.rtmidi/UNIX_JACK (or $MOODLANE_MIDI_BACKEND)")
     s.add_argument("--midi-in", help="connect to this input port instead of creating 'MoodLane In'")
@@ -351,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait-for-play", action="store_true", help="stay stopped until /moodlane/play")
     s.add_argument("--soundfont")
     s.add_argument("--audio-device", help="sounddevice output device name or index")
-    s.add_argument("--blocksize", type=int, default=512)
+    s.add_argument("--blocksize", type=_int_range("blocksize", 16, 16384), default=512, help="audio frames per callback")
+    s.add_argument("--sample-rate", type=_int_range("sample rate", 8000, 192000), help="audio stream rate (default: the device's)")
     s.add_argument("--duration", type=_finite("duration", 0.1, 1e9), help="stop after this many seconds")
     add_generator_options(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no status line")
@@ -360,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr = sub.add_parser("learn", help="arm MIDI learn on a running server: the next CC drives LANE")
     lr.add_argument("lane", choices=("valence", "arousal"))
     lr.add_argument("--host", default="127.0.0.1")
-    lr.add_argument("--port", type=int, default=9000)
+    lr.add_argument("--port", type=_int_range("port", 1, 65535), default=9000)
     lr.set_defaults(func=cmd_learn)
 
     p = sub.add_parser("presets", help="list the named emotions")
@@ -370,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     t = sub.add_parser("train", help="train a model on a data folder laid out like shared/data")
-    t.add_argument("what", choices=("symbolic", "judge"))
+    t.add_argument("what", choices=("symbolic", "map", "judge"), help="symbolic: generator + emotion map; map: the emotion map only")
     t.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
     t.add_argument("--out", default="runs/symbolic", help="work folder: dataset cache, resumable train_state.pt")
     t.add_argument("--export", help="checkpoint stem to write (default: the package's engine/weights/)")
@@ -387,9 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=_positive_int("n"), default=25, help="pieces per quadrant (and ramps)")
     e.add_argument("--grid-n", type=_positive_int("grid-n"), default=3, help="pieces per VA grid point")
     e.add_argument("--bars", type=_positive_int("bars"), default=16)
+    e.add_argument("--density-n", type=_positive_int("density-n"), default=4, help="pieces per point of the arousal/density sweep")
     e.add_argument("--out", default="out/eval", help="folder for results.json and va_grid.png")
     e.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
-    e.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    e.add_argument("--precision", choices=PRECISIONS, default="auto")
     e.add_argument("--guidance", type=_finite("guidance", 0, 10), default=1.0, help="valence contrast guidance")
     e.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
     e.set_defaults(func=cmd_eval)
@@ -404,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cpu-seconds", type=_finite("cpu seconds", 0.5, 600), default=5.0)
     b.add_argument("--flood-rate", type=_positive_int("flood rate"), default=10000, help="live: OSC messages per second")
     b.add_argument("--flood-seconds", type=_finite("flood seconds", 1, 3600), default=30.0)
+    b.add_argument("--clock-seconds", type=_finite("clock seconds", 0, 600), default=20.0, help="live: MIDI clock slave run (0: skip)")
     b.set_defaults(func=cmd_bench)
     return ap
 

@@ -102,5 +102,15 @@ class LiveControl:
         with self._lock:
             return Emotion(*self._target)
 
-    def at(self, beat: float) -> Emotion:  # EmotionSource: live input has no timeline
+    def predict(self, t: float) -> Emotion:
+        """The smoothed value at monotonic time `t` (>= now) if the target holds till then:
+        what a chunk that starts at `t` should be made for."""
+        with self._lock:
+            self._advance()
+            dt = max(0.0, t - self._t_read)
+            k = 1.0 - math.exp(-dt / self.tau_s) if self.tau_s > 0 else 1.0
+            v = [x + (g - x) * k for x, g in zip(self._value, self._target)]
+        return Emotion(max(-1.0, min(1.0, v[0])), max(-1.0, min(1.0, v[1])))
+
+    def at(self, beat: float) -> Emotion:  # EmotionSource without a clock: the value now
         return self.current()

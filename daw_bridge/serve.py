@@ -24,6 +24,11 @@ from daw_bridge.osc import Feedback, OscRouter, OscServer
 from engine.emotion import Emotion
 
 log = logging.getLogger(__name__)
+MODES = ("midi", "audio", "both")
+
+
+class ServeError(ValueError):
+    """Options that cannot serve (one line for the user)."""
 
 
 @dataclass
@@ -48,6 +53,7 @@ class ServeOptions:
     soundfont: str | None = None
     audio_device: str | None = None
     blocksize: int = 512
+    sample_rate: int | None = None  # None: the device's
     duration: float | None = None
     status_line: bool = True
     cc_map: CCMapping | None = None
@@ -66,6 +72,7 @@ class Server:
         self.control.tempo = opts.tempo
         self.control.mode = opts.mode
         self.unavailable: dict[str, str] = {}
+        self.mode = opts.mode
         self.clock: Clock = MidiClock(opts.tempo) if opts.clock == "midi" else Clock(opts.tempo)
         if opts.clock == "link":
             try:
@@ -126,7 +133,7 @@ class Server:
                 self.midi_in_port = backend.open_input(IN_NAME, virtual=True, callback=self.midi_input)
         except Exception as e:
             self.unavailable["midi in"] = f"{type(e).__name__}: {e}"
-        if self.opts.mode in ("midi", "both"):
+        if self.generator.kind == "notes":  # the port stays open in every mode, so /moodlane/mode can switch to it
             try:
                 out = MidiOut(NullPort(), self.opts.channel)
                 if self.opts.midi_out:
@@ -141,33 +148,73 @@ class Server:
                 self.unavailable["midi out"] = f"{type(e).__name__}: {e}"
 
     def _start_audio(self) -> None:
-        if self.opts.mode not in ("audio", "both"):
+        if self.audio is not None or "audio" in self.unavailable:
             return
         from daw_bridge.audio import AudioSink, AudioUnavailable
         from daw_bridge.synth import SynthError
 
         try:
             self.audio = AudioSink(
-                self.clock, self.control, self.config, self.opts.soundfont, blocksize=self.opts.blocksize, device=self.opts.audio_device
+                self.clock,
+                self.control,
+                self.config,
+                self.opts.soundfont,
+                sample_rate=self.opts.sample_rate,
+                blocksize=self.opts.blocksize,
+                device=self.opts.audio_device,
+                synth=self.generator.kind == "notes",
             ).start()
         except (AudioUnavailable, SynthError) as e:
             self.unavailable["audio"] = str(e)
             self.audio = None
 
+    def sinks_for(self, mode: str) -> list:
+        """The sinks a mode feeds, starting the audio stream the first time it is asked for."""
+        if mode in ("audio", "both"):
+            self._start_audio()
+        wanted = []
+        if mode in ("midi", "both") and self.midi_sink is not None:
+            wanted.append(self.midi_sink)
+        if mode in ("audio", "both") and self.audio is not None:
+            wanted.append(self.audio)
+        return wanted
+
+    def _apply_mode(self, mode: str) -> None:
+        """`/moodlane/mode`: switch sinks live; a sink left out is silenced."""
+        if self.generator.kind == "audio" and mode == "midi":
+            log.warning("the %s engine makes audio, not notes: mode 'midi' ignored", self.generator.name)
+            self.control.mode = self.mode
+            return
+        self.mode = mode
+        self.scheduler.set_sinks(self.sinks_for(mode))
+
     def start(self) -> Server:
         # the audio callback and the MIDI thread need the GIL within a block (~10 ms);
         # Python's default 5 ms switch interval lets the generator hold it too long
         sys.setswitchinterval(0.001)
+        if self.generator.kind == "audio" and self.opts.mode == "midi":
+            raise ServeError(f"the {self.generator.name} engine makes audio: use --mode audio")
         self._start_osc()
         self._start_midi()
-        self._start_audio()
-        queues = [s.queue for s in (self.midi_sink, self.audio) if s is not None]
-        self.scheduler = LiveScheduler(self.generator, self.control, self.clock, queues, self.opts.seed, self.config).start()
+        sinks = self.sinks_for(self.opts.mode)
+        self.scheduler = LiveScheduler(self.generator, self.control, self.clock, sinks, self.opts.seed, self.config).start()
         if self.opts.autoplay and not isinstance(self.clock, MidiClock):
             self.control.set_playing(True, source="autoplay")
         return self
 
     # -- running ----------------------------------------------------------------------
+    def counters(self) -> dict:
+        """Problems counted, not printed: what a performer can glance at."""
+        m, a, sch = self.midi_sink, self.audio, self.scheduler
+        osc = self.osc.router.stats if self.osc is not None else None
+        return {
+            "sink_errors": (m.errors if m else 0) + (a.errors + a.restarts if a else 0),
+            "late": (m.late_dropped if m else 0) + (sch.skipped if sch else 0),
+            "overflow": (m.queue.overflow if m else 0) + (a.queue.overflow + a.overflow if a else 0),
+            "underruns": a.underruns if a else 0,
+            "osc_dropped": osc.dropped if osc else 0,
+        }
+
     def status(self) -> dict:
         e = self.control.current()
         lat = list(self.midi_sink.latency_ms) if self.midi_sink else []
@@ -179,6 +226,8 @@ class Server:
             "playing": int(self.clock.running),
             "buffer": round(self.scheduler.ahead_beats, 2) if self.scheduler else 0.0,
             "latency": _pct(lat, 50) or 0.0,
+            "mode": self.mode,
+            **self.counters(),
         }
 
     def send_status(self, force: bool = False) -> None:
@@ -206,29 +255,36 @@ class Server:
         self._was_running = running
 
     def panic(self) -> None:
-        if self.midi_sink is not None:
-            self.midi_sink.queue.clear()
-            self.midi_sink.out.panic()
-        if self.audio is not None:
-            self.audio.queue.clear()
-            self.audio.panic()
+        for sink in (self.midi_sink, self.audio):
+            if sink is not None:
+                sink.clear()
 
     def status_text(self) -> str:
         s = self.status()
         mode = "playing" if s["playing"] else "stopped"
-        under = f" underruns {self.audio.underruns}" if self.audio is not None else ""
         va = f"V {s['va'][0]:+.2f} A {s['va'][1]:+.2f}"
-        return f"{va} | {s['tempo']:.1f} BPM {mode} | ahead {s['buffer']:.1f} beats | latency p50 {s['latency']:.0f} ms{under}"
+        problems = " ".join(f"{k} {v}" for k, v in self.counters().items() if v)
+        return f"{va} | {s['tempo']:.1f} BPM {mode} | {s['mode']} | ahead {s['buffer']:.1f} beats | latency p50 {s['latency']:.0f} ms" + (
+            f" | {problems}" if problems else ""
+        )
+
+    def _watch(self) -> None:
+        """Once a second: named ports, the audio stream, the mode."""
+        for w in self.watchers:
+            w.poll()
+        if self.audio is not None and self.audio in self.scheduler.sinks:
+            self.audio.watchdog()
 
     def run(self) -> None:
         t_end = time.monotonic() + self.opts.duration if self.opts.duration else None
         tty = self.opts.status_line and sys.stderr.isatty()
         last_line = last_watch = 0.0
         while not self._stop.is_set():
-            if self.watchers and time.monotonic() - last_watch > 1.0:
-                for w in self.watchers:
-                    w.poll()
+            if time.monotonic() - last_watch > 1.0:
+                self._watch()
                 last_watch = time.monotonic()
+            if self.control.mode != self.mode:
+                self._apply_mode(self.control.mode)
             if self.scheduler.error is not None:
                 self.panic()
                 raise RuntimeError(f"generator failed: {self.scheduler.error}")
@@ -295,9 +351,9 @@ class Server:
         for part, why in self.unavailable.items():
             lines.append(f"unavailable: {part}: {why}")
         bar_ms = 4 * 60000.0 / self.clock.tempo
+        now = "arousal reaches the next note's velocity at once; " if self.generator.kind == "notes" else ""
         lines.append(
-            f"latency: arousal reaches the next note and CC 11 at once; new content starts at the next bar line "
-            f"(at most {bar_ms:.0f} ms at {self.clock.tempo:.0f} BPM)"
+            f"latency: {now}new content starts at the next chunk (a bar: at most {bar_ms:.0f} ms at {self.clock.tempo:.0f} BPM)"
             + (f"; audio adds {self.audio.output_latency_ms:.0f} ms of output buffer" if self.audio is not None else "")
         )
         return lines

@@ -1,9 +1,10 @@
-"""The session loop: one path for offline render and live serve.
+"""The session loop: one path for offline render and live serve, notes or audio.
 
-The session asks an emotion source for the emotion at the start of the next bar and the
-generator for that bar. Offline, the clock runs as fast as the generator allows; live
-(`daw_bridge`), a scheduler calls `next_chunk()` ahead of the play head. Same generator,
-same seed and same emotions give the same notes either way.
+The session asks an emotion source for the emotion at the start of the next chunk and the
+generator for that chunk, with the session's tempo and text prompt. Offline, the clock runs
+as fast as the generator allows; live (`daw_bridge.live`), a scheduler calls
+`next_chunk()` ahead of the play head. Same generator, same seed and same emotions give the
+same chunks either way.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.chunk import Chunk, Generator
+from engine.chunk import Audio, Chunk, Conditions, Generator
 from engine.emotion import Emotion
+from engine.mixer import join_audio
 from engine.symbolic.notes import NoteArray
+
+MAX_BEATS = 4 * 20_000  # 20,000 bars: over 11 hours at 120 BPM
 
 
 class EmotionSource(Protocol):
@@ -23,25 +27,30 @@ class EmotionSource(Protocol):
 
 
 class Session:
-    def __init__(self, generator: Generator, source: EmotionSource, seed: int = 0, qpm: float | None = None) -> None:
+    def __init__(self, generator: Generator, source: EmotionSource, seed: int = 0, qpm: float | None = None, prompt: str = "") -> None:
         self.generator = generator
         self.source = source
         self.state = generator.init_state(seed)
         self.qpm = float(qpm) if qpm is not None else generator.default_tempo(source.at(0.0))
-        self.beat = 0.0  # start of the next bar
+        self.prompt = prompt
+        self.beat = 0.0  # start of the next chunk
+
+    def conditions(self) -> Conditions:
+        return Conditions(self.source.at(self.beat), self.qpm, self.prompt)
 
     def next_chunk(self) -> Chunk:
-        emotion = self.source.at(self.beat)
-        chunk, self.state = self.generator.generate_chunk(self.state, emotion)
+        chunk, self.state = self.generator.generate_chunk(self.state, self.conditions())
         self.beat += chunk.beats
         return chunk
 
 
-def join_chunks(chunks: list[Chunk], qpm: float) -> NoteArray:
-    """Concatenate bars into one piece (beats from the first bar's start)."""
+def join_notes(chunks: list[Chunk], qpm: float) -> NoteArray:
+    """Concatenate bars of notes into one piece (beats from the first chunk's start)."""
     starts, durs, pitches, vels = [], [], [], []
     offset = 0.0
     for c in chunks:
+        if c.notes is None:
+            raise ValueError("join_notes needs chunks of notes (this generator makes audio)")
         starts.append(c.notes.start + offset)
         durs.append(c.notes.duration)
         pitches.append(c.notes.pitch)
@@ -53,6 +62,33 @@ def join_chunks(chunks: list[Chunk], qpm: float) -> NoteArray:
     return out
 
 
+def join(chunks: list[Chunk], qpm: float) -> NoteArray | Audio:
+    """The piece the chunks make: notes, or crossfaded audio."""
+    return join_notes(chunks, qpm) if chunks and chunks[0].kind == "notes" else join_audio(chunks, qpm)
+
+
+def render_chunks(
+    generator: Generator,
+    source: EmotionSource,
+    beats: float,
+    seed: int = 0,
+    qpm: float | None = None,
+    on_chunk: Callable[[Chunk], None] | None = None,
+    prompt: str = "",
+) -> tuple[list[Chunk], float]:
+    """Offline bounce: chunks until `beats` are covered, as fast as the generator allows.
+    Returns the chunks and the tempo they were made at."""
+    if not 0 < beats <= MAX_BEATS:
+        raise ValueError(f"a render covers 0 < beats <= {MAX_BEATS}, got {beats}")
+    session = Session(generator, source, seed, qpm, prompt)
+    chunks = []
+    while session.beat < beats - 1e-9:
+        chunks.append(session.next_chunk())
+        if on_chunk is not None:
+            on_chunk(chunks[-1])
+    return chunks, session.qpm
+
+
 def render(
     generator: Generator,
     source: EmotionSource,
@@ -61,13 +97,8 @@ def render(
     qpm: float | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
 ) -> tuple[NoteArray, list[Chunk]]:
-    """Offline bounce: `bars` bars as fast as the generator allows."""
+    """Offline bounce of a notes generator: `bars` 4/4 bars, joined into one piece."""
     if bars < 1:
         raise ValueError(f"bars must be >= 1, got {bars}")
-    session = Session(generator, source, seed, qpm)
-    chunks = []
-    for _ in range(bars):
-        chunks.append(session.next_chunk())
-        if on_chunk is not None:
-            on_chunk(chunks[-1])
-    return join_chunks(chunks, session.qpm), chunks
+    chunks, tempo = render_chunks(generator, source, 4.0 * bars, seed, qpm, on_chunk)
+    return join_notes(chunks, tempo), chunks

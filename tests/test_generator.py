@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from engine.automation import EmotionCurve
+from engine.chunk import Conditions
 from engine.emotion import Emotion
 from engine.mock import MockGenerator
 from engine.session import Session, render
@@ -57,10 +58,10 @@ def test_restored_state_continues_identically(gen):
     state = gen.init_state(3)
     e = Emotion(0.0, 0.0)
     for _ in range(2):
-        _, state = gen.generate_chunk(state, e)
+        _, state = gen.generate_chunk(state, Conditions(e))
     saved = state.clone()
-    nxt = [gen.generate_chunk(state, e)[0].tokens for _ in range(2)]
-    again = [gen.generate_chunk(saved, e)[0].tokens for _ in range(2)]
+    nxt = [gen.generate_chunk(state, Conditions(e))[0].tokens for _ in range(2)]
+    again = [gen.generate_chunk(saved, Conditions(e))[0].tokens for _ in range(2)]
     assert nxt == again
 
 
@@ -83,7 +84,7 @@ def test_a_piece_starts_on_its_first_downbeat(gen, seed):
 def test_long_generation_refills_the_context(gen):
     state = gen.init_state(0)
     for _ in range(12):  # 12 bars of up to 40 tokens through a 64-token context
-        _, state = gen.generate_chunk(state, Emotion(0.9, 0.9))
+        _, state = gen.generate_chunk(state, Conditions(Emotion(0.9, 0.9)))
         assert state.cache.length == len(state.tokens) <= gen.cfg.block_size
     assert state.bar == 12
 
@@ -140,8 +141,8 @@ def test_session_reads_the_curve_at_each_bar():
 
 def test_mock_follows_emotion():
     m = MockGenerator()
-    calm, _ = m.generate_chunk(m.init_state(0), Emotion(-0.5, -0.9))
-    wild, _ = m.generate_chunk(m.init_state(0), Emotion(0.5, 0.9))
+    calm, _ = m.generate_chunk(m.init_state(0), Conditions(Emotion(-0.5, -0.9)))
+    wild, _ = m.generate_chunk(m.init_state(0), Conditions(Emotion(0.5, 0.9)))
     assert len(wild.notes) > len(calm.notes)
     assert wild.notes.velocity.mean() > calm.notes.velocity.mean()
 

@@ -2,7 +2,9 @@
 
 import logging
 import math
+import os
 import socket
+import struct
 import threading
 import time
 
@@ -14,7 +16,7 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
 from daw_bridge.control import LiveControl
-from daw_bridge.osc import Feedback, OscRouter, OscServer
+from daw_bridge.osc import COUNTERS, Feedback, OscRouter, OscServer, OscStats
 from engine.emotion import Emotion
 
 
@@ -128,4 +130,155 @@ def test_feedback_goes_to_sender_port_plus_one(osc):
     assert wait_for(lambda: len(got) == 2)
     listener.shutdown()
     listener.server_close()
+    sender.close()
     assert ("/moodlane/status/va", (0.25, 0.0)) in got
+    assert fb.sent == router.stats.feedback_sent == 1
+    fb.close()
+    assert not fb.send({"va": [0.25, 0.0]}, force=True)  # closed: nothing more goes out
+
+
+def fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_feedback_uses_one_socket_for_every_destination():
+    router = OscRouter(LiveControl(tau_s=0.0))
+    listeners = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(20)]
+    for s in listeners:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+    try:
+        before = fd_count()
+        fb = Feedback(router, rate_hz=1e6, burst=1e6)
+        for i in range(200):
+            port = listeners[i % 20].getsockname()[1]
+            router.last_sender = ("127.0.0.1", port - 1)  # feedback goes to port + 1: each listener in turn
+            assert fb.send({"n": i}, force=True)
+        assert fd_count() - before == 1
+        assert listeners[3].recvfrom(64)[0].startswith(b"/moodlane/status/n")
+        fb.close()
+        fb.close()  # twice is fine
+        assert fd_count() == before
+    finally:
+        for s in listeners:
+            s.close()
+
+
+def test_forced_feedback_is_rate_limited_too():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    router = OscRouter(LiveControl(tau_s=0.0))
+    with Feedback(router, target=listener.getsockname(), rate_hz=20, burst=3) as fb:
+        t0 = time.monotonic()
+        tries = 0
+        while time.monotonic() - t0 < 0.5:  # a flood of /moodlane/status requests
+            fb.send({"tempo": 120.0}, force=True)
+            tries += 1
+        elapsed = time.monotonic() - t0
+        assert fb.sent <= 3 + 20 * elapsed + 1
+        assert fb.sent >= 5 and tries > 10 * fb.sent
+        assert router.stats.feedback_limited == tries - fb.sent
+        time.sleep(0.06)
+        assert fb.send({"tempo": 120.0}, force=True)  # a token came back
+    listener.close()
+
+
+def test_feedback_errors_are_counted_never_raised(caplog):
+    caplog.set_level(logging.WARNING)
+    router = OscRouter(LiveControl(tau_s=0.0))
+    stats = router.stats
+    with pytest.raises(ValueError):
+        Feedback(router, rate_hz=0)
+    router.last_sender = ("127.0.0.1", 65535)  # AbletonOSC's port + 1 does not exist
+    fb = Feedback(router, rate_hz=1000, burst=1000)
+    assert fb.destination() is None
+    assert not fb.send({"va": [0.0, 0.0]}, force=True)
+    assert stats.port_overflow == 1 and stats.feedback_errors == 0
+    for target in (("127.0.0.1", 70000), ("127.0.0.1", 0), ("bad\x00host", 9000)):
+        fb.target = target
+        assert not fb.send({"va": [0.0, 0.0]}, force=True)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    fb.target = listener.getsockname()
+    assert not fb.send({"va": object()}, force=True)  # not an OSC type
+    assert not fb.send({"big": 2**70}, force=True)
+    assert stats.feedback_errors == 5 and fb.sent == 0
+    assert fb.send({"va": [0.5, -0.5]}, force=True)
+    fb.close()
+    listener.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("OSC feedback to" in m for m in lines) == 1  # one line for five failures
+    assert sum("has no port + 1" in m for m in lines) == 1
+
+
+def test_warnings_stay_bounded(caplog):
+    caplog.set_level(logging.WARNING)
+    router = OscRouter(LiveControl(tau_s=0.0), on_preset=lambda name: False)
+    for i in range(2000):
+        m = OscMessageBuilder(f"/nowhere/{i}")
+        router.dispatcher.call_handlers_for_packet(m.build().dgram, ("127.0.0.1", 5000))
+        m = OscMessageBuilder("/moodlane/preset")
+        m.add_arg(f"name-{i}")
+        router.dispatcher.call_handlers_for_packet(m.build().dgram, ("127.0.0.1", 5000))
+    stats = router.stats
+    assert stats.unknown == 2000 and stats.dropped == 2000
+    assert len(stats.warned) <= stats.warn_burst <= stats.max_warned
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("unknown address" in m for m in lines) == 1  # one key for all unknown addresses
+    assert sum("unknown preset" in m for m in lines) == stats.warn_burst
+    assert len(lines) == stats.warn_burst + 1
+    assert stats.suppressed_warnings == 4000 - len(lines)
+
+
+def test_warn_once_set_has_a_fixed_size(caplog):
+    caplog.set_level(logging.WARNING)
+    stats = OscStats(max_warned=5, warn_burst=1000)
+    for i in range(100):
+        stats.warn_once(("/moodlane/preset", f"p{i}"), "preset %s", i)
+        stats.warn_once(("/moodlane/preset", f"p{i}"), "preset %s", i)
+    assert len(stats.warned) == 5
+    assert len(caplog.records) == 6  # five keys, then one shared, rate-limited line
+    assert stats.suppressed_warnings == 200 - 6
+    assert set(stats.counters()) == set(COUNTERS)
+
+
+def test_python_osc_warnings_are_rate_limited_and_counted(osc, caplog):
+    control, router, server, client, _ = osc
+    caplog.set_level(logging.WARNING)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bad_tag = b"/moodlane/valence\x00\x00\x00,xf\x00" + struct.pack(">f", 0.25)  # 'x' is no OSC type
+    bad_content = b"#bundle\x00" + b"\x00" * 7 + b"\x01" + b"\x00\x00\x00\x04junk"
+    for i in range(200):
+        s.sendto(bad_tag if i % 2 else bad_content, server.address)
+        if i % 50 == 49:
+            wait_for(lambda n=i - 10: router.stats.datagrams > n)
+    assert wait_for(lambda: router.stats.datagrams == 200)
+    s.close()
+    assert router.stats.lib_warnings == 200
+    assert router.stats.received == 100  # python-osc skips the unknown type and reads the float
+    assert control.target().valence == pytest.approx(0.25)
+    lines = [r.getMessage() for r in caplog.records if r.name == "root"]
+    assert len(lines) <= 2 and all(m.startswith("OSC (python-osc): ") for m in lines)
+
+
+def test_datagrams_that_would_stall_python_osc_are_refused(osc):
+    control, router, server, client, _ = osc
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # a bundle element of size -4: python-osc's parser steps back to the same size forever
+    s.sendto(b"#bundle\x00" + b"\x00" * 7 + b"\x01" + struct.pack(">i", -4), server.address)
+    # an address pattern whose regex backtracks for hours
+    s.sendto(b"/" + b"*" * 60 + b"x\x00\x00,\x00\x00\x00", server.address)
+    nested = b"/moodlane/tempo\x00,f\x00\x00" + struct.pack(">f", 99.0)
+    for _ in range(12):  # nested deeper than MAX_BUNDLE_DEPTH
+        nested = b"#bundle\x00" + b"\x00" * 7 + b"\x01" + struct.pack(">i", len(nested)) + nested
+    s.sendto(nested, server.address)
+    s.sendto(b"/moodlane/valence\x00\x00\x00" + b"x" * 9000, server.address)  # over max_datagram
+    s.close()
+    client.send_message("/moodlane/arousal", 0.4)
+    assert wait_for(lambda: abs(control.target().arousal - 0.4) < 1e-6, timeout=2.0)
+    stats = router.stats
+    assert stats.malformed == 2 and stats.unknown == 1 and stats.oversized == 1
+    assert control.tempo == 120.0 and server._thread.is_alive()
+    client.send_message("/moodlane/v*", 0.5)  # a simple pattern still matches
+    assert wait_for(lambda: control.target().valence == 0.5)

@@ -301,5 +301,14 @@ def to_ranks(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return out
 
 
+def rank_to_value(rank: float, edges: np.ndarray) -> float:
+    """The inverse of `to_ranks` for one attribute: the value at `rank` on its distribution."""
+    e = np.asarray(edges, dtype=np.float64)
+    n = e.size + 1
+    xp = np.concatenate([[e[0] - (e[-1] - e[0] + 1e-9) / n], e, [e[-1] + (e[-1] - e[0] + 1e-9) / n]])
+    xp = np.maximum.accumulate(xp + np.arange(xp.size) * 1e-12)
+    return float(np.interp(rank, np.linspace(0, 1, xp.size), xp))
+
+
 def ranks_to_bins(ranks: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(np.floor(np.asarray(ranks) * n_bins), 0, n_bins - 1).astype(np.int64)

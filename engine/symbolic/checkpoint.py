@@ -6,12 +6,14 @@ what was expected, so the CLI can print one line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
+from engine.atomic import commit
 from engine.symbolic.model import SymbolicConfig, SymbolicLM
 
 FORMAT_VERSION = 1
@@ -24,18 +26,22 @@ class CheckpointError(ValueError):
 
 
 def save_symbolic(model: SymbolicLM, stem: Path, extra: dict | None = None, half: bool = True) -> None:
-    """Writes `stem.safetensors` (fp16 by default: half the bytes, same samples) and `stem.json`."""
+    """Writes `stem.safetensors` (fp16 by default: half the bytes, same samples) and
+    `stem.json`, committed together; the JSON records the weights' SHA-256, so a pair that
+    was not written together is caught at load."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    tmp = stem.with_suffix(".safetensors.tmp")
-    save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
-    tmp.replace(stem.with_suffix(".safetensors"))
-    meta = {"format_version": FORMAT_VERSION, "kind": "symbolic", "config": model.cfg.to_json(), **(extra or {})}
-    tmp = stem.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(stem.with_suffix(".json"))
+    weights = save(state, metadata={"format_version": str(FORMAT_VERSION)})
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": "symbolic",
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "config": model.cfg.to_json(),
+        **(extra or {}),
+    }
+    commit({stem.with_suffix(".safetensors"): weights, stem.with_suffix(".json"): json.dumps(meta, indent=1).encode()})
 
 
 def load_symbolic(stem: Path | str = DEFAULT_SYMBOLIC) -> tuple[SymbolicLM, dict]:
@@ -54,9 +60,13 @@ def load_symbolic(stem: Path | str = DEFAULT_SYMBOLIC) -> tuple[SymbolicLM, dict
     if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") != "symbolic":
         raise CheckpointError(f"{cfg_path}: expected kind 'symbolic', format_version {FORMAT_VERSION}")
     try:
-        state = load_file(str(w_path))
+        raw = w_path.read_bytes()
+        state = load(raw)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{w_path} is not a readable safetensors file ({e})") from None
+    sha = meta.get("weights_sha256")
+    if sha is not None and hashlib.sha256(raw).hexdigest() != sha:
+        raise CheckpointError(f"{w_path} does not match {cfg_path} (checksum differs: written by another run?)")
     model = SymbolicLM(cfg)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     state["lm_head.weight"] = state.get("wte.weight")

@@ -3,8 +3,10 @@
 Rule systems for emotional expression raise loudness with arousal (Livingstone et al.,
 Computer Music Journal 2010; Bresin & Friberg's KTH rules). The decoder's velocity
 attribute follows arousal, but only by about ten velocity steps from the calmest to the
-most excited, so each bar's velocities are scaled by 2**(depth * arousal). The live sinks
-use the same scaling for an arousal change that arrives after a bar was made.
+most excited, so each bar's velocities are scaled by 2**(depth * arousal). This is
+MoodLane's one loudness rule: the live sinks use the same depth for an arousal change that
+arrives after a bar was made (x 2**(depth * (a_now - a_bar))), so a note always sounds at
+the loudness of the arousal it is played under, never overshooting.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import replace
 import numpy as np
 
 from engine.symbolic.notes import NoteArray
+
+DEPTH = 0.3  # x0.81 at arousal -1, x1.23 at +1
 
 
 def scale_velocity(velocity: np.ndarray | int, arousal: float, depth: float) -> np.ndarray:

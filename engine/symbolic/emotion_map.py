@@ -18,6 +18,14 @@ directly.
   explains them. EMOPIA's transcriptions (sustain-pedal polyphony, long notes) ask for
   combinations pop piano never has, and a decoder given an incoherent profile plays
   sparsely and vaguely; a real neighbour's profile it can follow.
+
+Time-based attributes (`TIMED`: notes per beat, durations and inter-onset intervals in
+beats) are asked for at the emotion's own tempo (`tempo(e)`, which rises with arousal), and
+listeners hear arousal in notes per second, not per beat (VGMIDI: Pearson r of arousal with
+notes per second 0.59, with notes per beat 0.34). So when the session runs at another tempo
+(a DAW sets it), they are converted to keep their seconds: at half the tempo, half the notes
+per beat. Arousal then moves density, articulation and register at any tempo (map version 2
+lists the attributes and their bin edges).
 """
 
 from __future__ import annotations
@@ -29,10 +37,20 @@ from pathlib import Path
 import numpy as np
 
 from engine.emotion import Emotion
-from engine.symbolic.attributes import ranks_to_bins
+from engine.symbolic.attributes import rank_to_value, ranks_to_bins, to_ranks
 
-MAP_VERSION = 1
+MAP_VERSION = 2
 MODES = ("smooth", "emogen")
+# attribute -> its unit: "per_beat" (x tempo/60 = per second) or "beats" (x 60/tempo = seconds)
+TIMED = {
+    "note_density": "per_beat",
+    "onset_density": "per_beat",
+    "note_density_variability": "per_beat",
+    "ioi_mean": "beats",
+    "ioi_std": "beats",
+    "duration_mean": "beats",
+    "duration_std": "beats",
+}
 
 
 def basis(v: np.ndarray | float, a: np.ndarray | float) -> np.ndarray:
@@ -54,14 +72,41 @@ class EmotionMap:
     bank: np.ndarray | None = None  # (N, k) rank profiles of real bars (training split)
     weights: np.ndarray | None = None  # (k,) attribute weights for the projection
     neighbours: int = 16
+    # version 2: attribute -> {"unit": "per_beat" | "beats", "edges": its inner quantile edges}
+    timed: dict | None = None
+    # version 2: the quadratic fit saw arousal within about +-0.6 (EMOPIA's quadrant centres,
+    # VGMIDI's per-bar means) and bends back beyond it (at +1 it asked for softer, sparser
+    # music than at +0.5); past the limit arousal acts through tempo and the time-based attributes
+    arousal_limit: float | None = None
 
-    def ranks(self, e: Emotion, mode: str = "smooth") -> np.ndarray:
+    def ranks(self, e: Emotion, mode: str = "smooth", tempo: float | None = None) -> np.ndarray:
+        """Attribute ranks for `e` at `tempo` BPM (None: the emotion's own tempo)."""
+        r = self._ranks(e, mode)
+        own = self.tempo(e)
+        if tempo is None or not self.timed or abs(tempo - own) < 1e-6:
+            return r
+        # from the smooth fit, not the projection: a neighbour average jumps as the
+        # neighbours change, the fit is monotone in arousal within the limit
+        fit = self._fit(e) if mode == "smooth" else r
+        r = r.copy()
+        for name, t in self.timed.items():
+            j = self.attributes.index(name)
+            value = rank_to_value(fit[j], t["edges"]) * (own / tempo if t["unit"] == "per_beat" else tempo / own)
+            r[j] = float(np.clip(to_ranks(np.array([[value]]), np.array([t["edges"]]))[0, 0], 0.0, 0.999))
+        return r
+
+    def _fit(self, e: Emotion) -> np.ndarray:
+        """The smooth map's target before the projection onto real bars."""
+        a = e.arousal if self.arousal_limit is None else float(np.clip(e.arousal, -self.arousal_limit, self.arousal_limit))
+        return np.clip(0.5 + self.gain * (basis(e.valence, a) @ self.coef.T - 0.5), 0.02, 0.98)
+
+    def _ranks(self, e: Emotion, mode: str) -> np.ndarray:
         if mode == "emogen":
             hi = self.quadrant_high[e.quadrant - 1]
             return np.where(hi, self.high_rank, self.low_rank)
         if mode != "smooth":
             raise ValueError(f"mapping mode must be one of {MODES}, got {mode!r}")
-        r = np.clip(0.5 + self.gain * (basis(e.valence, e.arousal) @ self.coef.T - 0.5), 0.02, 0.98)
+        r = self._fit(e)
         if self.bank is None or not len(self.bank):
             return r
         w = self.weights if self.weights is not None else np.ones(r.shape[0])
@@ -69,8 +114,8 @@ class EmotionMap:
         nn = np.argpartition(d, min(self.neighbours, len(d) - 1))[: self.neighbours]
         return self.bank[nn].mean(0)
 
-    def bins(self, e: Emotion, n_bins: int, mode: str = "smooth") -> np.ndarray:
-        return ranks_to_bins(self.ranks(e, mode), n_bins)
+    def bins(self, e: Emotion, n_bins: int, mode: str = "smooth", tempo: float | None = None) -> np.ndarray:
+        return ranks_to_bins(self.ranks(e, mode, tempo), n_bins)
 
     def tempo(self, e: Emotion) -> float:
         lo, hi = self.tempo_range
@@ -91,13 +136,15 @@ class EmotionMap:
             "neighbours": self.neighbours,
             "weights": None if self.weights is None else np.round(self.weights, 4).tolist(),
             "bank": None if self.bank is None else np.round(self.bank, 3).tolist(),
+            "timed": self.timed,
+            "arousal_limit": self.arousal_limit,
             "meta": self.meta,
         }
 
     @classmethod
     def from_json(cls, d: dict) -> EmotionMap:
-        if d.get("format") != "moodlane.emotion_map" or d.get("version") != MAP_VERSION:
-            raise ValueError(f"expected a moodlane.emotion_map version {MAP_VERSION}")
+        if d.get("format") != "moodlane.emotion_map" or d.get("version") not in (1, MAP_VERSION):
+            raise ValueError(f"expected a moodlane.emotion_map version 1 or {MAP_VERSION}")
         return cls(
             tuple(d["attributes"]),
             np.asarray(d["coef"], dtype=np.float64),
@@ -111,6 +158,8 @@ class EmotionMap:
             None if d.get("bank") is None else np.asarray(d["bank"], dtype=np.float64),
             None if d.get("weights") is None else np.asarray(d["weights"], dtype=np.float64),
             int(d.get("neighbours", 16)),
+            d.get("timed"),
+            d.get("arousal_limit"),
         )
 
     @classmethod

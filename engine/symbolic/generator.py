@@ -8,7 +8,6 @@ the most recent whole bars.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.chunk import Chunk
+from engine.chunk import Chunk, Conditions, bar_seed
 from engine.emotion import Emotion
 from engine.symbolic import dynamics, mode_rule
 from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
@@ -37,7 +36,7 @@ class SamplingConfig:
     # contrastive attribute guidance: each step is pushed away from what the decoder predicts
     # for the attributes of the emotion's valence mirror image (0: off; costs a second row)
     guidance: float = 1.0
-    dynamics: float = 0.3  # arousal scales velocity by 2**(dynamics * arousal) (engine/symbolic/dynamics.py)
+    dynamics: float = dynamics.DEPTH  # arousal scales velocity by 2**(dynamics * arousal) (engine/symbolic/dynamics.py)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -75,14 +74,9 @@ class SymbolicState:
         )
 
 
-def bar_seed(seed: int, bar: int) -> int:
-    """Each bar samples from its own stream, so a bar does not depend on how the previous
-    ones were scheduled (live or offline)."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{bar}".encode(), digest_size=8).digest(), "little") >> 1
-
-
 class SymbolicGenerator:
     name = "symbolic"
+    kind = "notes"
 
     def __init__(self, model: SymbolicLM, emotion_map: EmotionMap, sampling: SamplingConfig = SamplingConfig()) -> None:
         if tuple(emotion_map.attributes) != tuple(model.cfg.attributes):
@@ -98,10 +92,11 @@ class SymbolicGenerator:
         checkpoint: Path | str | None = None,
         emotion_map: Path | str | None = None,
         sampling: SamplingConfig = SamplingConfig(),
-        precision: str = "int8",
+        precision: str = "auto",
     ) -> SymbolicGenerator:
         """The shipped (or given) checkpoint and its emotion map, ready to decode on a CPU;
-        `precision` "int8" (default, faster) or "fp32" (`engine.symbolic.model.for_inference`)."""
+        `precision` "auto" (the faster here, measured), "int8" or "fp32"
+        (`engine.symbolic.model.for_inference`)."""
         model, _ = load_symbolic(checkpoint or DEFAULT_SYMBOLIC)
         model = for_inference(model, precision)
         map_path = Path(emotion_map) if emotion_map else (Path(checkpoint).with_name("emotion_map.json") if checkpoint else DEFAULT_MAP)
@@ -119,16 +114,18 @@ class SymbolicGenerator:
     def default_tempo(self, emotion: Emotion) -> float:
         return self.map.tempo(emotion)
 
-    def attribute_bins(self, emotion: Emotion) -> np.ndarray:
-        return self.map.bins(emotion, self.cfg.n_bins, self.sampling.mapping)
+    def attribute_bins(self, emotion: Emotion, tempo: float | None = None) -> np.ndarray:
+        """The emotion's attribute bins; at `tempo` (the session's), time-based attributes
+        (notes per beat, durations in beats) are set so arousal is heard at any tempo."""
+        return self.map.bins(emotion, self.cfg.n_bins, self.sampling.mapping, tempo)
 
-    def _conditions(self, emotion: Emotion) -> np.ndarray:
+    def _conditions(self, emotion: Emotion, tempo: float | None = None) -> np.ndarray:
         """Attribute bins to condition on, (rows, n_attr): the emotion's, and with guidance
         those of its valence mirror image, whose prediction the sampler steers away from."""
-        bins = self.attribute_bins(emotion)
+        bins = self.attribute_bins(emotion, tempo)
         if not self.sampling.guidance:
             return bins[None]
-        return np.stack([bins, self.attribute_bins(Emotion(-emotion.valence, emotion.arousal))])
+        return np.stack([bins, self.attribute_bins(Emotion(-emotion.valence, emotion.arousal), tempo)])
 
     @torch.no_grad()
     def _feed(self, state: SymbolicState, tokens: list[int], bins: np.ndarray, emb: torch.Tensor) -> torch.Tensor:
@@ -169,8 +166,9 @@ class SymbolicGenerator:
             probs = torch.zeros_like(probs).scatter_(0, si[keep], sp[keep])
         return int(torch.multinomial(probs, 1, generator=gen))
 
-    def generate_chunk(self, state: SymbolicState, emotion: Emotion) -> tuple[Chunk, SymbolicState]:
-        bins = self._conditions(emotion)
+    def generate_chunk(self, state: SymbolicState, conditions: Conditions) -> tuple[Chunk, SymbolicState]:
+        emotion = conditions.emotion
+        bins = self._conditions(emotion, conditions.tempo)
         with torch.no_grad():
             emb = self.model.attribute_embedding(torch.from_numpy(bins))[:, None]  # (rows, 1, C)
         gen = torch.Generator().manual_seed(bar_seed(state.seed, state.bar))
@@ -196,6 +194,6 @@ class SymbolicGenerator:
             state.pc_hist = mode_rule.update_histogram(state.pc_hist, notes)  # the model's own key
             notes = played
         notes = dynamics.apply(notes, emotion.arousal, self.sampling.dynamics)
-        chunk = Chunk(state.bar, notes, emotion, 4.0, tuple(out))
+        chunk = Chunk(state.bar, emotion, 4.0, notes=notes, tokens=tuple(out))
         state.bar += 1
         return chunk, state

@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from engine.emotion import QUADRANT_CENTRES
 from engine.symbolic.attributes import FEATURE_NAMES, INDEX, PC_NAMES, to_ranks
-from engine.symbolic.emotion_map import EmotionMap, basis
+from engine.symbolic.emotion_map import TIMED, EmotionMap, basis
 from engine.symbolic.judge import SymbolicJudge
 
 # Grid artefacts: EMOPIA is transcribed audio, not beat-aligned, so where its onsets fall
@@ -20,6 +20,12 @@ from engine.symbolic.judge import SymbolicJudge
 JUDGE_EXCLUDE = ("offbeat_fraction", "downbeat_fraction", "eighth_note_prevalence", "total_notes", *(f"pc_{n}" for n in PC_NAMES))
 
 
+def timed_attributes(attributes: tuple[str, ...], edges: np.ndarray) -> dict:
+    """The time-based attributes among `attributes`, with their units and bin edges: the
+    map converts them to the session's tempo (`EmotionMap.ranks`)."""
+    return {n: {"unit": TIMED[n], "edges": [float(x) for x in edges[j]]} for j, n in enumerate(attributes) if n in TIMED}
+
+
 def fit_emotion_map(
     lab: dict,
     attributes: tuple[str, ...],
@@ -27,9 +33,11 @@ def fit_emotion_map(
     bank_values: np.ndarray | None = None,
     bank_size: int = 4000,
     ridge_alpha: float = 1.0,
+    bank_ranks: np.ndarray | None = None,
 ) -> EmotionMap:
     """`bank_values`: raw attribute values of real bars (the generator's training split),
-    sampled into the projection bank."""
+    sampled into the projection bank; or `bank_ranks`, such a bank already on the rank
+    scale (refitting a shipped map, whose bank it keeps)."""
     idx = [INDEX[a] for a in attributes]
     tr_e = ~lab["emopia_valid"]
     tr_v = ~lab["vgmidi_valid"]
@@ -56,8 +64,11 @@ def fit_emotion_map(
     B = np.concatenate([basis(va_e[:, 0], va_e[:, 1]), basis(va_v[:, 0], va_v[:, 1])])
     R = np.concatenate([r_e, r_v])
     w = np.concatenate([np.full(len(r_e), 0.5 / len(r_e)), np.full(len(r_v), 0.5 / len(r_v))]) * len(R)
-    reg = Ridge(ridge_alpha, fit_intercept=False).fit(B, R, sample_weight=w)
-    coef = reg.coef_  # (k, 6)
+    # linear in valence and arousal with their interaction, no squares: fitted on quadrant
+    # centres at +-0.6 and VGMIDI's compressed per-bar means, squared terms bent the map
+    # back at the extremes (arousal +1 asked for softer, sparser music than +0.5)
+    reg = Ridge(ridge_alpha, fit_intercept=False).fit(B[:, :4], R, sample_weight=w)
+    coef = np.concatenate([reg.coef_, np.zeros((R.shape[1], 2))], 1)  # (k, 6): the basis keeps its squares at 0
     centres = basis(
         np.array([QUADRANT_CENTRES[i].valence for i in (1, 2, 3, 4)]), np.array([QUADRANT_CENTRES[i].arousal for i in (1, 2, 3, 4)])
     )
@@ -78,13 +89,17 @@ def fit_emotion_map(
         "gain_calibration": {"prototype_spread": round(float(spread_proto), 4), "fit_spread": round(float(spread_fit), 4)},
         "prototype_ranks": protos.round(3).tolist(),
     }
-    bank = weights = None
+    bank, weights = bank_ranks, None
     if bank_values is not None and len(bank_values):
         rng = np.random.default_rng(0)
         pick = rng.choice(len(bank_values), min(bank_size, len(bank_values)), replace=False)
         bank = to_ranks(bank_values[pick], edges)
+    if bank is not None:
         weights = np.clip(np.array(per_attr_r), 0.0, None) ** 2  # share of variance emotion explains
-    return EmotionMap(tuple(attributes), coef, gain, np.array(highs), high_rank, low_rank, tempo_coef, (66.0, 150.0), meta, bank, weights)
+    timed = timed_attributes(tuple(attributes), edges)
+    return EmotionMap(
+        tuple(attributes), coef, gain, np.array(highs), high_rank, low_rank, tempo_coef, (66.0, 150.0), meta, bank, weights, timed=timed, arousal_limit=0.6
+    )
 
 
 def fit_judge(lab: dict, C: float = 0.03, alpha: float = 10.0) -> tuple[SymbolicJudge, dict]:

@@ -10,16 +10,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from engine.atomic import write_atomic
 from engine.automation import EmotionCurve, Lane
 from engine.emotion import QUADRANT_CENTRES, Emotion
 from engine.session import render
@@ -143,8 +145,10 @@ def plot(results: dict, path: Path) -> None:
     ax2.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    write_atomic(path, buf.getvalue())
 
 
 def attribute_forest(lab: dict, conditioning: tuple[str, ...], folds: int = 5) -> dict:
@@ -160,7 +164,23 @@ def attribute_forest(lab: dict, conditioning: tuple[str, ...], folds: int = 5) -
     return out
 
 
-def run_eval(args) -> dict:
+@dataclass(frozen=True)
+class EvalJob:
+    """`moodlane eval symbolic`: how much to generate, with which generator, where to write."""
+
+    data: str | None = None
+    n: int = 25  # pieces per quadrant (and ramps)
+    grid_n: int = 3  # pieces per VA grid point
+    bars: int = 16
+    density_n: int = 4  # pieces per (valence, arousal) point of the density sweep
+    out: str = "out/eval"
+    checkpoint: str | None = None
+    precision: str = "auto"
+    guidance: float = 1.0
+    mapping: str = "smooth"
+
+
+def run_eval(args: EvalJob) -> dict:
     t0 = time.time()
     data_dir = resolve_data_dir(args.data)
     judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
@@ -185,7 +205,7 @@ def run_eval(args) -> dict:
     results["wall_s"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_atomic(out / "results.json", json.dumps(results, indent=1).encode())
     plot(results, out / "va_grid.png")
     summary = {k: v for k, v in results.items() if k not in ("va_grid", "ramp", "objective_attributes_only")}
     summary["va_grid"] = {k: results["va_grid"][k] for k in ("valence_spearman", "arousal_spearman", "points")}

@@ -8,6 +8,7 @@ Resumable: `--resume` continues from `OUT/train_state.pt`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.atomic import write_atomic
 from engine.symbolic.attributes import INDEX, bar_windows, quantile_edges, to_bins
 from engine.symbolic.checkpoint import save_symbolic
 from engine.symbolic.model import SymbolicConfig, SymbolicLM
@@ -203,7 +205,9 @@ def train(
     def save() -> None:
         if rank:
             return
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history, "wall": wall}, state_path)
+        buf = io.BytesIO()
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history, "wall": wall}, buf)
+        write_atomic(state_path, buf.getvalue())  # a crash mid-save keeps the previous state
         if export_stem is not None:
             save_symbolic(model, export_stem, extra={"training": _record(data_dir, tc, step, wall, history, n_train_tokens, d)})
 
