@@ -99,6 +99,8 @@ def test_train_eval_bench_end_to_end(fake, tmp_path, capsys):
                 "1",
                 "--bars",
                 "4",
+                "--density-n",
+                "1",
                 "--out",
                 str(out),
             ]
@@ -106,7 +108,13 @@ def test_train_eval_bench_end_to_end(fake, tmp_path, capsys):
         == 0
     )
     res = json.loads((out / "results.json").read_text())
-    assert 0 <= res["objective"]["accuracy"] <= 1 and res["objective"]["pieces"] == 4
+    obj = res["objective"]
+    assert obj["pieces"] == 4 and set(obj["per_quadrant"]) == {"Q1", "Q2", "Q3", "Q4"}
+    assert obj["accuracy"] == pytest.approx(np.mean(list(obj["per_quadrant"].values())), abs=1e-4)  # one piece per quadrant: 0 or 1 each
+    assert all(v in (0.0, 1.0) for v in obj["per_quadrant"].values())
+    dens = res["density"]
+    assert len(dens["notes_per_beat_by_valence"]) == 5 and all(len(r) == 5 for r in dens["notes_per_beat_by_valence"].values())
+    assert all(x >= 0 for r in dens["notes_per_beat_by_valence"].values() for x in r)
     assert len(res["va_grid"]["requested"]) == 25 and len(res["ramp"]["judged_arousal_per_bar"]) == 4
     assert res["judge"]["all"]["emopia_clips"] == 48
     assert (out / "va_grid.png").stat().st_size > 10_000
@@ -114,7 +122,9 @@ def test_train_eval_bench_end_to_end(fake, tmp_path, capsys):
 
     assert main(["bench", "symbolic", "--checkpoint", str(ck), "--bars", "2", "--repeats", "1"]) == 0
     bench = json.loads(capsys.readouterr().out)
-    assert bench["generate_tokens_per_s"] > 0 and bench["peak_rss_mb"] > 0
+    assert bench["bars"] == 2 and bench["tokens_per_bar"] * 2 > 0 and bench["precision_used"] in ("int8", "fp32")
+    assert bench["generate_tokens_per_s"] == pytest.approx(bench["tokens_per_bar"] * 2 * bench["generate_bars_per_s"] / 2, rel=0.05)
+    assert bench["cpu"]
 
 
 def test_train_judge(fake, tmp_path, capsys):

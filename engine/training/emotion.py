@@ -98,7 +98,19 @@ def fit_emotion_map(
         weights = np.clip(np.array(per_attr_r), 0.0, None) ** 2  # share of variance emotion explains
     timed = timed_attributes(tuple(attributes), edges)
     return EmotionMap(
-        tuple(attributes), coef, gain, np.array(highs), high_rank, low_rank, tempo_coef, (66.0, 150.0), meta, bank, weights, timed=timed, arousal_limit=0.6
+        tuple(attributes),
+        coef,
+        gain,
+        np.array(highs),
+        high_rank,
+        low_rank,
+        tempo_coef,
+        (66.0, 150.0),
+        meta,
+        bank,
+        weights,
+        timed=timed,
+        arousal_limit=0.6,
     )
 
 

@@ -109,6 +109,37 @@ def ramp_control(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bars: int
     }
 
 
+AROUSAL_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def density_sweep(gen: SymbolicGenerator, n: int, bars: int, tempo: float = 120.0, progress: bool = True) -> dict:
+    """(f) arousal in the notes at a fixed tempo (a DAW sets it): notes per beat at each
+    arousal step, for each valence of the grid, averaged over `n` seeds."""
+    table = {}
+    it = tqdm(total=len(GRID) * len(AROUSAL_STEPS) * n, desc="density sweep", disable=not progress)
+    for v in GRID:
+        row = []
+        for a in AROUSAL_STEPS:
+            per_beat = []
+            for seed in range(n):
+                notes, _ = render(gen, EmotionCurve.constant(Emotion(v, a)), bars, seed=500 + seed, qpm=tempo)
+                per_beat.append(len(notes) / (4.0 * bars))
+                it.update(1)
+            row.append(round(float(np.mean(per_beat)), 3))
+        table[f"{v:+.1f}"] = row
+    it.close()
+    rows = np.array(list(table.values()))
+    return {
+        "tempo_bpm": tempo,
+        "arousal": list(AROUSAL_STEPS),
+        "notes_per_beat_by_valence": table,
+        "monotone_steps": round(float((np.diff(rows, axis=1) > 0).mean()), 4),
+        "ratio_plus1_over_minus1": {k: round(r[-1] / max(r[0], 1e-9), 2) for k, r in table.items()},
+        "pieces": int(rows.size * n),
+        "bars": bars,
+    }
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -201,13 +232,15 @@ def run_eval(args: EvalJob) -> dict:
     results["objective_attributes_only"] = objective_accuracy(plain, judge, args.n, args.bars)
     results["va_grid"] = va_grid(gen, judge, args.grid_n, max(4, args.bars // 2))
     results["ramp"] = ramp_control(gen, judge, args.n, args.bars)
+    results["density"] = density_sweep(gen, args.density_n, max(4, args.bars // 2))
     results["attribute_forest"] = attribute_forest(lab, gen.cfg.attributes)
     results["wall_s"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "results.json", json.dumps(results, indent=1).encode())
     plot(results, out / "va_grid.png")
-    summary = {k: v for k, v in results.items() if k not in ("va_grid", "ramp", "objective_attributes_only")}
+    summary = {k: v for k, v in results.items() if k not in ("va_grid", "ramp", "objective_attributes_only", "density")}
+    summary["density"] = {k: results["density"][k] for k in ("notes_per_beat_by_valence", "monotone_steps", "ratio_plus1_over_minus1")}
     summary["va_grid"] = {k: results["va_grid"][k] for k in ("valence_spearman", "arousal_spearman", "points")}
     summary["ramp"] = {
         k: results["ramp"][k] for k in ("arousal_spearman_vs_bar", "rising_bar_fraction", "first_quarter_mean", "last_quarter_mean")

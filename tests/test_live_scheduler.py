@@ -1,0 +1,159 @@
+"""The live scheduler with the shipped model: live equals offline through a rollback;
+commands cross threads through a queue; a generator that falls behind skips instead of
+bursting; sinks survive their own errors; queues stay bounded; the emotion map follows the
+session's tempo."""
+
+import numpy as np
+import pytest
+
+from daw_bridge.clock import Clock
+from daw_bridge.control import LiveControl
+from daw_bridge.live import EventQueue, LiveConfig, LiveScheduler, MidiSink, NoteEvent
+from daw_bridge.midi import MemoryPort, MidiOut
+from engine.automation import EmotionCurve
+from engine.emotion import Emotion
+from engine.mock import MockGenerator
+from engine.session import render
+
+
+class FakeTime:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    import torch
+
+    from engine.symbolic.generator import SymbolicGenerator
+
+    torch.set_num_threads(1)
+    return SymbolicGenerator.load(precision="fp32")
+
+
+def test_live_equals_offline_with_the_shipped_model_through_a_rollback(shipped):
+    """Bars 0-1 made for (-0.6, -0.6); the lane jumps while bar 1 sounds; the queued bars
+    are rolled back and remade. The result is the offline bounce of the same change."""
+    sad, happy = Emotion(-0.6, -0.6), Emotion(0.6, 0.6)
+    curve = EmotionCurve.from_points([(0.0, sad), (7.999, sad), (8.0, happy)])
+    offline, chunks = render(shipped, curve, 5, seed=3, qpm=120)
+
+    t = FakeTime()
+    clk = Clock(120, now=t)
+    clk.start()
+    ctl = LiveControl(tau_s=0.0, clock=t)
+    ctl.set_emotion(sad, immediate=True)
+    sched = LiveScheduler(shipped, ctl, clk, [], seed=3, config=LiveConfig(lookahead_beats=10))
+    sched.step()
+    assert [c.emotion for c in sched.generated] == [sad, sad, sad]  # bars 0-2 ahead of the play head
+    t.t += 2.5  # beat 5: bar 1 sounds, bar 2 is queued
+    ctl.set_emotion(happy)
+    t.t += 0.05  # the lane settles (debounce)
+    sched.step()
+    assert sched.regenerations == 1
+    while sched.session.beat < 20:
+        t.t += 0.5
+        sched.step()
+    live = {c.bar: c for c in sched.generated}  # the last version of each bar
+    assert [live[b].emotion for b in range(5)] == [c.emotion for c in chunks]
+    for b, c in enumerate(chunks):
+        assert live[b].tokens == c.tokens, f"bar {b} differs"
+
+
+def test_commands_run_on_the_scheduler_thread():
+    t = FakeTime()
+    clk = Clock(120, now=t)
+    clk.start()
+    sched = LiveScheduler(MockGenerator(), EmotionCurve.constant(Emotion(0, 0)), clk, [], config=LiveConfig(lookahead_beats=4))
+    sched.step()
+    assert sched.session.beat == 4
+    sched.reset(16.0)  # posted from another thread: nothing changes until the scheduler's pass
+    assert sched.session.beat == 4
+    t.t += 8.0  # beat 16
+    sched.step()
+    assert sched.session.beat == 20 and sched.history[-1].start == 16 and sched.history[-1].bar == 0
+
+
+def test_a_generator_that_falls_behind_skips_chunks():
+    t = FakeTime()
+    clk = Clock(120, now=t)
+    clk.start()
+    sched = LiveScheduler(MockGenerator(), EmotionCurve.constant(Emotion(0, 0)), clk, [], config=LiveConfig(lookahead_beats=2))
+    sched.step()
+    t.t += 4.5  # beat 9: bar 1 (beats 4-8) was never made in time
+    sched.step()
+    assert sched.skipped == 1
+    assert [m.start for m in sched.history] == [8.0]  # bar 2 plays from where the play head is
+
+
+def test_late_note_ons_are_dropped_not_burst():
+    port = MemoryPort()
+    t = FakeTime()
+    clk = Clock(120, now=t)
+    sink = MidiSink(MidiOut(port), clk, None, LiveConfig())
+    sink.queue.push([NoteEvent(0.0, 1, 1, 60, 100, 0, 0.0), NoteEvent(0.5, 2, 0, 60, 0, 0, 0.0)])
+    clk.start()
+    t.t += 2.0  # both events are a second late
+    stop = type("S", (), {"n": 0, "is_set": lambda self: setattr(self, "n", self.n + 1) or self.n > 3})()
+    import daw_bridge.live as live
+
+    real = live.time.monotonic
+    live.time.monotonic = t  # the sink's own clock
+    try:
+        sink._loop(stop)
+    finally:
+        live.time.monotonic = real
+    assert sink.late_dropped == 1 and port.sent == []  # the note-on went, its off had nothing to close
+
+
+def test_a_failing_port_does_not_kill_the_sink():
+    class Flaky(MemoryPort):
+        fails = 1
+
+        def send(self, msg):
+            if msg.type == "note_on" and self.fails:
+                self.fails -= 1
+                raise OSError("port went away")
+            super().send(msg)
+
+    port = Flaky()
+    clk = Clock(480)
+    ctl = LiveControl(tau_s=0.0)
+    sink = MidiSink(MidiOut(port), clk, ctl, LiveConfig(lookahead_beats=4)).start()
+    sched = LiveScheduler(MockGenerator(), ctl, clk, [sink], config=LiveConfig(lookahead_beats=4)).start()
+    clk.start()
+    import time
+
+    time.sleep(1.0)
+    sched.stop()
+    sink.stop()
+    assert sink.errors == 1 and "port went away" in sink.worker.last_error
+    assert sum(m.type == "note_on" for m in port.sent) >= 10  # it restarted and went on
+
+
+def test_event_queue_is_bounded():
+    q = EventQueue(maxlen=10)
+    q.push([NoteEvent(float(i), i, 1, 60, 100, 0, 0.0) for i in range(25)])
+    assert len(q) == 10 and q.overflow == 15
+    assert q.peek().beat == 15.0  # the oldest went
+
+
+def test_emotion_map_keeps_notes_per_second_at_any_tempo():
+    from engine.symbolic.attributes import rank_to_value
+    from engine.symbolic.emotion_map import EmotionMap
+    from engine.symbolic.generator import DEFAULT_MAP
+
+    m = EmotionMap.load(DEFAULT_MAP)
+    j = m.attributes.index("note_density")
+    edges = m.timed["note_density"]["edges"]
+    e = Emotion(0.3, 0.0)  # a point whose density sits inside the distribution at both tempos
+    at = {bpm: rank_to_value(m.ranks(e, tempo=bpm)[j], edges) for bpm in (100.0, 120.0)}
+    assert at[100.0] / at[120.0] == pytest.approx(1.2, rel=0.02)  # notes per beat x tempo = notes per second, kept
+    own = m.ranks(e)
+    np.testing.assert_array_equal(m.ranks(e, tempo=m.tempo(e)), own)  # at its own tempo: EmoGen's map unchanged
+    for v in (-0.8, 0.0, 0.8):  # at a fixed tempo, density asked for rises with arousal
+        asked = [m.ranks(Emotion(v, a), tempo=120.0)[j] for a in (-1, -0.5, 0, 0.5, 1)]
+        assert np.all(np.diff(asked) >= 0), (v, asked)
