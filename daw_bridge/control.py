@@ -85,6 +85,16 @@ class LiveControl:
             self.playing = bool(playing)
             self._changed("transport", source)
 
+    def set_mode(self, mode: str, source: str = "api") -> None:
+        with self._lock:
+            self.mode = mode
+            self._changed("mode", source)
+
+    def set_prompt(self, text: str, source: str = "api") -> None:
+        with self._lock:
+            self.prompt = text[:500]  # engine.chunk.MAX_PROMPT
+            self._changed("prompt", source)
+
     def _advance(self) -> None:
         now = self.clock()
         dt = max(0.0, now - self._t_read)

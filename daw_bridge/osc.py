@@ -389,8 +389,7 @@ class OscRouter:
             self.stats.dropped += 1
             self.stats.warn_once((addr, "value"), "OSC %s: mode must be one of %s, got %s (dropped)", _clip(addr), MODES, _clip(m))
             return
-        self.control.mode = m
-        self.control._changed("mode", f"osc {addr}")
+        self.control.set_mode(m, source=f"osc {addr}")
 
     def _preset(self, sender, addr, *args) -> None:
         self._seen(sender)
@@ -403,8 +402,7 @@ class OscRouter:
         self._seen(sender)
         text = self._text(addr, args)
         if text is not None:
-            self.control.prompt = text[:500]
-            self.control._changed("prompt", f"osc {addr}")
+            self.control.set_prompt(text, source=f"osc {addr}")
 
     def _status(self, sender, addr, *args) -> None:
         self._seen(sender)

@@ -183,7 +183,7 @@ class Server:
         """`/moodlane/mode`: switch sinks live; a sink left out is silenced."""
         if self.generator.kind == "audio" and mode == "midi":
             log.warning("the %s engine makes audio, not notes: mode 'midi' ignored", self.generator.name)
-            self.control.mode = self.mode
+            self.control.set_mode(self.mode, source="serve")
             return
         self.mode = mode
         self.scheduler.set_sinks(self.sinks_for(mode))
@@ -321,6 +321,8 @@ class Server:
                     pass
         if self.osc is not None:
             self.osc.stop()
+        if self.feedback is not None:
+            self.feedback.close()
         if isinstance(self.clock, LinkClock):
             self.clock.close()
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set MoodLane up on a fresh machine, into ./.venv:
 #  1. system libraries, when apt-get is there and we are root: FluidSynth (SoundFont synth),
-#     a General MIDI soundfont, JACK (MIDI ports and audio without sound hardware), PortAudio;
+#     a General MIDI soundfont, JACK (MIDI ports and audio without sound hardware), PortAudio,
+#     jack_midi_clock (an independent MIDI clock master for the clock-slave test and bench);
 #  2. the CPU build of torch (TORCH_SPEC overrides; a bare `torch` pulls a multi-GB CUDA build);
 #  3. the package itself with its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PACKAGES="libfluidsynth3 fluidr3mono-gm-soundfont jackd2 libportaudio2"
+APT_PACKAGES="libfluidsynth3 fluidr3mono-gm-soundfont jackd2 libportaudio2 jack-midi-clock"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""
   for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

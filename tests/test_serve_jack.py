@@ -245,6 +245,27 @@ def test_stop_silences_everything(server, backend):
         mon.close()
 
 
+def test_mode_switches_the_outputs_live(server, backend):
+    col = Collector()
+    mon = backend.open_input("Monitor M", virtual=True, callback=col)
+    try:
+        connect("MoodLane Out", "Monitor M")
+        client = SimpleUDPClient("127.0.0.1", server.opts.osc_port)
+        assert wait_for(col.note_ons, 3.0), "notes before the switch"
+        client.send_message("/moodlane/mode", "audio")
+        assert wait_for(lambda: server.scheduler.sinks == [server.audio], 2.0), server.scheduler.sinks
+        time.sleep(0.3)
+        t0, blocks0 = time.monotonic(), server.audio.blocks
+        time.sleep(1.0)
+        assert col.note_ons(t0) == [] and server.audio.blocks > blocks0 + 50  # MIDI silent, audio on
+        client.send_message("/moodlane/mode", "midi")
+        assert wait_for(lambda: server.scheduler.sinks == [server.midi_sink], 2.0)
+        assert wait_for(lambda: col.note_ons(time.monotonic() - 0.5), 3.0), "notes again"
+        assert server.status()["mode"] == "midi"
+    finally:
+        mon.close()
+
+
 @pytest.mark.slow
 def test_flood_of_10k_messages_per_second_for_30s(server, backend):
     col = Collector()

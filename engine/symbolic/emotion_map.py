@@ -82,23 +82,17 @@ class EmotionMap:
     def ranks(self, e: Emotion, mode: str = "smooth", tempo: float | None = None) -> np.ndarray:
         """Attribute ranks for `e` at `tempo` BPM (None: the emotion's own tempo)."""
         r = self._ranks(e, mode)
-        own = self.tempo(e)
+        # the fitted tempo before the default tempo's clip to `tempo_range`: past it, arousal
+        # still asks for more (or fewer) notes per second
+        own = float(2.0 ** (basis(e.valence, e.arousal) @ self.tempo_coef))
         if tempo is None or not self.timed or abs(tempo - own) < 1e-6:
             return r
-        # from the smooth fit, not the projection: a neighbour average jumps as the
-        # neighbours change, the fit is monotone in arousal within the limit
-        fit = self._fit(e) if mode == "smooth" else r
         r = r.copy()
         for name, t in self.timed.items():
             j = self.attributes.index(name)
-            value = rank_to_value(fit[j], t["edges"]) * (own / tempo if t["unit"] == "per_beat" else tempo / own)
+            value = rank_to_value(r[j], t["edges"]) * (own / tempo if t["unit"] == "per_beat" else tempo / own)
             r[j] = float(np.clip(to_ranks(np.array([[value]]), np.array([t["edges"]]))[0, 0], 0.0, 0.999))
         return r
-
-    def _fit(self, e: Emotion) -> np.ndarray:
-        """The smooth map's target before the projection onto real bars."""
-        a = e.arousal if self.arousal_limit is None else float(np.clip(e.arousal, -self.arousal_limit, self.arousal_limit))
-        return np.clip(0.5 + self.gain * (basis(e.valence, a) @ self.coef.T - 0.5), 0.02, 0.98)
 
     def _ranks(self, e: Emotion, mode: str) -> np.ndarray:
         if mode == "emogen":
@@ -106,7 +100,8 @@ class EmotionMap:
             return np.where(hi, self.high_rank, self.low_rank)
         if mode != "smooth":
             raise ValueError(f"mapping mode must be one of {MODES}, got {mode!r}")
-        r = self._fit(e)
+        a = e.arousal if self.arousal_limit is None else float(np.clip(e.arousal, -self.arousal_limit, self.arousal_limit))
+        r = np.clip(0.5 + self.gain * (basis(e.valence, a) @ self.coef.T - 0.5), 0.02, 0.98)
         if self.bank is None or not len(self.bank):
             return r
         w = self.weights if self.weights is not None else np.ones(r.shape[0])
