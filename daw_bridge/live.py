@@ -170,8 +170,10 @@ class LiveScheduler:
         sinks: list[ChunkSink],
         seed: int = 0,
         config: LiveConfig = LiveConfig(),
+        paused: bool = False,
     ) -> None:
         self.generator = generator
+        self.paused = paused  # serve starts paused: the first transport start places the first chunk
         self.control = source if isinstance(source, LiveControl) else None
         self.source = ClockedControl(source, clock) if self.control is not None else source
         self.clock = clock
@@ -210,6 +212,11 @@ class LiveScheduler:
         """New transport start: forget queued music, begin a fresh session at `beat`."""
         self.post(lambda: self._reset(beat))
 
+    def pause(self) -> None:
+        """Transport stop: forget queued music and make nothing until the next `reset`
+        (an external clock may run again before serve has placed the first chunk)."""
+        self.post(self._pause)
+
     def set_sinks(self, sinks: list[ChunkSink]) -> None:
         """Feed these sinks from now on (a sink left out is cleared)."""
         self.post(lambda: self._set_sinks(list(sinks)))
@@ -219,6 +226,13 @@ class LiveScheduler:
             s.clear()
         self.session = self._new_session(beat)
         self.history.clear()
+        self.paused = False
+
+    def _pause(self) -> None:
+        for s in self.sinks:
+            s.clear()
+        self.history.clear()
+        self.paused = True
 
     def _set_sinks(self, sinks: list[ChunkSink]) -> None:
         for s in self.sinks:
@@ -226,15 +240,20 @@ class LiveScheduler:
                 s.clear()
         self.sinks = sinks
 
-    # -- the pass ----------------------------------------------------------------------
-    def step(self) -> int:
-        """One pass: commands, then roll back stale chunks, then fill the lookahead.
-        Returns the chunks made."""
+    def _run_commands(self) -> None:
         while True:
             try:
                 self._commands.get_nowait()()
             except queue.Empty:
-                break
+                return
+
+    # -- the pass ----------------------------------------------------------------------
+    def step(self) -> int:
+        """One pass: commands, then roll back stale chunks, then fill the lookahead.
+        Returns the chunks made."""
+        self._run_commands()
+        if self.paused:
+            return 0
         now = self.clock.beat()
         while self.history and self.history[0].start + self.history[0].chunk.beats <= now:
             self.history.popleft()
@@ -302,11 +321,7 @@ class LiveScheduler:
                 if self.clock.running:
                     self.step()
                 else:
-                    while True:  # commands still run while stopped
-                        try:
-                            self._commands.get_nowait()()
-                        except queue.Empty:
-                            break
+                    self._run_commands()  # commands still run while stopped
                 self._stop.wait(0.01)
         except BaseException as e:  # surfaced by serve, which silences the outputs
             self.error = e

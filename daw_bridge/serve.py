@@ -197,7 +197,7 @@ class Server:
         self._start_osc()
         self._start_midi()
         sinks = self.sinks_for(self.opts.mode)
-        self.scheduler = LiveScheduler(self.generator, self.control, self.clock, sinks, self.opts.seed, self.config).start()
+        self.scheduler = LiveScheduler(self.generator, self.control, self.clock, sinks, self.opts.seed, self.config, paused=True).start()
         if self.opts.autoplay and not isinstance(self.clock, MidiClock):
             self.control.set_playing(True, source="autoplay")
         return self
@@ -251,7 +251,7 @@ class Server:
             self.scheduler.reset(np.ceil(clk.beat() / 4.0) * 4.0 if external else 0.0)
         if not running and self._was_running:
             self.panic()
-            self.scheduler.reset(clk.beat())
+            self.scheduler.pause()
         self._was_running = running
 
     def panic(self) -> None:

@@ -226,7 +226,10 @@ def run_eval(args: EvalJob) -> dict:
     sampling = SamplingConfig(mapping=args.mapping, guidance=args.guidance)
     gen = SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=args.precision)
     plain = SymbolicGenerator.load(args.checkpoint, sampling=replace(sampling, mode_rule=False), precision=args.precision)
-    results["sampling"] = asdict(sampling) | {"precision": args.precision}
+    results["sampling"] = asdict(sampling) | {
+        "precision": args.precision,
+        "precision_used": getattr(gen.model, "precision", args.precision),
+    }
     results["objective"] = objective_accuracy(gen, judge, args.n, args.bars)
     # EmoGen's attribute control alone, without the valence -> mode rule
     results["objective_attributes_only"] = objective_accuracy(plain, judge, args.n, args.bars)
