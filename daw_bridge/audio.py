@@ -20,12 +20,11 @@ import time
 from collections import deque
 
 import numpy as np
-
-from daw_bridge.clock import Clock
-from daw_bridge.control import LiveControl
-from daw_bridge.live import EventQueue, LiveConfig, chunk_events, expressive_velocity
-from engine.chunk import Chunk
-from engine.mixer import Mixer, resample
+from moodlane.daw_bridge.clock import Clock
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.daw_bridge.live import EventQueue, LiveConfig, chunk_events, expressive_velocity
+from moodlane.engine.chunk import Chunk
+from moodlane.engine.mixer import Mixer, resample
 
 log = logging.getLogger(__name__)
 FADE_S = 0.005  # a stop or reset fades out over 5 ms: no click
@@ -66,7 +65,7 @@ class AudioSink:
         self.soundfont = soundfont
         self.synth = None
         if synth:  # notes need a SoundFont synth; a PCM-only engine does not
-            from daw_bridge.synth import FluidSynth
+            from moodlane.daw_bridge.synth import FluidSynth
 
             self.synth = FluidSynth(soundfont, self.sample_rate)
         self.queue = EventQueue(config.max_events)
@@ -94,7 +93,7 @@ class AudioSink:
     def schedule(self, chunk: Chunk, start_beat: float, version: int = 0) -> None:
         if chunk.notes is not None:
             if self.synth is None:  # a synth is made on demand (the mode switched to notes)
-                from daw_bridge.synth import FluidSynth
+                from moodlane.daw_bridge.synth import FluidSynth
 
                 self.synth = FluidSynth(self.soundfont, self.sample_rate)
             self.queue.push(chunk_events(chunk, start_beat, version))

@@ -11,11 +11,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-
-from engine.automation import EmotionCurve
-from engine.emotion import Emotion
-from engine.registry import GeneratorOptions, load_generator
-from engine.session import render
+from moodlane.engine.automation import EmotionCurve
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.registry import GeneratorOptions, load_generator
+from moodlane.engine.session import render
 
 
 def cpu_name() -> str:
@@ -45,7 +44,7 @@ def _peak_rss_mb() -> float:
 
 
 def bench_symbolic(opts: GeneratorOptions, bars: int = 32, repeats: int = 3) -> dict:
-    from daw_bridge.synth import render_notes
+    from moodlane.daw_bridge.synth import render_notes
 
     rss0 = _peak_rss_mb()
     gen = load_generator(opts)
@@ -167,11 +166,10 @@ def bench_live(opts: GeneratorOptions, cfg: LiveBenchConfig = LiveBenchConfig())
     import threading
 
     import mido
+    from moodlane.daw_bridge.jack import JACK_MIDI, connect, ensure_jack
+    from moodlane.daw_bridge.midi import MidiMonitor
+    from moodlane.daw_bridge.serve import ServeOptions, Server
     from pythonosc.udp_client import SimpleUDPClient
-
-    from daw_bridge.jack import JACK_MIDI, connect, ensure_jack
-    from daw_bridge.midi import MidiMonitor
-    from daw_bridge.serve import ServeOptions, Server
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -274,7 +272,7 @@ def bench_live(opts: GeneratorOptions, cfg: LiveBenchConfig = LiveBenchConfig())
             runner.join(timeout=5)
         if cfg.clock_seconds > 0:
             try:
-                from daw_bridge.clock_check import measure_midi_clock_grid
+                from moodlane.daw_bridge.clock_check import measure_midi_clock_grid
 
                 out["midi_clock_slave"] = measure_midi_clock_grid(seconds=cfg.clock_seconds, bpm=100.0, generator=gen)
             except (ImportError, RuntimeError, OSError) as e:

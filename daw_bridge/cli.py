@@ -15,15 +15,15 @@ import math
 import sys
 from pathlib import Path
 
-from daw_bridge.synth import SynthError
-from engine.automation import AutomationError, EmotionCurve, parse_automation
-from engine.emotion import Emotion, EmotionError
-from engine.registry import ENGINES, PRECISIONS, EngineUnavailable, GeneratorOptions, load_generator
-from engine.session import MAX_BEATS
-from engine.symbolic.checkpoint import CheckpointError
-from engine.symbolic.notes import MidiError
-from engine.training.data import DataError
-from presets import PRESET_DIR, PresetError, get_emotion_preset, load_emotion_presets
+from moodlane.daw_bridge.synth import SynthError
+from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
+from moodlane.engine.emotion import Emotion, EmotionError
+from moodlane.engine.registry import ENGINES, PRECISIONS, EngineUnavailable, GeneratorOptions, load_generator
+from moodlane.engine.session import MAX_BEATS
+from moodlane.engine.symbolic.checkpoint import CheckpointError
+from moodlane.engine.symbolic.notes import MidiError
+from moodlane.engine.training.data import DataError
+from moodlane.presets import PRESET_DIR, PresetError, get_emotion_preset, load_emotion_presets
 
 USER_ERRORS = (EmotionError, PresetError, AutomationError, MidiError, CheckpointError, DataError, SynthError, EngineUnavailable)
 EXIT_USAGE = 2
@@ -153,11 +153,10 @@ def _length_beats(args, curve: EmotionCurve, qpm: float) -> float:
 
 
 def cmd_render(args) -> int:
+    from moodlane.daw_bridge.files import commit, wav_bytes
+    from moodlane.engine.session import join, render_chunks
+    from moodlane.engine.symbolic.notes import to_midi_bytes
     from tqdm import tqdm
-
-    from daw_bridge.files import commit, wav_bytes
-    from engine.session import join, render_chunks
-    from engine.symbolic.notes import to_midi_bytes
 
     out = Path(args.output)
     wav = Path(args.wav) if args.wav else (out if out.suffix.lower() == ".wav" else None)
@@ -171,7 +170,7 @@ def cmd_render(args) -> int:
     if audio_engine and (out.suffix.lower() != ".wav" or args.wav):
         raise UsageError(f"the {opts.engine} engine makes audio: write it with -o FILE.wav")
     if wav is not None and not audio_engine:
-        from daw_bridge.synth import _fluidsynth, find_soundfont
+        from moodlane.daw_bridge.synth import _fluidsynth, find_soundfont
 
         find_soundfont(args.soundfont)
         _fluidsynth()
@@ -188,7 +187,7 @@ def cmd_render(args) -> int:
         if out.suffix.lower() != ".wav":
             writes[out] = to_midi_bytes(piece)
         if wav is not None:
-            from daw_bridge.synth import render_notes
+            from moodlane.daw_bridge.synth import render_notes
 
             sbar = tqdm(total=100, desc="synthesising", unit="%", disable=args.quiet, leave=False)
             audio = render_notes(piece, args.soundfont, args.sample_rate, progress=lambda f: sbar.update(int(f * 100) - sbar.n))
@@ -217,7 +216,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC
+    from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC
 
     meta = json.loads(DEFAULT_SYMBOLIC.with_suffix(".json").read_text()) if DEFAULT_SYMBOLIC.with_suffix(".json").is_file() else {}
     print(json.dumps({k: meta.get(k) for k in ("kind", "format_version", "training")}, indent=1))
@@ -235,8 +234,7 @@ def _plot_history(history: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from daw_bridge.files import write_atomic
+    from moodlane.daw_bridge.files import write_atomic
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [h["step"] for h in history]
@@ -255,7 +253,7 @@ def _plot_history(history: list[dict], path: Path) -> None:
 
 
 def cmd_train(args) -> int:
-    from engine.training import jobs
+    from moodlane.engine.training import jobs
 
     job = jobs.TrainJob(
         data=args.data,
@@ -273,7 +271,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from engine.training.evaluate import EvalJob, run_eval
+    from moodlane.engine.training.evaluate import EvalJob, run_eval
 
     job = EvalJob(
         data=args.data,
@@ -292,7 +290,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from daw_bridge import bench
+    from moodlane.daw_bridge import bench
 
     opts = generator_options(args)
     if args.what == "symbolic":
@@ -320,8 +318,8 @@ def _host_port(s: str) -> tuple[str, int]:
 
 
 def cmd_serve(args) -> int:
-    from daw_bridge.midi import CCMapping
-    from daw_bridge.serve import ServeOptions, serve
+    from moodlane.daw_bridge.midi import CCMapping
+    from moodlane.daw_bridge.serve import ServeOptions, serve
 
     cc_path = Path(args.cc_map) if args.cc_map else PRESET_DIR / "mapping.json"
     try:

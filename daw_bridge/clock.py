@@ -95,7 +95,7 @@ class MidiClock(Clock):
     averaged (the input is delivered up to a period early relative to its frame, the
     output goes out at the start of the next period), and the measured mean offset of
     MoodLane's note-ons from the master's 16ths is -1.2 to +0.5 ms at 100, 120 and 140 BPM
-    (`python -m daw_bridge.clock_check`). The averaging needs the ticks to fall at varied
+    (`python -m moodlane.daw_bridge.clock_check`). The averaging needs the ticks to fall at varied
     places in the period; a tempo whose tick is a whole number of periods (117.1875 BPM at
     48 kHz / 512) gets no averaging, and its notes sit up to a period early.
     """

@@ -26,8 +26,7 @@ import time
 from typing import Any
 
 import numpy as np
-
-from daw_bridge.jack import JACK_MIDI, ensure_jack, find_port, ports
+from moodlane.daw_bridge.jack import JACK_MIDI, ensure_jack, find_port, ports
 
 DEBIAN_PACKAGE = "jack-midi-clock"
 _LINE = re.compile(r"^\s*(\d+):((?:\s+[0-9a-fA-F]{2}(?![0-9A-Za-z]))+)")
@@ -137,9 +136,9 @@ def measure_midi_clock_grid(
     `serve` starts an external clock's music at the first bar line after the clock starts,
     so notes are measured from there on (`early_notes` lists any before it). Uses the JACK
     server that runs, or starts one (dummy driver) for the duration."""
-    from daw_bridge.serve import ServeOptions, Server
-    from engine.emotion import Emotion
-    from engine.mock import MockGenerator
+    from moodlane.daw_bridge.serve import ServeOptions, Server
+    from moodlane.engine.emotion import Emotion
+    from moodlane.engine.mock import MockGenerator
 
     if shutil.which("jack_midi_clock") is None:
         raise RuntimeError(
@@ -276,7 +275,7 @@ def measure_midi_clock_grid(
     }
 
 
-if __name__ == "__main__":  # python -m daw_bridge.clock_check [seconds] [bpm]
+if __name__ == "__main__":  # python -m moodlane.daw_bridge.clock_check [seconds] [bpm]
     import json
 
     args = [float(a) for a in sys.argv[1:3]]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.emotion import Emotion
+from moodlane.engine.emotion import Emotion
 
 
 @dataclass

@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from daw_bridge.clock import Clock
-from daw_bridge.control import LiveControl
-from engine.chunk import Chunk, Generator
-from engine.emotion import Emotion
-from engine.session import EmotionSource, Session
-from engine.symbolic.dynamics import DEPTH, scale_velocity
+from moodlane.daw_bridge.clock import Clock
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.engine.chunk import Chunk, Generator
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.session import EmotionSource, Session
+from moodlane.engine.symbolic.dynamics import DEPTH, scale_velocity
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from daw_bridge.clock import MidiClock
-from daw_bridge.control import LiveControl
+from moodlane.daw_bridge.clock import MidiClock
+from moodlane.daw_bridge.control import LiveControl
 
 log = logging.getLogger(__name__)
 ENV_VAR = "MOODLANE_MIDI_BACKEND"

@@ -30,12 +30,11 @@ import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.engine.emotion import Emotion
 from pythonosc.dispatcher import Dispatcher, Handler
 from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
-
-from daw_bridge.control import LiveControl
-from engine.emotion import Emotion
 
 log = logging.getLogger(__name__)
 PREFIX = "/moodlane"

@@ -15,13 +15,22 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
-from daw_bridge.clock import Clock, ClockUnavailable, LinkClock, MidiClock
-from daw_bridge.control import LiveControl
-from daw_bridge.live import LiveConfig, LiveScheduler, MidiSink
-from daw_bridge.midi import IN_NAME, OUT_NAME, CCMapping, MidiControlInput, MidiOut, MidiUnavailable, NullPort, PortWatcher, open_backend
-from daw_bridge.osc import Feedback, OscRouter, OscServer
-from engine.emotion import Emotion
+from moodlane.daw_bridge.clock import Clock, ClockUnavailable, LinkClock, MidiClock
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.daw_bridge.live import LiveConfig, LiveScheduler, MidiSink
+from moodlane.daw_bridge.midi import (
+    IN_NAME,
+    OUT_NAME,
+    CCMapping,
+    MidiControlInput,
+    MidiOut,
+    MidiUnavailable,
+    NullPort,
+    PortWatcher,
+    open_backend,
+)
+from moodlane.daw_bridge.osc import Feedback, OscRouter, OscServer
+from moodlane.engine.emotion import Emotion
 
 log = logging.getLogger(__name__)
 MODES = ("midi", "audio", "both")
@@ -95,7 +104,7 @@ class Server:
 
     # -- parts ------------------------------------------------------------------------
     def _start_osc(self) -> None:
-        from presets import PresetError, get_emotion_preset
+        from moodlane.presets import PresetError, get_emotion_preset
 
         def on_preset(name: str) -> bool:
             try:
@@ -150,8 +159,8 @@ class Server:
     def _start_audio(self) -> None:
         if self.audio is not None or "audio" in self.unavailable:
             return
-        from daw_bridge.audio import AudioSink, AudioUnavailable
-        from daw_bridge.synth import SynthError
+        from moodlane.daw_bridge.audio import AudioSink, AudioUnavailable
+        from moodlane.daw_bridge.synth import SynthError
 
         try:
             self.audio = AudioSink(

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from engine.symbolic.notes import NoteArray
+from moodlane.engine.symbolic.notes import NoteArray
 
 ENV_VAR = "MOODLANE_SOUNDFONT"
 SEARCH = (

@@ -1,6 +1,6 @@
 """MoodLane engine: emotion-controlled music generation. No I/O happens here."""
 
-from engine.emotion import Emotion, EmotionError
+from moodlane.engine.emotion import Emotion, EmotionError
 
 __all__ = ["Emotion", "EmotionError"]
 __version__ = "0.1.0"

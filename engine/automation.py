@@ -23,8 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from engine.emotion import Emotion, EmotionError
+from moodlane.engine.emotion import Emotion, EmotionError
 
 CC_VALENCE = 16
 CC_AROUSAL = 17

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
-from engine.emotion import Emotion
-from engine.symbolic.notes import NoteArray
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.symbolic.notes import NoteArray
 
 KINDS = ("notes", "audio")
 MAX_PROMPT = 500

@@ -20,8 +20,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-
-from engine.chunk import Audio
+from moodlane.engine.chunk import Audio
 
 
 def fade_in(n: int) -> np.ndarray:

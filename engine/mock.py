@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from engine.chunk import Audio, Chunk, Conditions, bar_seed
-from engine.emotion import Emotion
-from engine.symbolic.notes import NoteArray
+from moodlane.engine.chunk import Audio, Chunk, Conditions, bar_seed
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.symbolic.notes import NoteArray
 
 _MAJOR = [(0, 4, 7), (7, 11, 14), (9, 12, 16), (5, 9, 12)]  # I V vi IV in C
 _MINOR = [(9, 12, 16), (5, 9, 12), (0, 4, 7), (7, 11, 14)]  # i VI III VII in A minor

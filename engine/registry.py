@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.chunk import Generator
+from moodlane.engine.chunk import Generator
 
 ENGINES = ("symbolic", "audio", "mock", "mock-audio")
 PRECISIONS = ("auto", "int8", "fp32")
@@ -46,11 +46,11 @@ class GeneratorOptions:
 def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:
     """The generator `opts` names, ready to run on this machine."""
     if opts.engine == "mock":
-        from engine.mock import MockGenerator
+        from moodlane.engine.mock import MockGenerator
 
         return MockGenerator()
     if opts.engine == "mock-audio":
-        from engine.mock import MockAudioGenerator
+        from moodlane.engine.mock import MockAudioGenerator
 
         return MockAudioGenerator()
     if opts.engine == "audio":
@@ -59,8 +59,7 @@ def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:
             "use --engine symbolic, or --engine mock-audio to try the audio path without weights"
         )
     import torch
-
-    from engine.symbolic.generator import SamplingConfig, SymbolicGenerator
+    from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
 
     # batch-1 decoding of a small model is latency-bound: more threads only spin (measured:
     # 19 tokens/s with 2 threads beside another busy process, 525 with one)

@@ -13,11 +13,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
-
-from engine.chunk import Audio, Chunk, Conditions, Generator
-from engine.emotion import Emotion
-from engine.mixer import join_audio
-from engine.symbolic.notes import NoteArray
+from moodlane.engine.chunk import Audio, Chunk, Conditions, Generator
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.mixer import join_audio
+from moodlane.engine.symbolic.notes import NoteArray
 
 MAX_BEATS = 4 * 20_000  # 20,000 bars: over 11 hours at 120 BPM
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.emotion import Emotion, EmotionError
+from moodlane.engine.emotion import Emotion, EmotionError
 
 PRESET_DIR = Path(__file__).resolve().parent
 EMOTIONS_FORMAT = "moodlane.emotion_presets"

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from engine.symbolic.notes import NoteArray
+from moodlane.engine.symbolic.notes import NoteArray
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("MOODLANE_DATA", ROOT.parent / "shared" / "data"))
@@ -28,7 +27,7 @@ def jack_server():
     """A JACK server with its dummy driver (real MIDI ports and a real-time audio device on
     a machine without sound hardware), started here and stopped after the session unless
     one already runs."""
-    from daw_bridge.jack import JACK_MIDI, JackUnavailable, ensure_jack
+    from moodlane.daw_bridge.jack import JACK_MIDI, JackUnavailable, ensure_jack
 
     try:
         with ensure_jack() as started:

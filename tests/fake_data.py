@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from engine.symbolic.notes import NoteArray, to_midi_bytes
+from moodlane.engine.symbolic.notes import NoteArray, to_midi_bytes
 
 QUAD_STYLE = {  # (notes per bar, velocity, minor?)
     1: (12, 100, False),

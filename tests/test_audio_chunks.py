@@ -4,15 +4,14 @@ the render command on audio, and the registry."""
 import numpy as np
 import pytest
 import soundfile as sf
-
-from daw_bridge.cli import main
-from engine.automation import EmotionCurve
-from engine.chunk import Audio, Chunk, Conditions
-from engine.emotion import Emotion
-from engine.mixer import Mixer, fade_in, join_audio, resample
-from engine.mock import MockAudioGenerator, MockGenerator
-from engine.registry import EngineUnavailable, GeneratorOptions, load_generator
-from engine.session import join, render_chunks
+from moodlane.daw_bridge.cli import main
+from moodlane.engine.automation import EmotionCurve
+from moodlane.engine.chunk import Audio, Chunk, Conditions
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.mixer import Mixer, fade_in, join_audio, resample
+from moodlane.engine.mock import MockAudioGenerator, MockGenerator
+from moodlane.engine.registry import EngineUnavailable, GeneratorOptions, load_generator
+from moodlane.engine.session import join, render_chunks
 
 SR = 8000
 

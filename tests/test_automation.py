@@ -2,9 +2,8 @@ import json
 
 import pytest
 import symusic
-
-from engine.automation import AutomationError, EmotionCurve, parse_automation
-from engine.emotion import Emotion
+from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
+from moodlane.engine.emotion import Emotion
 
 
 def test_json_points_interpolate_and_hold():

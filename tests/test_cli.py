@@ -7,9 +7,8 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-
-from daw_bridge.cli import main
-from engine.symbolic.notes import parse_midi
+from moodlane.daw_bridge.cli import main
+from moodlane.engine.symbolic.notes import parse_midi
 
 
 def run(args, capsys):
@@ -57,7 +56,8 @@ def test_seconds_round_up_to_bars(tmp_path, capsys):
 
 def test_wav_is_real_audio_at_the_right_pitch(tmp_path, capsys):
     pytest.importorskip("fluidsynth", reason="pyfluidsynth/libfluidsynth not installed")
-    from daw_bridge.synth import SynthError, render_notes
+    from moodlane.daw_bridge.synth import SynthError, render_notes
+
     from tests.conftest import make_notes
 
     try:
@@ -115,7 +115,7 @@ def test_malformed_automation_files(tmp_path, capsys, name, content, message):
 
 
 def test_corrupt_checkpoint(tmp_path, capsys):
-    from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC
+    from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC
 
     (tmp_path / "ck.json").write_bytes(DEFAULT_SYMBOLIC.with_suffix(".json").read_bytes())
     (tmp_path / "ck.safetensors").write_bytes(b"\x07" * 64)
@@ -134,10 +134,12 @@ def test_failing_wav_leaves_no_midi_either(tmp_path, capsys):
 
 
 def test_console_script_and_presets_listing():
-    r = subprocess.run([sys.executable, "-m", "daw_bridge.cli", "presets"], capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "-m", "moodlane.daw_bridge.cli", "presets"], capture_output=True, text=True, check=True)
     assert "tender" in r.stdout and "Q4" in r.stdout
     r = subprocess.run(
-        [sys.executable, "-m", "daw_bridge.cli", "render", "--preset", "nope", "-o", "/tmp/never.mid"], capture_output=True, text=True
+        [sys.executable, "-m", "moodlane.daw_bridge.cli", "render", "--preset", "nope", "-o", "/tmp/never.mid"],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
 

@@ -1,8 +1,7 @@
 import math
 
 import pytest
-
-from engine.emotion import Emotion, EmotionError
+from moodlane.engine.emotion import Emotion, EmotionError
 
 
 def test_conversions():

@@ -6,16 +6,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
-from engine.automation import EmotionCurve
-from engine.chunk import Conditions
-from engine.emotion import Emotion
-from engine.mock import MockGenerator
-from engine.session import Session, render
-from engine.symbolic.emotion_map import EmotionMap
-from engine.symbolic.generator import SamplingConfig, SymbolicGenerator
-from engine.symbolic.model import TINY, SymbolicLM
-from engine.symbolic.tokens import BAR, DUR0, PITCH0, POS0
+from moodlane.engine.automation import EmotionCurve
+from moodlane.engine.chunk import Conditions
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.mock import MockGenerator
+from moodlane.engine.session import Session, render
+from moodlane.engine.symbolic.emotion_map import EmotionMap
+from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
+from moodlane.engine.symbolic.model import TINY, SymbolicLM
+from moodlane.engine.symbolic.tokens import BAR, DUR0, PITCH0, POS0
 
 ATTRS = ("note_density", "velocity_mean")
 
@@ -111,7 +110,7 @@ def test_guidance_contrasts_the_mirrored_valence():
 
 
 def test_dynamics_rule_scales_velocity_with_arousal(gen):
-    from engine.symbolic.dynamics import scale_velocity
+    from moodlane.engine.symbolic.dynamics import scale_velocity
 
     assert scale_velocity(np.array([64, 120, 1]), 1.0, 0.5).tolist() == [91, 127, 1]  # x 2**0.5, clipped
     assert scale_velocity(np.array([64]), -1.0, 0.5).tolist() == [45]
@@ -148,7 +147,8 @@ def test_mock_follows_emotion():
 
 
 def test_mode_rule_moves_major_to_minor_and_back():
-    from engine.symbolic import mode_rule
+    from moodlane.engine.symbolic import mode_rule
+
     from tests.conftest import make_notes
 
     c_major = make_notes([(i, 1, p, 80) for i, p in enumerate([60, 64, 67, 72, 69, 71, 65, 62])])

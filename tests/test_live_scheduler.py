@@ -5,15 +5,14 @@ session's tempo."""
 
 import numpy as np
 import pytest
-
-from daw_bridge.clock import Clock
-from daw_bridge.control import LiveControl
-from daw_bridge.live import EventQueue, LiveConfig, LiveScheduler, MidiSink, NoteEvent
-from daw_bridge.midi import MemoryPort, MidiOut
-from engine.automation import EmotionCurve
-from engine.emotion import Emotion
-from engine.mock import MockGenerator
-from engine.session import render
+from moodlane.daw_bridge.clock import Clock
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.daw_bridge.live import EventQueue, LiveConfig, LiveScheduler, MidiSink, NoteEvent
+from moodlane.daw_bridge.midi import MemoryPort, MidiOut
+from moodlane.engine.automation import EmotionCurve
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.mock import MockGenerator
+from moodlane.engine.session import render
 
 
 class FakeTime:
@@ -27,8 +26,7 @@ class FakeTime:
 @pytest.fixture(scope="module")
 def shipped():
     import torch
-
-    from engine.symbolic.generator import SymbolicGenerator
+    from moodlane.engine.symbolic.generator import SymbolicGenerator
 
     torch.set_num_threads(1)
     return SymbolicGenerator.load(precision="fp32")
@@ -98,7 +96,7 @@ def test_late_note_ons_are_dropped_not_burst():
     clk.start()
     t.t += 2.0  # both events are a second late
     stop = type("S", (), {"n": 0, "is_set": lambda self: setattr(self, "n", self.n + 1) or self.n > 3})()
-    import daw_bridge.live as live
+    import moodlane.daw_bridge.live as live
 
     real = live.time.monotonic
     live.time.monotonic = t  # the sink's own clock
@@ -142,9 +140,9 @@ def test_event_queue_is_bounded():
 
 
 def test_emotion_map_keeps_notes_per_second_at_any_tempo():
-    from engine.symbolic.attributes import rank_to_value
-    from engine.symbolic.emotion_map import EmotionMap
-    from engine.symbolic.generator import DEFAULT_MAP
+    from moodlane.engine.symbolic.attributes import rank_to_value
+    from moodlane.engine.symbolic.emotion_map import EmotionMap
+    from moodlane.engine.symbolic.generator import DEFAULT_MAP
 
     m = EmotionMap.load(DEFAULT_MAP)
     j = m.attributes.index("note_density")

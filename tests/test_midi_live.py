@@ -5,17 +5,16 @@ import time
 import mido
 import numpy as np
 import pytest
-
-from daw_bridge.clock import Clock, MidiClock
-from daw_bridge.control import LiveControl
-from daw_bridge.live import LiveConfig, LiveScheduler, MidiSink, chunk_events
-from daw_bridge.midi import CCMapping, MemoryPort, MidiControlInput, MidiOut
-from engine.automation import EmotionCurve
-from engine.chunk import Conditions
-from engine.emotion import Emotion
-from engine.mock import MockGenerator
-from engine.session import render
-from engine.symbolic.dynamics import DEPTH
+from moodlane.daw_bridge.clock import Clock, MidiClock
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.daw_bridge.live import LiveConfig, LiveScheduler, MidiSink, chunk_events
+from moodlane.daw_bridge.midi import CCMapping, MemoryPort, MidiControlInput, MidiOut
+from moodlane.engine.automation import EmotionCurve
+from moodlane.engine.chunk import Conditions
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.mock import MockGenerator
+from moodlane.engine.session import render
+from moodlane.engine.symbolic.dynamics import DEPTH
 
 
 class FakeTime:
@@ -184,7 +183,7 @@ def test_link_clock_follows_the_link_session(monkeypatch):
     import sys
     import types
 
-    from daw_bridge.clock import LinkClock
+    from moodlane.daw_bridge.clock import LinkClock
 
     class FakeLink:
         def __init__(self, bpm, loop):
@@ -214,7 +213,7 @@ def test_link_clock_follows_the_link_session(monkeypatch):
 def test_link_clock_says_what_is_missing(monkeypatch):
     import sys
 
-    from daw_bridge.clock import ClockUnavailable, LinkClock
+    from moodlane.daw_bridge.clock import ClockUnavailable, LinkClock
 
     monkeypatch.setitem(sys.modules, "aalink", None)
     with pytest.raises(ClockUnavailable, match="pip install aalink"):

@@ -2,9 +2,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from engine.symbolic.checkpoint import CheckpointError, load_symbolic, save_symbolic
-from engine.symbolic.model import TINY, KVCache, SymbolicConfig, SymbolicLM, for_inference
+from moodlane.engine.symbolic.checkpoint import CheckpointError, load_symbolic, save_symbolic
+from moodlane.engine.symbolic.model import TINY, KVCache, SymbolicConfig, SymbolicLM, for_inference
 
 CFG = replace(TINY, attributes=("note_density", "velocity_mean"), bin_edges=((0.5,) * 7, (60.0,) * 7))
 

@@ -12,9 +12,8 @@ import struct
 import time
 
 import pytest
-
-from daw_bridge.control import LiveControl
-from daw_bridge.osc import Feedback, OscRouter, OscServer
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.daw_bridge.osc import Feedback, OscRouter, OscServer
 
 KNOWN = (
     "/moodlane/valence",

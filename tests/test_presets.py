@@ -1,8 +1,7 @@
 import json
 
 import pytest
-
-from presets import PresetError, get_emotion_preset, load_emotion_presets
+from moodlane.presets import PresetError, get_emotion_preset, load_emotion_presets
 
 REQUIRED = {"tender", "triumphant", "tense", "melancholy", "serene"}
 
@@ -37,8 +36,8 @@ def test_invalid_preset_files(tmp_path, doc, match):
 
 
 def test_midi_mapping_file_is_valid_and_checked():
-    from daw_bridge.midi import CCMapping
-    from presets import PRESET_DIR
+    from moodlane.daw_bridge.midi import CCMapping
+    from moodlane.presets import PRESET_DIR
 
     m = CCMapping.from_json(json.loads((PRESET_DIR / "mapping.json").read_text()))
     assert (m.valence_cc, m.arousal_cc, m.nrpn_valence, m.nrpn_arousal, m.channel) == (16, 17, 8192, 8193, None)
@@ -57,9 +56,9 @@ def test_midi_mapping_file_is_valid_and_checked():
 
 def test_reaper_pattern_file_only_uses_routed_addresses():
     """Every address the REAPER pattern file makes REAPER send is one MoodLane handles."""
-    from daw_bridge.control import LiveControl
-    from daw_bridge.osc import OscRouter
-    from presets import PRESET_DIR
+    from moodlane.daw_bridge.control import LiveControl
+    from moodlane.daw_bridge.osc import OscRouter
+    from moodlane.presets import PRESET_DIR
 
     router = OscRouter(LiveControl())
     lines = (PRESET_DIR / "daw" / "reaper" / "MoodLane.ReaperOSC").read_text().splitlines()

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-
-from engine.symbolic.attributes import features
-from engine.symbolic.checkpoint import PACKAGE_WEIGHTS
-from engine.symbolic.judge import SymbolicJudge
-from engine.symbolic.tokens import on_grid
-from engine.training.data import emopia, is_valid_split, vgmidi
+from moodlane.engine.symbolic.attributes import features
+from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+from moodlane.engine.symbolic.judge import SymbolicJudge
+from moodlane.engine.symbolic.tokens import on_grid
+from moodlane.engine.training.data import emopia, is_valid_split, vgmidi
 
 pytestmark = pytest.mark.data
 

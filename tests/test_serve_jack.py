@@ -9,18 +9,17 @@ import time
 
 import numpy as np
 import pytest
+from moodlane.daw_bridge.bench import FLOOD_SCRIPT, count_notes_per_arousal, udp_drops
+from moodlane.daw_bridge.bench import _rss_mb as rss_mb
+from moodlane.daw_bridge.jack import JACK_MIDI as JACK
+from moodlane.daw_bridge.jack import connect, connections, find_port, ports
+from moodlane.daw_bridge.midi import MidiMonitor as Collector
+from moodlane.daw_bridge.serve import ServeOptions, Server
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.mock import MockGenerator
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
-
-from daw_bridge.bench import FLOOD_SCRIPT, count_notes_per_arousal, udp_drops
-from daw_bridge.bench import _rss_mb as rss_mb
-from daw_bridge.jack import JACK_MIDI as JACK
-from daw_bridge.jack import connect, connections, find_port, ports
-from daw_bridge.midi import MidiMonitor as Collector
-from daw_bridge.serve import ServeOptions, Server
-from engine.emotion import Emotion
-from engine.mock import MockGenerator
 
 
 @pytest.fixture
@@ -193,7 +192,8 @@ def test_audio_flows_to_a_jack_port_without_underruns(server):
 def test_mock_audio_engine_streams_to_a_jack_port(backend):
     """`serve --engine mock-audio --mode audio`: audio chunks through the same Session,
     scheduler and audio sink; arousal is heard in loudness and pulse rate."""
-    from engine.mock import MockAudioGenerator
+    from moodlane.engine.mock import MockAudioGenerator
+
     from tests.test_audio_chunks import pulse_rate_hz
 
     opts = ServeOptions(
@@ -319,7 +319,7 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
         [
             sys.executable,
             "-m",
-            "daw_bridge.cli",
+            "moodlane.daw_bridge.cli",
             "serve",
             "--port",
             str(port),

@@ -4,13 +4,12 @@ arousal asked for are valence and arousal heard."""
 import numpy as np
 import pytest
 import torch
-
-from engine.automation import EmotionCurve
-from engine.emotion import QUADRANT_CENTRES
-from engine.session import render
-from engine.symbolic.checkpoint import PACKAGE_WEIGHTS
-from engine.symbolic.generator import SymbolicGenerator
-from engine.symbolic.judge import SymbolicJudge
+from moodlane.engine.automation import EmotionCurve
+from moodlane.engine.emotion import QUADRANT_CENTRES
+from moodlane.engine.session import render
+from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+from moodlane.engine.symbolic.generator import SymbolicGenerator
+from moodlane.engine.symbolic.judge import SymbolicJudge
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-
-from engine.symbolic.notes import MidiError, align_to_grid, parse_midi, to_midi_bytes
-from engine.symbolic.tokens import (
+from moodlane.engine.symbolic.notes import MidiError, align_to_grid, parse_midi, to_midi_bytes
+from moodlane.engine.symbolic.tokens import (
     BAR,
     BOS,
     DUR0,
@@ -19,6 +18,7 @@ from engine.symbolic.tokens import (
     quantise,
     token_name,
 )
+
 from tests.conftest import make_notes
 
 

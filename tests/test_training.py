@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from moodlane.daw_bridge.cli import main
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.symbolic.attributes import FEATURE_NAMES, INDEX
+from moodlane.engine.symbolic.emotion_map import EmotionMap
+from moodlane.engine.symbolic.selection import forest_cv_accuracy, select_attributes
+from moodlane.engine.training.data import DataError, emopia, resolve_data_dir, vgmidi
 
-from daw_bridge.cli import main
-from engine.emotion import Emotion
-from engine.symbolic.attributes import FEATURE_NAMES, INDEX
-from engine.symbolic.emotion_map import EmotionMap
-from engine.symbolic.selection import forest_cv_accuracy, select_attributes
-from engine.training.data import DataError, emopia, resolve_data_dir, vgmidi
 from tests.fake_data import build
 
 
@@ -130,7 +130,7 @@ def test_train_eval_bench_end_to_end(fake, tmp_path, capsys):
 def test_train_judge(fake, tmp_path, capsys):
     path = tmp_path / "judge.json"
     assert main(["train", "judge", "--data", str(fake), "--out", str(tmp_path), "--export", str(path)]) == 0
-    from engine.symbolic.judge import SymbolicJudge
+    from moodlane.engine.symbolic.judge import SymbolicJudge
 
     judge = SymbolicJudge.load(path)
     from tests.fake_data import QUAD_STYLE, piece

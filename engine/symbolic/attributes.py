@@ -9,8 +9,7 @@ Empty windows give zeros. `FEATURE_NAMES` fixes the column order of `features()`
 from __future__ import annotations
 
 import numpy as np
-
-from engine.symbolic.notes import NoteArray
+from moodlane.engine.symbolic.notes import NoteArray
 
 # Krumhansl-Kessler key profiles (C major / C minor).
 _MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from engine.emotion import Emotion
-from engine.symbolic.attributes import rank_to_value, ranks_to_bins, to_ranks
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.symbolic.attributes import rank_to_value, ranks_to_bins, to_ranks
 
 MAP_VERSION = 2
 MODES = ("smooth", "emogen")

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from engine.chunk import Chunk, Conditions, bar_seed
-from engine.emotion import Emotion
-from engine.symbolic import dynamics, mode_rule
-from engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
-from engine.symbolic.emotion_map import MODES, EmotionMap
-from engine.symbolic.model import KVCache, SymbolicLM, for_inference
-from engine.symbolic.tokens import BAR, BOS, POS0, Grammar, decode
+from moodlane.engine.chunk import Chunk, Conditions, bar_seed
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.symbolic import dynamics, mode_rule
+from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
+from moodlane.engine.symbolic.emotion_map import MODES, EmotionMap
+from moodlane.engine.symbolic.model import KVCache, SymbolicLM, for_inference
+from moodlane.engine.symbolic.tokens import BAR, BOS, POS0, Grammar, decode
 
 DEFAULT_MAP = PACKAGE_WEIGHTS / "emotion_map.json"
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from engine.symbolic.attributes import FEATURE_NAMES, bar_windows, features
-from engine.symbolic.notes import NoteArray
-from engine.symbolic.tokens import on_grid
+from moodlane.engine.symbolic.attributes import FEATURE_NAMES, bar_windows, features
+from moodlane.engine.symbolic.notes import NoteArray
+from moodlane.engine.symbolic.tokens import on_grid
 
 JUDGE_VERSION = 1
 

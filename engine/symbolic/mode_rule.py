@@ -13,9 +13,8 @@ profiles), so the rule follows modulations and never feeds back into the model c
 from __future__ import annotations
 
 import numpy as np
-
-from engine.symbolic.attributes import _MAJOR, _MINOR
-from engine.symbolic.notes import NoteArray
+from moodlane.engine.symbolic.attributes import _MAJOR, _MINOR
+from moodlane.engine.symbolic.notes import NoteArray
 
 TO_MINOR = {4: 3, 9: 8, 11: 10}
 TO_MAJOR = {v: k for k, v in TO_MINOR.items()}

@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from engine.symbolic.notes import NoteArray
+from moodlane.engine.symbolic.notes import NoteArray
 
 STEPS_PER_BEAT = 4
 STEPS_PER_BAR = 16

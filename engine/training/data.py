@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from engine.symbolic.notes import MidiError, NoteArray, parse_midi
+from moodlane.engine.symbolic.notes import MidiError, NoteArray, parse_midi
 
 ENV_VAR = "MOODLANE_DATA"
 

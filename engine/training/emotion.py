@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from moodlane.engine.emotion import QUADRANT_CENTRES
+from moodlane.engine.symbolic.attributes import FEATURE_NAMES, INDEX, PC_NAMES, to_ranks
+from moodlane.engine.symbolic.emotion_map import TIMED, EmotionMap, basis
+from moodlane.engine.symbolic.judge import SymbolicJudge
 from scipy.stats import pearsonr
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
-
-from engine.emotion import QUADRANT_CENTRES
-from engine.symbolic.attributes import FEATURE_NAMES, INDEX, PC_NAMES, to_ranks
-from engine.symbolic.emotion_map import TIMED, EmotionMap, basis
-from engine.symbolic.judge import SymbolicJudge
 
 # Grid artefacts: EMOPIA is transcribed audio, not beat-aligned, so where its onsets fall
 # on the 16th grid says nothing about emotion and would mislead the judge on generated music.

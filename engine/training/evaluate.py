@@ -18,19 +18,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from moodlane.engine.atomic import write_atomic
+from moodlane.engine.automation import EmotionCurve, Lane
+from moodlane.engine.emotion import QUADRANT_CENTRES, Emotion
+from moodlane.engine.session import render
+from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
+from moodlane.engine.symbolic.judge import SymbolicJudge
+from moodlane.engine.training.data import resolve_data_dir
+from moodlane.engine.training.emotion import judge_report
+from moodlane.engine.training.labelled import labelled_features
 from scipy.stats import spearmanr
 from tqdm import tqdm
-
-from engine.atomic import write_atomic
-from engine.automation import EmotionCurve, Lane
-from engine.emotion import QUADRANT_CENTRES, Emotion
-from engine.session import render
-from engine.symbolic.checkpoint import PACKAGE_WEIGHTS
-from engine.symbolic.generator import SamplingConfig, SymbolicGenerator
-from engine.symbolic.judge import SymbolicJudge
-from engine.training.data import resolve_data_dir
-from engine.training.emotion import judge_report
-from engine.training.labelled import labelled_features
 
 log = logging.getLogger(__name__)
 GRID = (-0.8, -0.4, 0.0, 0.4, 0.8)
@@ -184,8 +183,8 @@ def plot(results: dict, path: Path) -> None:
 
 def attribute_forest(lab: dict, conditioning: tuple[str, ...], folds: int = 5) -> dict:
     """(e): can the attributes tell EMOPIA's quadrants apart? Folds never split a song."""
-    from engine.symbolic.attributes import INDEX
-    from engine.symbolic.selection import forest_cv_accuracy
+    from moodlane.engine.symbolic.attributes import INDEX
+    from moodlane.engine.symbolic.selection import forest_cv_accuracy
 
     X, y, g = lab["emopia_x"], lab["emopia_q"], lab["emopia_group"]
     out = {"clips": int(len(y)), "folds": folds}

@@ -11,14 +11,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-
-from engine.atomic import write_atomic
-from engine.symbolic.checkpoint import PACKAGE_WEIGHTS
-from engine.symbolic.emotion_map import EmotionMap
-from engine.symbolic.model import TINY, SymbolicConfig
-from engine.training.data import resolve_data_dir
-from engine.training.emotion import fit_emotion_map, fit_judge
-from engine.training.labelled import labelled_features
+from moodlane.engine.atomic import write_atomic
+from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+from moodlane.engine.symbolic.emotion_map import EmotionMap
+from moodlane.engine.symbolic.model import TINY, SymbolicConfig
+from moodlane.engine.training.data import resolve_data_dir
+from moodlane.engine.training.emotion import fit_emotion_map, fit_judge
+from moodlane.engine.training.labelled import labelled_features
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ def fit_map_for(stem: Path, data_dir: Path, work: Path) -> dict:
 
 
 def train_symbolic(args: TrainJob) -> dict:
-    from engine.training.symbolic import TrainConfig, choose_attributes, train
+    from moodlane.engine.training.symbolic import TrainConfig, choose_attributes, train
 
     data_dir = resolve_data_dir(args.data)
     out = Path(args.out)

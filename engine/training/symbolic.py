@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from engine.atomic import write_atomic
-from engine.symbolic.attributes import INDEX, bar_windows, quantile_edges, to_bins
-from engine.symbolic.checkpoint import save_symbolic
-from engine.symbolic.model import SymbolicConfig, SymbolicLM
-from engine.symbolic.notes import MidiError, align_to_grid
-from engine.symbolic.tokens import BAR, bar_index, decode, encode
-from engine.training.data import Item, all_midi, is_valid_split
+from moodlane.engine.atomic import write_atomic
+from moodlane.engine.symbolic.attributes import INDEX, bar_windows, quantile_edges, to_bins
+from moodlane.engine.symbolic.checkpoint import save_symbolic
+from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
+from moodlane.engine.symbolic.notes import MidiError, align_to_grid
+from moodlane.engine.symbolic.tokens import BAR, bar_index, decode, encode
+from moodlane.engine.training.data import Item, all_midi, is_valid_split
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +259,8 @@ def _record(data_dir: Path, tc: TrainConfig, step: int, wall: float, history: li
 
 def emopia_features(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-clip attributes of EMOPIA, with quadrant labels and song groups."""
-    from engine.symbolic.attributes import features
-    from engine.training.data import emopia
+    from moodlane.engine.symbolic.attributes import features
+    from moodlane.engine.training.data import emopia
 
     items = emopia(data_dir)
     X = np.array([features(i.load()) for i in items])
@@ -270,7 +269,7 @@ def emopia_features(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def choose_attributes(data_dir: Path, k: int) -> tuple[str, ...]:
     """EmoGen's step: forest importance on EMOPIA quadrants picks the conditioning."""
-    from engine.symbolic.selection import select_attributes
+    from moodlane.engine.symbolic.selection import select_attributes
 
     X, y, g = emopia_features(data_dir)
     if len(set(y.tolist())) < 4:

@@ -1,0 +1,502 @@
+"""`moodlane`: render, train, eval, bench, presets, info.
+
+User errors (bad values, unknown preset, malformed files, missing checkpoint) print one
+line naming the problem and what was expected, exit with status 2, and leave no partial
+output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from moodlane.daw_bridge.synth import SynthError
+from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
+from moodlane.engine.emotion import Emotion, EmotionError
+from moodlane.engine.registry import ENGINES, PRECISIONS, EngineUnavailable, GeneratorOptions, load_generator
+from moodlane.engine.session import MAX_BEATS
+from moodlane.engine.symbolic.checkpoint import CheckpointError
+from moodlane.engine.symbolic.notes import MidiError
+from moodlane.engine.training.data import DataError
+from moodlane.presets import PRESET_DIR, PresetError, get_emotion_preset, load_emotion_presets
+
+USER_ERRORS = (EmotionError, PresetError, AutomationError, MidiError, CheckpointError, DataError, SynthError, EngineUnavailable)
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """A command line that asks for something impossible."""
+
+
+def _finite(kind: str, lo: float | None = None, hi: float | None = None):
+    def conv(s: str) -> float:
+        try:
+            x = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a number, got {s!r}") from None
+        if not math.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
+            rng = f" in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else ""
+            raise argparse.ArgumentTypeError(f"{kind} must be a finite number{rng}, got {s!r}")
+        return x
+
+    return conv
+
+
+def _positive_int(kind: str):
+    def conv(s: str) -> int:
+        try:
+            x = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a whole number, got {s!r}") from None
+        if x < 1:
+            raise argparse.ArgumentTypeError(f"{kind} must be >= 1, got {s!r}")
+        return x
+
+    return conv
+
+
+def generator_options(args: argparse.Namespace) -> GeneratorOptions:
+    """The typed options behind the flags `add_generator_options` defines."""
+    return GeneratorOptions(
+        engine=args.engine,
+        checkpoint=args.checkpoint,
+        precision=args.precision,
+        mapping=args.mapping,
+        temperature=args.temperature,
+        guidance=args.guidance,
+        mode_rule=not args.no_mode_rule,
+    )
+
+
+def add_generator_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine", choices=ENGINES, default="symbolic", help="generator: symbolic (default), audio, mock, mock-audio (no weights)"
+    )
+    p.add_argument("--generator", dest="engine", choices=("symbolic", "mock"), help=argparse.SUPPRESS)  # the 0.1 name
+    p.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="decoder weights on the CPU: auto (the faster here, measured at load), int8, fp32",
+    )
+    p.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
+    p.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
+    p.add_argument("--guidance", type=_finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")
+    p.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
+
+
+def _int_range(kind: str, lo: int, hi: int):
+    def conv(s: str) -> int:
+        try:
+            x = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a whole number in [{lo}, {hi}], got {s!r}") from None
+        if not lo <= x <= hi:
+            raise argparse.ArgumentTypeError(f"{kind} must be a whole number in [{lo}, {hi}], got {s!r}")
+        return x
+
+    return conv
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path} ({e.strerror})") from None
+
+
+def _emotion_source(args, generator) -> tuple[EmotionCurve, float | None]:
+    """The emotion curve and the tempo the user or preset asked for (None: from emotion)."""
+    chosen = [x for x in (args.preset, args.automation, args.valence is not None or args.arousal is not None) if x]
+    if len(chosen) > 1:
+        raise UsageError("give one of --preset, --automation, or --valence/--arousal")
+    tempo = args.tempo
+    if args.preset:
+        p = get_emotion_preset(args.preset)
+        return EmotionCurve.constant(p.emotion), tempo or p.tempo
+    if args.automation:
+        data = _read(args.automation, "automation file")
+        suffix = Path(args.automation).suffix
+        curve = parse_automation(data, suffix, tempo or 120.0)
+        if tempo is None:  # seconds need a tempo: take the one the emotion at 0 implies
+            tempo = generator.default_tempo(curve.at(0.0))
+            curve = parse_automation(data, suffix, tempo)
+        return curve, tempo
+    v = 0.0 if args.valence is None else args.valence
+    a = 0.0 if args.arousal is None else args.arousal
+    return EmotionCurve.constant(Emotion(v, a)), tempo
+
+
+def _length_beats(args, curve: EmotionCurve, qpm: float) -> float:
+    """The render's length: --bars, --seconds (whole bars), the automation's, or 16 bars."""
+    if args.seconds is not None:
+        bars = max(1, math.ceil(args.seconds * qpm / 60.0 / 4.0))
+    elif args.bars is not None:
+        bars = args.bars
+    elif args.automation:
+        bars = max(1, math.ceil(curve.end_beat / 4.0))
+        if 4 * bars > MAX_BEATS:
+            raise UsageError(
+                f"the automation ends at beat {curve.end_beat:g} ({bars} bars, over {MAX_BEATS // 4}): pass --bars to render part of it"
+            )
+    else:
+        bars = 16
+    if 4 * bars > MAX_BEATS:
+        raise UsageError(f"a render is at most {MAX_BEATS // 4} bars, asked for {bars}")
+    return 4.0 * bars
+
+
+def cmd_render(args) -> int:
+    from moodlane.daw_bridge.files import commit, wav_bytes
+    from moodlane.engine.session import join, render_chunks
+    from moodlane.engine.symbolic.notes import to_midi_bytes
+    from tqdm import tqdm
+
+    out = Path(args.output)
+    wav = Path(args.wav) if args.wav else (out if out.suffix.lower() == ".wav" else None)
+    for p in [out] + ([wav] if wav else []):
+        if not p.parent.is_dir():
+            raise UsageError(f"output folder {p.parent} does not exist")
+    if out.suffix.lower() not in (".mid", ".midi", ".wav"):
+        raise UsageError(f"-o must name a .mid or .wav file, got {out.name!r}")
+    opts = generator_options(args)
+    audio_engine = opts.engine in ("audio", "mock-audio")
+    if audio_engine and (out.suffix.lower() != ".wav" or args.wav):
+        raise UsageError(f"the {opts.engine} engine makes audio: write it with -o FILE.wav")
+    if wav is not None and not audio_engine:
+        from moodlane.daw_bridge.synth import _fluidsynth, find_soundfont
+
+        find_soundfont(args.soundfont)
+        _fluidsynth()
+    generator = load_generator(opts)
+    curve, tempo = _emotion_source(args, generator)
+    qpm = tempo or generator.default_tempo(curve.at(0.0))
+    beats = _length_beats(args, curve, qpm)
+    bar = tqdm(total=int(beats // 4), desc="generating", unit="chunk", disable=args.quiet, leave=False)
+    chunks, qpm = render_chunks(generator, curve, beats, args.seed, qpm, on_chunk=lambda c: bar.update(1), prompt=args.prompt or "")
+    bar.close()
+    piece = join(chunks, qpm)
+    writes: dict = {}
+    if generator.kind == "notes":
+        if out.suffix.lower() != ".wav":
+            writes[out] = to_midi_bytes(piece)
+        if wav is not None:
+            from moodlane.daw_bridge.synth import render_notes
+
+            sbar = tqdm(total=100, desc="synthesising", unit="%", disable=args.quiet, leave=False)
+            audio = render_notes(piece, args.soundfont, args.sample_rate, progress=lambda f: sbar.update(int(f * 100) - sbar.n))
+            sbar.close()
+            writes[wav] = wav_bytes(audio, args.sample_rate)
+        what = f"{len(piece)} notes"
+    else:
+        writes[wav] = wav_bytes(piece.pcm, piece.sample_rate)
+        what = f"{piece.pcm.shape[0] / piece.sample_rate:.1f} s of audio at {piece.sample_rate} Hz"
+    commit(writes)  # every file or none
+    if not args.quiet:
+        first, last = chunks[0].emotion, chunks[-1].emotion
+        secs = beats * 60.0 / qpm
+        msg = f"wrote {' and '.join(map(str, writes))} ({int(beats // 4)} bars, {what}, {qpm:.0f} BPM, {secs:.1f} s; "
+        msg += f"V/A {first.valence:+.2f}/{first.arousal:+.2f}"
+        msg += f" -> {last.valence:+.2f}/{last.arousal:+.2f})" if first != last else ")"
+        print(msg)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name, p in sorted(load_emotion_presets().items()):
+        tempo = f"{p.tempo:.0f} BPM" if p.tempo else "tempo from emotion"
+        print(f"{name:12s} V {p.emotion.valence:+.2f}  A {p.emotion.arousal:+.2f}  Q{p.emotion.quadrant}  {tempo:18s} {p.description}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC
+
+    meta = json.loads(DEFAULT_SYMBOLIC.with_suffix(".json").read_text()) if DEFAULT_SYMBOLIC.with_suffix(".json").is_file() else {}
+    print(json.dumps({k: meta.get(k) for k in ("kind", "format_version", "training")}, indent=1))
+    if args.plot:
+        history = (meta.get("training") or {}).get("history") or []
+        if not history:
+            raise UsageError("the checkpoint's training record has no loss history to plot")
+        _plot_history(history, Path(args.plot))
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from moodlane.daw_bridge.files import write_atomic
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [h["step"] for h in history]
+    for key, label in (("train_loss", "train (one batch)"), ("valid_loss", "validation (held-out songs)")):
+        ax.plot(steps, [h[key] for h in history], marker="o", ms=3, label=label)
+    ax.set_xlabel("step (batch of 8 x 512 tokens)")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("shipped symbolic model: training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def cmd_train(args) -> int:
+    from moodlane.engine.training import jobs
+
+    job = jobs.TrainJob(
+        data=args.data,
+        out=args.out,
+        export=args.export,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        attributes=args.attributes,
+        tiny=args.tiny,
+        resume=args.resume,
+    )
+    run = {"symbolic": jobs.train_symbolic, "map": jobs.train_map, "judge": jobs.train_judge}[args.what]
+    print(json.dumps(run(job), indent=1))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from moodlane.engine.training.evaluate import EvalJob, run_eval
+
+    job = EvalJob(
+        data=args.data,
+        n=args.n,
+        grid_n=args.grid_n,
+        bars=args.bars,
+        density_n=args.density_n,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        precision=args.precision,
+        guidance=args.guidance,
+        mapping=args.mapping,
+    )
+    print(json.dumps(run_eval(job), indent=1))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from moodlane.daw_bridge import bench
+
+    opts = generator_options(args)
+    if args.what == "symbolic":
+        result = bench.bench_symbolic(opts, bars=args.bars, repeats=args.repeats)
+    else:
+        cfg = bench.LiveBenchConfig(
+            tempo=args.tempo,
+            trials=args.trials,
+            cpu_seconds=args.cpu_seconds,
+            flood_rate=args.flood_rate,
+            flood_seconds=args.flood_seconds,
+            clock_seconds=args.clock_seconds,
+        )
+        result = bench.bench_live(opts, cfg)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _host_port(s: str) -> tuple[str, int]:
+    host, _, port = s.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {s!r}") from None
+
+
+def cmd_serve(args) -> int:
+    from moodlane.daw_bridge.midi import CCMapping
+    from moodlane.daw_bridge.serve import ServeOptions, serve
+
+    cc_path = Path(args.cc_map) if args.cc_map else PRESET_DIR / "mapping.json"
+    try:
+        cc_map = CCMapping.from_json(json.loads(_read(str(cc_path), "MIDI mapping file")), str(cc_path))
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{cc_path} is not valid JSON ({e})") from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    generator = load_generator(generator_options(args))
+    if generator.kind == "audio" and args.mode == "midi":
+        raise UsageError(f"the {args.engine} engine makes audio: serve it with --mode audio")
+    emotion = get_emotion_preset(args.preset).emotion if args.preset else Emotion(args.valence or 0.0, args.arousal or 0.0)
+    opts = ServeOptions(
+        osc_host=args.host,
+        osc_port=args.port,
+        feedback=args.feedback,
+        midi=not args.no_midi,
+        midi_backend=args.midi_backend,
+        midi_in=args.midi_in,
+        midi_out=args.midi_out,
+        channel=args.channel - 1,
+        mode=args.mode,
+        clock=args.clock,
+        tempo=args.tempo or 120.0,
+        lookahead_beats=args.lookahead,
+        smooth_s=args.smooth,
+        seed=args.seed,
+        emotion=emotion,
+        autoplay=not args.wait_for_play,
+        soundfont=args.soundfont,
+        audio_device=args.audio_device,
+        blocksize=args.blocksize,
+        sample_rate=args.sample_rate,
+        duration=args.duration,
+        status_line=not args.quiet,
+        cc_map=cc_map,
+    )
+    return serve(opts, generator)
+
+
+def cmd_learn(args) -> int:
+    from pythonosc.udp_client import SimpleUDPClient
+
+    SimpleUDPClient(args.host, args.port).send_message("/moodlane/learn", args.lane)
+    print(f"MIDI learn armed for {args.lane}: move the DAW control that should drive it")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="moodlane", description="Emotion-controlled music generation for the DAW.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("render", help="offline bounce: emotion -> .mid (and .wav)")
+    src = r.add_argument_group("emotion (one of)")
+    src.add_argument("--preset", help="named emotion from presets/emotions.json (see `moodlane presets`)")
+    src.add_argument("--valence", type=_finite("valence", -1, 1), help="constant valence in [-1, 1] (sad -> happy)")
+    src.add_argument("--arousal", type=_finite("arousal", -1, 1), help="constant arousal in [-1, 1] (calm -> excited)")
+    src.add_argument(
+        "--automation", metavar="FILE", help="breakpoints: .json, .csv (beats|seconds,valence,arousal) or .mid with CC16/CC17 lanes"
+    )
+    length = r.add_mutually_exclusive_group()
+    length.add_argument("--bars", type=_positive_int("bars"), help="length in 4/4 bars (default 16, or the automation's length)")
+    length.add_argument("--seconds", type=_finite("seconds", 0.1, 36000), help="length in seconds (rounded up to whole bars)")
+    r.add_argument("--tempo", type=_finite("tempo", 30, 300), help="BPM (default: the preset's, else mapped from the emotion)")
+    r.add_argument("--seed", type=int, default=0, help="same seed -> same file (default 0)")
+    r.add_argument("-o", "--output", required=True, help="file to write: .mid (notes), or .wav (audio engines; notes through FluidSynth)")
+    r.add_argument("--wav", help="notes engines: also render audio through FluidSynth to this WAV file")
+    r.add_argument("--prompt", help="text prompt, for text-conditioned engines (others ignore it)")
+    r.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: system soundfont, or $MOODLANE_SOUNDFONT)")
+    r.add_argument(
+        "--sample-rate", type=_int_range("sample rate", 8000, 192000), default=44100, help="WAV sample rate for notes (default 44100)"
+    )
+    add_generator_options(r)
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("serve", help="live: OSC/MIDI control in, MIDI/audio out")
+    s.add_argument("--host", default="127.0.0.1", help="OSC bind address (default 127.0.0.1; 0.0.0.0 listens on every interface)")
+    s.add_argument("--port", type=_int_range("port", 1, 65535), default=9000, help="OSC port (default 9000)")
+    s.add_argument("--feedback", type=_host_port, help="HOST:PORT for status (default: the sender's port + 1)")
+    s.add_argument("--mode", choices=("midi", "audio", "both"), default="midi", help="outputs (switch live with /moodlane/mode)")
+    s.add_argument("--no-midi", action="store_true", help="no MIDI ports at all")
+    s.add_argument("--midi-backend", help="mido backend, e.g. mido.backends.rtmidi/UNIX_JACK (or $MOODLANE_MIDI_BACKEND)")
+    s.add_argument("--midi-in", help="connect to this input port instead of creating 'MoodLane In'")
+    s.add_argument("--midi-out", help="connect to this output port instead of creating 'MoodLane Out'")
+    s.add_argument("--cc-map", help="MIDI mapping JSON (default presets/mapping.json: CC 16 valence, CC 17 arousal)")
+    s.add_argument("--channel", type=int, default=1, choices=range(1, 17), metavar="1-16", help="MIDI out channel")
+    s.add_argument(
+        "--clock",
+        choices=("internal", "midi", "link"),
+        default="internal",
+        help="internal (OSC /moodlane/tempo), MIDI clock on MoodLane In, or Ableton Link (pip install aalink)",
+    )
+    s.add_argument("--tempo", type=_finite("tempo", 20, 400), help="BPM for the internal clock (default 120)")
+    s.add_argument("--lookahead", type=_finite("lookahead", 0.25, 16), default=2.0, help="beats generated ahead of the play head")
+    s.add_argument("--smooth", type=_finite("smooth", 0, 10), default=0.3, help="control smoothing time constant, seconds")
+    s.add_argument("--preset", help="starting emotion")
+    s.add_argument("--valence", type=_finite("valence", -1, 1))
+    s.add_argument("--arousal", type=_finite("arousal", -1, 1))
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--wait-for-play", action="store_true", help="stay stopped until /moodlane/play")
+    s.add_argument("--soundfont")
+    s.add_argument("--audio-device", help="sounddevice output device name or index")
+    s.add_argument("--blocksize", type=_int_range("blocksize", 16, 16384), default=512, help="audio frames per callback")
+    s.add_argument("--sample-rate", type=_int_range("sample rate", 8000, 192000), help="audio stream rate (default: the device's)")
+    s.add_argument("--duration", type=_finite("duration", 0.1, 1e9), help="stop after this many seconds")
+    add_generator_options(s)
+    s.add_argument("-q", "--quiet", action="store_true", help="no status line")
+    s.set_defaults(func=cmd_serve)
+
+    lr = sub.add_parser("learn", help="arm MIDI learn on a running server: the next CC drives LANE")
+    lr.add_argument("lane", choices=("valence", "arousal"))
+    lr.add_argument("--host", default="127.0.0.1")
+    lr.add_argument("--port", type=_int_range("port", 1, 65535), default=9000)
+    lr.set_defaults(func=cmd_learn)
+
+    p = sub.add_parser("presets", help="list the named emotions")
+    p.set_defaults(func=cmd_presets)
+    i = sub.add_parser("info", help="how the shipped model was trained")
+    i.add_argument("--plot", metavar="PNG", help="also plot its loss history")
+    i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser("train", help="train a model on a data folder laid out like shared/data")
+    t.add_argument("what", choices=("symbolic", "map", "judge"), help="symbolic: generator + emotion map; map: the emotion map only")
+    t.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
+    t.add_argument("--out", default="runs/symbolic", help="work folder: dataset cache, resumable train_state.pt")
+    t.add_argument("--export", help="checkpoint stem to write (default: the package's engine/weights/)")
+    t.add_argument("--steps", type=_positive_int("steps"), default=3000)
+    t.add_argument("--batch-size", type=_positive_int("batch size"), default=8)
+    t.add_argument("--attributes", type=_positive_int("attributes"), default=22, help="top-k attributes to condition on")
+    t.add_argument("--tiny", action="store_true", help="a tiny model (for a smoke test)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="judge accuracy, objective emotion accuracy, VA-grid and ramp control")
+    e.add_argument("what", choices=("symbolic",))
+    e.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
+    e.add_argument("--n", type=_positive_int("n"), default=25, help="pieces per quadrant (and ramps)")
+    e.add_argument("--grid-n", type=_positive_int("grid-n"), default=3, help="pieces per VA grid point")
+    e.add_argument("--bars", type=_positive_int("bars"), default=16)
+    e.add_argument("--density-n", type=_positive_int("density-n"), default=4, help="pieces per point of the arousal/density sweep")
+    e.add_argument("--out", default="out/eval", help="folder for results.json and va_grid.png")
+    e.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
+    e.add_argument("--precision", choices=PRECISIONS, default="auto")
+    e.add_argument("--guidance", type=_finite("guidance", 0, 10), default=1.0, help="valence contrast guidance")
+    e.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="speed and memory figures")
+    b.add_argument("what", choices=("symbolic", "live"))
+    b.add_argument("--bars", type=_positive_int("bars"), default=32, help="symbolic: bars per run")
+    b.add_argument("--repeats", type=_positive_int("repeats"), default=3, help="symbolic: runs")
+    add_generator_options(b)
+    b.add_argument("--tempo", type=_finite("tempo", 20, 400), default=120.0, help="live: BPM")
+    b.add_argument("--trials", type=_positive_int("trials"), default=10, help="live: control changes timed")
+    b.add_argument("--cpu-seconds", type=_finite("cpu seconds", 0.5, 600), default=5.0)
+    b.add_argument("--flood-rate", type=_positive_int("flood rate"), default=10000, help="live: OSC messages per second")
+    b.add_argument("--flood-seconds", type=_finite("flood seconds", 1, 3600), default=30.0)
+    b.add_argument("--clock-seconds", type=_finite("clock seconds", 0, 600), default=20.0, help="live: MIDI clock slave run (0: skip)")
+    b.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (*USER_ERRORS, UsageError) as e:
+        print(f"moodlane: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("moodlane: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""The live scheduler: the engine's session loop run against a clock, ahead of the play head.
+
+A generator thread keeps `lookahead_beats` of music generated ahead of the play head (the
+same `engine.session.Session` as offline render, so the same emotions and seed give the same
+chunks). Chunks hold notes or audio; each sink takes what it can play. When the DAW moves a
+lane, the chunks that have not started are rolled back and made again for the new target
+(debounced, so a fader sweep does not remake them every few ms): content follows from the
+next chunk boundary. Between boundaries, arousal acts at once on note velocity through the
+one loudness rule (`engine.symbolic.dynamics`). A generator that falls behind skips or
+shortens chunks instead of playing late material as a burst.
+
+Threads: other threads never touch the session; they post commands (reset, sinks) that the
+scheduler thread runs at its next pass. Sinks run their own thread or callback, never wait
+on the generator, and survive their own errors (caught, counted, restarted).
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from moodlane.daw_bridge.clock import Clock
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.engine.chunk import Chunk, Generator
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.session import EmotionSource, Session
+from moodlane.engine.symbolic.dynamics import DEPTH, scale_velocity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    lookahead_beats: float = 2.0  # music kept ready ahead of the play head
+    regenerate_distance: float = 0.1  # target VA distance that makes queued chunks stale
+    debounce_s: float = 0.04  # remake once a lane has been still this long ...
+    max_wait_s: float = 0.15  # ... or once it has been moving this long
+    expression: bool = True  # an arousal change scales the velocity of notes already made
+    expression_depth: float = DEPTH  # the same depth as the bar rule: one loudness rule
+    late_tolerance_s: float = 0.03  # a note-on later than this is dropped, not played late
+    max_events: int = 50_000  # bound of each sink's queue (a stalled sink drops the oldest)
+
+
+@dataclass(order=True)
+class NoteEvent:
+    beat: float
+    order: int
+    kind: int = field(compare=False)  # 1 note-on, 0 note-off
+    pitch: int = field(compare=False)
+    velocity: int = field(compare=False)
+    chunk: int = field(compare=False)
+    arousal: float = field(compare=False)
+    version: int = field(compare=False, default=0)  # control version the chunk was made under
+
+
+_order = itertools.count()
+
+
+def chunk_events(chunk: Chunk, start_beat: float, version: int = 0) -> list[NoteEvent]:
+    """Note-ons and their note-offs in absolute beats (offs sort before ons at a tie)."""
+    if chunk.notes is None:
+        return []
+    ev = []
+    a = chunk.emotion.arousal
+    n = chunk.notes
+    for s, d, p, v in zip(n.start, n.duration, n.pitch, n.velocity):
+        on = start_beat + float(s)
+        ev.append(NoteEvent(on, next(_order), 1, int(p), int(v), chunk.bar, a, version))
+        ev.append(NoteEvent(on + float(d) - 1e-6, next(_order), 0, int(p), 0, chunk.bar, a, version))
+    return ev
+
+
+class EventQueue:
+    """A bounded heap of note events one sink consumes; the scheduler adds and cancels."""
+
+    def __init__(self, maxlen: int = 50_000) -> None:
+        self._heap: list[NoteEvent] = []
+        self.cond = threading.Condition()
+        self.maxlen = maxlen
+        self.overflow = 0
+
+    def push(self, events: list[NoteEvent]) -> None:
+        with self.cond:
+            for e in events:
+                heapq.heappush(self._heap, e)
+            if len(self._heap) > self.maxlen:  # a sink that stopped consuming: keep the newest
+                drop = len(self._heap) - self.maxlen
+                self._heap = heapq.nsmallest(len(self._heap), self._heap)[drop:]
+                self.overflow += drop
+            self.cond.notify_all()
+
+    def cancel_from(self, chunk: int) -> None:
+        """Drop events of chunks >= chunk (their notes have not started)."""
+        with self.cond:
+            self._heap = [e for e in self._heap if e.chunk < chunk]
+            heapq.heapify(self._heap)
+
+    def clear(self) -> None:
+        with self.cond:
+            self._heap.clear()
+
+    def peek(self) -> NoteEvent | None:
+        return self._heap[0] if self._heap else None
+
+    def pop(self) -> NoteEvent:
+        return heapq.heappop(self._heap)
+
+    def due(self, beat: float) -> list[NoteEvent]:
+        out = []
+        with self.cond:
+            while self._heap and self._heap[0].beat < beat:
+                out.append(heapq.heappop(self._heap))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class ChunkSink(Protocol):
+    """What the scheduler feeds: chunks at their start beat; rollbacks; a reset."""
+
+    def schedule(self, chunk: Chunk, start_beat: float, version: int = 0) -> None: ...
+
+    def cancel_from(self, chunk: int) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+class ClockedControl:
+    """Live control as an emotion timeline: the smoothed value each chunk will meet at its
+    downbeat (if the target holds), so chunks made ahead are made for the right moment."""
+
+    def __init__(self, control: LiveControl, clock: Clock) -> None:
+        self.control, self.clock = control, clock
+
+    def at(self, beat: float) -> Emotion:
+        if not self.clock.running:
+            return self.control.current()
+        return self.control.predict(max(self.clock.now(), self.clock.time_of(beat)))
+
+
+def _clone(state: object) -> object:
+    return state.clone() if hasattr(state, "clone") else copy.deepcopy(state)
+
+
+@dataclass
+class _Made:
+    bar: int
+    start: float  # beat
+    state: object  # the session state before this chunk (what a rollback restores)
+    chunk: Chunk
+    target: Emotion | None  # the lane target it was made for (None: a timeline)
+
+
+class LiveScheduler:
+    def __init__(
+        self,
+        generator: Generator,
+        source: EmotionSource,
+        clock: Clock,
+        sinks: list[ChunkSink],
+        seed: int = 0,
+        config: LiveConfig = LiveConfig(),
+        paused: bool = False,
+    ) -> None:
+        self.generator = generator
+        self.paused = paused  # serve starts paused: the first transport start places the first chunk
+        self.control = source if isinstance(source, LiveControl) else None
+        self.source = ClockedControl(source, clock) if self.control is not None else source
+        self.clock = clock
+        self.sinks = list(sinks)
+        self.seed = seed
+        self.config = config
+        self.session = self._new_session(0.0)
+        # chunks not yet played: what a rollback needs. Played ones are dropped at once
+        # (a state holds the whole KV cache).
+        self.history: deque[_Made] = deque()
+        self.generated: deque[Chunk] = deque(maxlen=4096)  # recent chunks (tests, bench)
+        self.regenerations = 0
+        self.skipped = 0  # chunks skipped because the generator fell behind
+        self.gen_times: deque[float] = deque(maxlen=256)
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stale_since: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def _new_session(self, beat: float) -> Session:
+        s = Session(self.generator, self.source, self.seed, qpm=self.clock.tempo)
+        s.beat = beat
+        return s
+
+    @property
+    def ahead_beats(self) -> float:
+        return self.session.beat - self.clock.beat()
+
+    # -- commands from other threads ---------------------------------------------------
+    def post(self, command: Callable[[], None]) -> None:
+        """Run `command` on the scheduler thread at its next pass (before it generates)."""
+        self._commands.put(command)
+
+    def reset(self, beat: float = 0.0) -> None:
+        """New transport start: forget queued music, begin a fresh session at `beat`."""
+        self.post(lambda: self._reset(beat))
+
+    def pause(self) -> None:
+        """Transport stop: forget queued music and make nothing until the next `reset`
+        (an external clock may run again before serve has placed the first chunk)."""
+        self.post(self._pause)
+
+    def set_sinks(self, sinks: list[ChunkSink]) -> None:
+        """Feed these sinks from now on (a sink left out is cleared)."""
+        self.post(lambda: self._set_sinks(list(sinks)))
+
+    def _reset(self, beat: float) -> None:
+        for s in self.sinks:
+            s.clear()
+        self.session = self._new_session(beat)
+        self.history.clear()
+        self.paused = False
+
+    def _pause(self) -> None:
+        for s in self.sinks:
+            s.clear()
+        self.history.clear()
+        self.paused = True
+
+    def _set_sinks(self, sinks: list[ChunkSink]) -> None:
+        for s in self.sinks:
+            if s not in sinks:
+                s.clear()
+        self.sinks = sinks
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                self._commands.get_nowait()()
+            except queue.Empty:
+                return
+
+    # -- the pass ----------------------------------------------------------------------
+    def step(self) -> int:
+        """One pass: commands, then roll back stale chunks, then fill the lookahead.
+        Returns the chunks made."""
+        self._run_commands()
+        if self.paused:
+            return 0
+        now = self.clock.beat()
+        while self.history and self.history[0].start + self.history[0].chunk.beats <= now:
+            self.history.popleft()
+        self._rollback_stale(now)
+        made = 0
+        while self.session.beat < now + self.config.lookahead_beats:
+            last = self.history[-1].chunk.beats if self.history else 4.0
+            while self.session.beat + last <= self.clock.beat():  # behind: skip, never burst
+                self.session.beat += last
+                self.skipped += 1
+            self.session.qpm = self.clock.tempo
+            if self.control is not None:
+                self.session.prompt = self.control.prompt
+            before = _clone(self.session.state)
+            start = self.session.beat
+            target = self.control.target() if self.control is not None else None
+            version = self.control.version if self.control is not None else 0
+            t = time.perf_counter()
+            chunk = self.session.next_chunk()
+            self.gen_times.append(time.perf_counter() - t)
+            self.history.append(_Made(chunk.bar, start, before, chunk, target))
+            self.generated.append(chunk)
+            for s in self.sinks:
+                s.schedule(chunk, start, version)
+            made += 1
+        return made
+
+    def _rollback_stale(self, now: float) -> None:
+        if self.control is None:
+            return  # a timeline (automation file) never goes stale
+        target = self.control.target()
+        d = self.config.regenerate_distance
+        stale = {
+            id(m)
+            for m in self.history
+            if m.target is not None and max(abs(m.target.valence - target.valence), abs(m.target.arousal - target.arousal)) >= d
+        }
+        if not stale:
+            self._stale_since = None
+            return
+        t = self.clock.now()
+        self._stale_since = self._stale_since or t
+        last = self.control.last_event.t if self.control.last_event is not None else 0.0
+        if t - last < self.config.debounce_s and t - self._stale_since < self.config.max_wait_s:
+            return  # the lane is still moving: wait for it to settle (or for max_wait)
+        # a chunk is remade only if the new one can be ready before its downbeat
+        margin_s = 0.02 + 2.0 * max(self.gen_times, default=0.05)
+        horizon = max(now, self.clock.beat(t + margin_s))
+        for i, m in enumerate(self.history):
+            if m.start <= horizon or id(m) not in stale:
+                continue  # sounding, too close to its downbeat, or made for this target
+            for s in self.sinks:
+                s.cancel_from(m.bar)
+            self.session.state = m.state
+            self.session.beat = m.start
+            while len(self.history) > i:
+                self.history.pop()
+            self.regenerations += 1
+            break
+        self._stale_since = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.clock.running:
+                    self.step()
+                else:
+                    self._run_commands()  # commands still run while stopped
+                self._stop.wait(0.01)
+        except BaseException as e:  # surfaced by serve, which silences the outputs
+            self.error = e
+            log.exception("generator thread failed")
+
+    def start(self) -> LiveScheduler:
+        self._thread = threading.Thread(target=self._run, name="generator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def expressive_velocity(velocity: int, bar_arousal: float, now_arousal: float, depth: float = DEPTH) -> int:
+    """A note made for `bar_arousal`, played when the lane is at `now_arousal`."""
+    return int(scale_velocity(velocity, now_arousal - bar_arousal, depth))
+
+
+class SupervisedThread:
+    """A sink's worker: an exception is logged and counted and the loop starts again, so a
+    sink never dies silently while its queue fills."""
+
+    def __init__(self, name: str, body: Callable[[threading.Event], None]) -> None:
+        self.name, self.body = name, body
+        self.errors = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.body(self._stop)
+            except Exception as e:
+                self.errors += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.warning("%s failed (%s); restarting it", self.name, self.last_error)
+                self._stop.wait(0.05)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+
+class MidiSink:
+    """Sends due note events to a `MidiOut` on its own thread, on time (sleep, then a short
+    spin for the last millisecond). Plays notes; audio chunks are not its to play. Records
+    timing error and control-to-note latency."""
+
+    def __init__(self, out, clock: Clock, control: LiveControl | None = None, config: LiveConfig = LiveConfig()) -> None:
+        self.out = out
+        self.clock = clock
+        self.control = control
+        self.config = config
+        self.queue = EventQueue(config.max_events)
+        self.timing_error_ms: deque[float] = deque(maxlen=20_000)
+        self.latency_ms: deque[float] = deque(maxlen=1000)
+        self.sent_on = 0
+        self.late_dropped = 0
+        self._seen_version = control.version if control else 0
+        self.worker = SupervisedThread("midi-out", self._loop)
+
+    # -- ChunkSink ---------------------------------------------------------------------
+    def schedule(self, chunk: Chunk, start_beat: float, version: int = 0) -> None:
+        self.queue.push(chunk_events(chunk, start_beat, version))
+
+    def cancel_from(self, chunk: int) -> None:
+        self.queue.cancel_from(chunk)
+
+    def clear(self) -> None:
+        self.queue.clear()
+        self.out.panic()
+
+    # -- output ------------------------------------------------------------------------
+    def _expression(self, ev: NoteEvent) -> int:
+        if not (self.config.expression and self.control is not None):
+            return ev.velocity
+        now = self.control.current().arousal
+        return expressive_velocity(ev.velocity, ev.arousal, now, self.config.expression_depth)
+
+    def _loop(self, stop: threading.Event) -> None:
+        q = self.queue
+        while not stop.is_set():
+            if not self.clock.running:
+                time.sleep(0.005)
+                continue
+            with q.cond:
+                ev = q.peek()
+                if ev is None:
+                    q.cond.wait(0.01)
+                    continue
+                due = self.clock.time_of(ev.beat)
+                wait = due - time.monotonic()
+                if wait > 0.0015:
+                    q.cond.wait(min(wait - 0.001, 0.01))
+                    continue
+            while time.monotonic() < due:  # the last millisecond: spin for accuracy
+                pass
+            with q.cond:
+                if q.peek() is not ev:
+                    continue  # cancelled or re-queued meanwhile
+                q.pop()
+            late = time.monotonic() - due
+            if ev.kind:
+                if late > self.config.late_tolerance_s:  # behind (generator, transport jump): skip it
+                    self.late_dropped += 1
+                    continue
+                self.out.note_on(ev.pitch, self._expression(ev))
+                self.sent_on += 1
+                self._note_latency()
+            else:
+                self.out.note_off(ev.pitch)  # offs always go out: nothing may hang
+            self.timing_error_ms.append(late * 1000.0)
+
+    def _note_latency(self) -> None:
+        c = self.control
+        if c is None or c.last_event is None or c.version == self._seen_version:
+            return
+        self._seen_version = c.version
+        self.latency_ms.append((time.monotonic() - c.last_event.t) * 1000.0)
+
+    @property
+    def errors(self) -> int:
+        return self.worker.errors
+
+    def start(self) -> MidiSink:
+        self.worker.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.out.panic()

@@ -1,0 +1,49 @@
+"""Atomic file writes, for the few places that write files (checkpoints, training state,
+evaluation results; the bridge's file sinks). Every write goes to a temporary file beside
+its target and is renamed into place only when all the files of one job are complete, so a
+failed run never leaves a partial file, nor one file of a pair without the other."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    """A new file beside `path`, created with mode 0666 so the process umask applies as for
+    any ordinary file (never changing the umask: other threads may be creating files)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file beside {path}")
+
+
+def commit(writes: dict[Path, bytes | Callable[[], bytes]]) -> None:
+    """Write every (path -> bytes, or a function making them) to temporary files first, then
+    rename them all into place. Nothing is renamed unless every file was written."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in writes.items():
+            path = Path(path)
+            payload = data() if callable(data) else data
+            fd, tmp = _open_temp(path)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    commit({Path(path): data})

@@ -1,0 +1,161 @@
+"""Emotion -> attributes (EmoGen section 3.2, extended to continuous valence/arousal).
+
+Two maps share one scale: attribute *ranks*, positions in [0, 1] on the distribution the
+generator was trained on (`attributes.to_ranks`), so a rank turns into a conditioning bin
+directly.
+
+* `emogen`: EmoGen's supervised clustering. For each EMOPIA quadrant, the clip closest to
+  the quadrant's centre in attribute space is its prototype; each attribute is binarised
+  at the median over all clips (high / low), and high/low stand for the mean rank of the
+  clips above / below that median.
+* `smooth`: any (valence, arousal) in [-1, 1]^2. A ridge regression on the quadratic basis
+  [1, v, a, va, v^2, a^2], fitted on VGMIDI's per-bar listener means and EMOPIA's clips at
+  their quadrant centres. Emotion explains a small share of any one attribute's variance,
+  so a regression shrinks towards the median; `gain` re-expands deviations so that the
+  quadrant centres are as distinct as EmoGen's prototypes (fitted, not hand-set). The
+  target is then projected onto music that exists: the mean of the `k` bar profiles of the
+  generator's training data nearest to it, with attributes weighted by how much emotion
+  explains them. EMOPIA's transcriptions (sustain-pedal polyphony, long notes) ask for
+  combinations pop piano never has, and a decoder given an incoherent profile plays
+  sparsely and vaguely; a real neighbour's profile it can follow.
+
+Time-based attributes (`TIMED`: notes per beat, durations and inter-onset intervals in
+beats) are asked for at the emotion's own tempo (`tempo(e)`, which rises with arousal), and
+listeners hear arousal in notes per second, not per beat (VGMIDI: Pearson r of arousal with
+notes per second 0.59, with notes per beat 0.34). So when the session runs at another tempo
+(a DAW sets it), they are converted to keep their seconds: at half the tempo, half the notes
+per beat. Arousal then moves density, articulation and register at any tempo (map version 2
+lists the attributes and their bin edges).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.symbolic.attributes import rank_to_value, ranks_to_bins, to_ranks
+
+MAP_VERSION = 2
+MODES = ("smooth", "emogen")
+# attribute -> its unit: "per_beat" (x tempo/60 = per second) or "beats" (x 60/tempo = seconds)
+TIMED = {
+    "note_density": "per_beat",
+    "onset_density": "per_beat",
+    "note_density_variability": "per_beat",
+    "ioi_mean": "beats",
+    "ioi_std": "beats",
+    "duration_mean": "beats",
+    "duration_std": "beats",
+}
+
+
+def basis(v: np.ndarray | float, a: np.ndarray | float) -> np.ndarray:
+    v, a = np.asarray(v, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    return np.stack([np.ones_like(v), v, a, v * a, v * v, a * a], axis=-1)
+
+
+@dataclass(frozen=True)
+class EmotionMap:
+    attributes: tuple[str, ...]
+    coef: np.ndarray  # (k, 6): ranks = basis(v, a) @ coef.T
+    gain: float
+    quadrant_high: np.ndarray  # (4, k) bool, EmoGen's binarised prototypes, Q1..Q4
+    high_rank: np.ndarray  # (k,) rank that "high" stands for
+    low_rank: np.ndarray  # (k,)
+    tempo_coef: np.ndarray  # (6,): log2(qpm) = basis(v, a) @ tempo_coef
+    tempo_range: tuple[float, float]
+    meta: dict
+    bank: np.ndarray | None = None  # (N, k) rank profiles of real bars (training split)
+    weights: np.ndarray | None = None  # (k,) attribute weights for the projection
+    neighbours: int = 16
+    # version 2: attribute -> {"unit": "per_beat" | "beats", "edges": its inner quantile edges}
+    timed: dict | None = None
+    # version 2: the quadratic fit saw arousal within about +-0.6 (EMOPIA's quadrant centres,
+    # VGMIDI's per-bar means) and bends back beyond it (at +1 it asked for softer, sparser
+    # music than at +0.5); past the limit arousal acts through tempo and the time-based attributes
+    arousal_limit: float | None = None
+
+    def ranks(self, e: Emotion, mode: str = "smooth", tempo: float | None = None) -> np.ndarray:
+        """Attribute ranks for `e` at `tempo` BPM (None: the emotion's own tempo)."""
+        r = self._ranks(e, mode)
+        # the fitted tempo before the default tempo's clip to `tempo_range`: past it, arousal
+        # still asks for more (or fewer) notes per second
+        own = float(2.0 ** (basis(e.valence, e.arousal) @ self.tempo_coef))
+        if tempo is None or not self.timed or abs(tempo - own) < 1e-6:
+            return r
+        r = r.copy()
+        for name, t in self.timed.items():
+            j = self.attributes.index(name)
+            value = rank_to_value(r[j], t["edges"]) * (own / tempo if t["unit"] == "per_beat" else tempo / own)
+            r[j] = float(np.clip(to_ranks(np.array([[value]]), np.array([t["edges"]]))[0, 0], 0.0, 0.999))
+        return r
+
+    def _ranks(self, e: Emotion, mode: str) -> np.ndarray:
+        if mode == "emogen":
+            hi = self.quadrant_high[e.quadrant - 1]
+            return np.where(hi, self.high_rank, self.low_rank)
+        if mode != "smooth":
+            raise ValueError(f"mapping mode must be one of {MODES}, got {mode!r}")
+        a = e.arousal if self.arousal_limit is None else float(np.clip(e.arousal, -self.arousal_limit, self.arousal_limit))
+        r = np.clip(0.5 + self.gain * (basis(e.valence, a) @ self.coef.T - 0.5), 0.02, 0.98)
+        if self.bank is None or not len(self.bank):
+            return r
+        w = self.weights if self.weights is not None else np.ones(r.shape[0])
+        d = ((self.bank - r) ** 2 * w).sum(1)
+        nn = np.argpartition(d, min(self.neighbours, len(d) - 1))[: self.neighbours]
+        return self.bank[nn].mean(0)
+
+    def bins(self, e: Emotion, n_bins: int, mode: str = "smooth", tempo: float | None = None) -> np.ndarray:
+        return ranks_to_bins(self.ranks(e, mode, tempo), n_bins)
+
+    def tempo(self, e: Emotion) -> float:
+        lo, hi = self.tempo_range
+        return float(np.clip(2.0 ** (basis(e.valence, e.arousal) @ self.tempo_coef), lo, hi))
+
+    def to_json(self) -> dict:
+        return {
+            "format": "moodlane.emotion_map",
+            "version": MAP_VERSION,
+            "attributes": list(self.attributes),
+            "coef": self.coef.tolist(),
+            "gain": self.gain,
+            "quadrant_high": self.quadrant_high.astype(int).tolist(),
+            "high_rank": self.high_rank.tolist(),
+            "low_rank": self.low_rank.tolist(),
+            "tempo_coef": self.tempo_coef.tolist(),
+            "tempo_range": list(self.tempo_range),
+            "neighbours": self.neighbours,
+            "weights": None if self.weights is None else np.round(self.weights, 4).tolist(),
+            "bank": None if self.bank is None else np.round(self.bank, 3).tolist(),
+            "timed": self.timed,
+            "arousal_limit": self.arousal_limit,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> EmotionMap:
+        if d.get("format") != "moodlane.emotion_map" or d.get("version") not in (1, MAP_VERSION):
+            raise ValueError(f"expected a moodlane.emotion_map version 1 or {MAP_VERSION}")
+        return cls(
+            tuple(d["attributes"]),
+            np.asarray(d["coef"], dtype=np.float64),
+            float(d["gain"]),
+            np.asarray(d["quadrant_high"], dtype=bool),
+            np.asarray(d["high_rank"], dtype=np.float64),
+            np.asarray(d["low_rank"], dtype=np.float64),
+            np.asarray(d["tempo_coef"], dtype=np.float64),
+            tuple(d["tempo_range"]),
+            d.get("meta", {}),
+            None if d.get("bank") is None else np.asarray(d["bank"], dtype=np.float64),
+            None if d.get("weights") is None else np.asarray(d["weights"], dtype=np.float64),
+            int(d.get("neighbours", 16)),
+            d.get("timed"),
+            d.get("arousal_limit"),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> EmotionMap:
+        return cls.from_json(json.loads(Path(path).read_text()))

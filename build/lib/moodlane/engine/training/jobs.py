@@ -1,0 +1,101 @@
+"""What `moodlane train symbolic|map|judge` runs. Training reads the data folder and writes
+work files and checkpoints: the part of the engine that does file I/O by design."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from moodlane.engine.atomic import write_atomic
+from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+from moodlane.engine.symbolic.emotion_map import EmotionMap
+from moodlane.engine.symbolic.model import TINY, SymbolicConfig
+from moodlane.engine.training.data import resolve_data_dir
+from moodlane.engine.training.emotion import fit_emotion_map, fit_judge
+from moodlane.engine.training.labelled import labelled_features
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """`moodlane train ...`: what to train, from which data, into which files."""
+
+    data: str | None = None  # data folder (None: $MOODLANE_DATA)
+    out: str = "runs/symbolic"  # work folder: dataset cache, resumable train_state.pt
+    export: str | None = None  # checkpoint stem (or judge file) to write; None: the package's weights
+    steps: int = 3000
+    batch_size: int = 8
+    attributes: int = 22
+    tiny: bool = False
+    resume: bool = False
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(obj, indent=1).encode())
+
+
+def fit_map_for(stem: Path, data_dir: Path, work: Path) -> dict:
+    """Fit the emotion map for the generator at `stem` and write `emotion_map.json` beside it."""
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    cfg = SymbolicConfig.from_json(meta["config"])
+    lab = labelled_features(data_dir, work / "labelled.npz")
+    bank = bank_ranks = None
+    if (work / "dataset.npz").is_file():  # real bars the generator learned from
+        d = np.load(work / "dataset.npz")
+        bank = d["bar_values"][np.repeat(~d["valid"], d["n_bars"])]
+    elif stem.with_name("emotion_map.json").is_file():  # refit: keep the map's bank of real bars
+        bank_ranks = EmotionMap.load(stem.with_name("emotion_map.json")).bank
+    emap = fit_emotion_map(lab, cfg.attributes, np.asarray(cfg.bin_edges), bank, bank_ranks=bank_ranks)
+    emap.meta["command"] = "moodlane train map --data DATA" if bank is None else "moodlane train symbolic --data DATA"
+    _write_json(stem.with_name("emotion_map.json"), emap.to_json())
+    return {"gain": emap.gain, "fit_correlation": emap.meta["fit_correlation"]}
+
+
+def train_symbolic(args: TrainJob) -> dict:
+    from moodlane.engine.training.symbolic import TrainConfig, choose_attributes, train
+
+    data_dir = resolve_data_dir(args.data)
+    out = Path(args.out)
+    stem = Path(args.export) if args.export else PACKAGE_WEIGHTS / "symbolic"
+    t0 = time.time()
+    attrs = choose_attributes(data_dir, args.attributes)
+    base = TINY if args.tiny else SymbolicConfig()
+    cfg = replace(base, attributes=attrs)
+    tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps))
+    result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 writes the map
+        return {"rank": int(os.environ["RANK"]), "final": result["history"][-1] if result["history"] else None}
+    mapping = fit_map_for(stem, data_dir, out)
+    return {
+        "checkpoint": str(stem),
+        "attributes": list(attrs),
+        "final": result["history"][-1],
+        "emotion_map": mapping,
+        "wall_s": round(time.time() - t0, 1),
+    }
+
+
+def train_map(args: TrainJob) -> dict:
+    """Refit only the emotion map of the checkpoint at `export` (default: the shipped one)."""
+    data_dir = resolve_data_dir(args.data)
+    stem = Path(args.export) if args.export else PACKAGE_WEIGHTS / "symbolic"
+    t0 = time.time()
+    result = fit_map_for(stem, data_dir, Path(args.out))
+    return {"emotion_map": str(stem.with_name("emotion_map.json")), **result, "wall_s": round(time.time() - t0, 1)}
+
+
+def train_judge(args: TrainJob) -> dict:
+    data_dir = resolve_data_dir(args.data)
+    lab = labelled_features(data_dir, Path(args.out) / "labelled.npz")
+    judge, report = fit_judge(lab)
+    path = Path(args.export) if args.export else PACKAGE_WEIGHTS / "judge.json"
+    judge.meta["command"] = "moodlane train judge --data DATA"
+    _write_json(path, judge.to_json())
+    return {"judge": str(path), "validation": report}
