@@ -20,6 +20,7 @@ import time
 from collections import deque
 
 import numpy as np
+
 from moodlane.daw_bridge.clock import Clock
 from moodlane.daw_bridge.control import LiveControl
 from moodlane.daw_bridge.live import EventQueue, LiveConfig, chunk_events, expressive_velocity
@@ -70,7 +71,8 @@ class AudioSink:
             self.synth = FluidSynth(soundfont, self.sample_rate)
         self.queue = EventQueue(config.max_events)
         self.mixer = Mixer(self.sample_rate, 2)
-        self._pending: deque[tuple[int, float, np.ndarray, int]] = deque()  # (chunk, start beat, windowed pcm, version)
+        self._pending: deque[tuple[int, float, np.ndarray, int, int]] = deque()  # (chunk, start beat, windowed pcm, version, frames)
+        self._last_placed: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self.blocksize = blocksize
         self.device = device
@@ -81,6 +83,7 @@ class AudioSink:
         self.errors = 0
         self.restarts = 0
         self.overflow = 0
+        self.late_dropped = 0
         self.peak = 0.0
         self.last_callback = 0.0
         self.latency_ms: deque[float] = deque(maxlen=1000)
@@ -98,9 +101,10 @@ class AudioSink:
                 self.synth = FluidSynth(self.soundfont, self.sample_rate)
             self.queue.push(chunk_events(chunk, start_beat, version))
             return
-        pcm = self.mixer.prepare(resample(chunk.audio, self.sample_rate), first=chunk.bar == 0)
+        audio = resample(chunk.audio, self.sample_rate)
+        pcm = self.mixer.prepare(audio, first=chunk.bar == 0)
         with self._lock:
-            self._pending.append((chunk.bar, start_beat, pcm, version))
+            self._pending.append((chunk.bar, start_beat, pcm, version, audio.frames))
             if len(self._pending) > MAX_PENDING:  # the stream is not consuming: keep the newest
                 self._pending.popleft()
                 self.overflow += 1
@@ -109,12 +113,19 @@ class AudioSink:
         self.queue.cancel_from(chunk)
         with self._lock:
             self._pending = deque(p for p in self._pending if p[0] < chunk)
-        self.mixer.cancel_from(chunk)
+        # a chunk the callback has begun (it reads a block ahead) fades out instead of stopping
+        self.mixer.cancel_from(chunk, fade_from=self.frame + self.blocksize, fade_frames=int(FADE_S * self.sample_rate))
+
+    @property
+    def read_ahead_s(self) -> float:
+        """The callback commits a block ahead of its DAC time, plus the output buffer."""
+        return self.blocksize / self.sample_rate + (float(self.stream.latency) if self.stream is not None else 0.0)
 
     def clear(self) -> None:
         self.queue.clear()
         with self._lock:
             self._pending.clear()
+        self._last_placed = None
         self.mixer.fade_out(self.frame + self.blocksize, int(FADE_S * self.sample_rate))
         self.panic()
 
@@ -132,8 +143,12 @@ class AudioSink:
             due = [p for p in self._pending if self.clock.time_of(p[1]) < end]
             for p in due:
                 self._pending.remove(p)
-        for bar, beat, pcm, version in due:
+        for bar, beat, pcm, version, frames in due:
             start = self.frame + int(round((self.clock.time_of(beat) - dac) * self.sample_rate))
+            prev = self._last_placed
+            if prev is not None and bar == prev[0] + 1 and abs(start - prev[1]) <= self.sample_rate // 50:
+                start = prev[1]  # the last chunk's successor: joined sample-exactly, not re-timed by this block's jitter
+            self._last_placed = (bar, start + frames)  # (chunk, where its successor starts)
             self.mixer.place(bar, start, pcm)
             self._latency(dac, version)
 
@@ -143,7 +158,11 @@ class AudioSink:
         if self.clock.running:
             end_beat = self.clock.beat(dac + frames / self.sample_rate)
             for ev in self.queue.due(end_beat):
-                f = int(round((self.clock.time_of(ev.beat) - dac) * self.sample_rate))
+                at = self.clock.time_of(ev.beat)
+                if ev.kind and at < dac - self.config.late_tolerance_s:  # behind: skip it, never a burst at frame 0
+                    self.late_dropped += 1
+                    continue
+                f = int(round((at - dac) * self.sample_rate))
                 f = min(max(f, pos), frames)
                 if f > pos:
                     out[pos:f] = self.synth.render_block(f - pos)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
 from moodlane.engine.automation import EmotionCurve
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.registry import GeneratorOptions, load_generator
@@ -166,10 +167,11 @@ def bench_live(opts: GeneratorOptions, cfg: LiveBenchConfig = LiveBenchConfig())
     import threading
 
     import mido
+    from pythonosc.udp_client import SimpleUDPClient
+
     from moodlane.daw_bridge.jack import JACK_MIDI, connect, ensure_jack
     from moodlane.daw_bridge.midi import MidiMonitor
     from moodlane.daw_bridge.serve import ServeOptions, Server
-    from pythonosc.udp_client import SimpleUDPClient
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from pathlib import Path
 from moodlane.daw_bridge.synth import SynthError
 from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
 from moodlane.engine.emotion import Emotion, EmotionError
-from moodlane.engine.registry import ENGINES, PRECISIONS, EngineUnavailable, GeneratorOptions, load_generator
+from moodlane.engine.registry import ENGINES, KINDS, PRECISIONS, EngineUnavailable, GeneratorOptions, load_generator
 from moodlane.engine.session import MAX_BEATS
 from moodlane.engine.symbolic.checkpoint import CheckpointError
 from moodlane.engine.symbolic.notes import MidiError
@@ -153,10 +153,11 @@ def _length_beats(args, curve: EmotionCurve, qpm: float) -> float:
 
 
 def cmd_render(args) -> int:
+    from tqdm import tqdm
+
     from moodlane.daw_bridge.files import commit, wav_bytes
     from moodlane.engine.session import join, render_chunks
     from moodlane.engine.symbolic.notes import to_midi_bytes
-    from tqdm import tqdm
 
     out = Path(args.output)
     wav = Path(args.wav) if args.wav else (out if out.suffix.lower() == ".wav" else None)
@@ -166,7 +167,7 @@ def cmd_render(args) -> int:
     if out.suffix.lower() not in (".mid", ".midi", ".wav"):
         raise UsageError(f"-o must name a .mid or .wav file, got {out.name!r}")
     opts = generator_options(args)
-    audio_engine = opts.engine in ("audio", "mock-audio")
+    audio_engine = KINDS[opts.engine] == "audio"
     if audio_engine and (out.suffix.lower() != ".wav" or args.wav):
         raise UsageError(f"the {opts.engine} engine makes audio: write it with -o FILE.wav")
     if wav is not None and not audio_engine:
@@ -234,6 +235,7 @@ def _plot_history(history: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from moodlane.daw_bridge.files import write_atomic
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -312,9 +314,12 @@ def cmd_bench(args) -> int:
 def _host_port(s: str) -> tuple[str, int]:
     host, _, port = s.rpartition(":")
     try:
-        return host or "127.0.0.1", int(port)
+        p = int(port)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {s!r}") from None
+    if not 1 <= p <= 65535:
+        raise argparse.ArgumentTypeError(f"feedback port must be a whole number in [1, 65535], got {s!r}")
+    return host or "127.0.0.1", p
 
 
 def cmd_serve(args) -> int:
@@ -328,9 +333,9 @@ def cmd_serve(args) -> int:
         raise UsageError(f"{cc_path} is not valid JSON ({e})") from None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    generator = load_generator(generator_options(args))
-    if generator.kind == "audio" and args.mode == "midi":
+    if KINDS[args.engine] == "audio" and args.mode == "midi":
         raise UsageError(f"the {args.engine} engine makes audio: serve it with --mode audio")
+    generator = load_generator(generator_options(args))
     emotion = get_emotion_preset(args.preset).emotion if args.preset else Emotion(args.valence or 0.0, args.arousal or 0.0)
     opts = ServeOptions(
         osc_host=args.host,

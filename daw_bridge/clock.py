@@ -19,6 +19,7 @@ class Clock:
         self.now = now
         self.tempo = float(tempo)
         self.running = False
+        self.jumps = 0  # transport starts and position jumps: serve re-places the music on each
         self._t0 = now()
         self._b0 = 0.0
         self._lock = threading.Lock()
@@ -42,6 +43,7 @@ class Clock:
         with self._lock:
             self._anchor(self.now() + preroll_s, beat)
             self.running = True
+            self.jumps += 1
 
     def stop(self) -> None:
         b = self.beat()
@@ -283,11 +285,13 @@ class MidiClock(Clock):
                 self.ticks = self._next = 0
                 self._armed, self.running = True, False
                 self._b0 = 0.0  # beat() says 0.0 until the first clock starts the play head
+                self.jumps += 1
             self._restart_fit(count=False)  # a master may re-phase its clock on Start
         elif msg_type == "continue":
             with self._lock:
                 self._armed, self.running = True, False
                 self._b0 = self._next / self.PPQN
+                self.jumps += 1
             self._restart_fit(count=False)
         elif msg_type == "stop":
             with self._lock:
@@ -298,7 +302,8 @@ class MidiClock(Clock):
                 self._next = int(pos) * (self.PPQN // 4)  # SPP counts 16ths (6 ticks each)
                 if not self.running:
                     self._b0 = self._next / self.PPQN
-            # while running (not per spec, some masters do): the next clock is at `pos`
+                else:  # while running (not per spec, some masters do): the next clock is at `pos`
+                    self.jumps += 1
 
 
 def _median(xs: list[float]) -> float:
@@ -360,6 +365,7 @@ class LinkClock(Clock):
         """Join the shared timeline: the beat is Link's, whatever `beat` asks."""
         with self._lock:
             self.running = True
+            self.jumps += 1
         self._follow()
 
     def set_tempo(self, bpm: float) -> None:

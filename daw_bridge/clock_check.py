@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import numpy as np
+
 from moodlane.daw_bridge.jack import JACK_MIDI, ensure_jack, find_port, ports
 
 DEBIAN_PACKAGE = "jack-midi-clock"

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+
 from moodlane.engine.atomic import commit, write_atomic
 
 __all__ = ["commit", "write_atomic", "wav_bytes", "write_wav_atomic"]

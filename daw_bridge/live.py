@@ -92,10 +92,13 @@ class EventQueue:
         with self.cond:
             for e in events:
                 heapq.heappush(self._heap, e)
-            if len(self._heap) > self.maxlen:  # a sink that stopped consuming: keep the newest
-                drop = len(self._heap) - self.maxlen
-                self._heap = heapq.nsmallest(len(self._heap), self._heap)[drop:]
-                self.overflow += drop
+            if len(self._heap) > self.maxlen:  # a sink that stopped consuming: drop the earliest
+                drop = len(self._heap) - self.maxlen  # note-ons, never an off (a sounding note must end)
+                ons = sorted(e for e in self._heap if e.kind)[:drop]
+                gone = {id(e) for e in ons}
+                self._heap = [e for e in self._heap if id(e) not in gone]
+                heapq.heapify(self._heap)
+                self.overflow += len(ons)
             self.cond.notify_all()
 
     def cancel_from(self, chunk: int) -> None:
@@ -134,6 +137,12 @@ class ChunkSink(Protocol):
 
     def clear(self) -> None: ...
 
+    @property
+    def read_ahead_s(self) -> float:
+        """How far ahead of its clock the sink commits what it was given (a rollback must
+        not touch a chunk inside this horizon)."""
+        ...
+
 
 class ClockedControl:
     """Live control as an emotion timeline: the smoothed value each chunk will meet at its
@@ -159,6 +168,7 @@ class _Made:
     state: object  # the session state before this chunk (what a rollback restores)
     chunk: Chunk
     target: Emotion | None  # the lane target it was made for (None: a timeline)
+    version: int = 0  # the control version it was made under
 
 
 class LiveScheduler:
@@ -184,10 +194,11 @@ class LiveScheduler:
         # chunks not yet played: what a rollback needs. Played ones are dropped at once
         # (a state holds the whole KV cache).
         self.history: deque[_Made] = deque()
-        self.generated: deque[Chunk] = deque(maxlen=4096)  # recent chunks (tests, bench)
+        self.generated: deque[Chunk] = deque(maxlen=256)  # recent chunks (tests, bench); audio chunks hold PCM: keep few
         self.regenerations = 0
         self.skipped = 0  # chunks skipped because the generator fell behind
         self.gen_times: deque[float] = deque(maxlen=256)
+        self.sink_errors = 0  # a sink that raised while given a chunk (counted, never fatal)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stale_since: float | None = None
         self._stop = threading.Event()
@@ -221,23 +232,32 @@ class LiveScheduler:
         """Feed these sinks from now on (a sink left out is cleared)."""
         self.post(lambda: self._set_sinks(list(sinks)))
 
+    def _each_sink(self, call: Callable[[ChunkSink], None], sinks: list[ChunkSink] | None = None) -> None:
+        """`call` on every sink; a sink that raises is counted and the others still get it."""
+        for s in self.sinks if sinks is None else sinks:
+            try:
+                call(s)
+            except Exception as e:
+                self.sink_errors += 1
+                if self.sink_errors == 1 or self.sink_errors % 100 == 0:
+                    log.warning("%s failed %d times (%s: %s)", type(s).__name__, self.sink_errors, type(e).__name__, e)
+
     def _reset(self, beat: float) -> None:
-        for s in self.sinks:
-            s.clear()
+        self._each_sink(lambda s: s.clear())
         self.session = self._new_session(beat)
         self.history.clear()
         self.paused = False
 
     def _pause(self) -> None:
-        for s in self.sinks:
-            s.clear()
+        self._each_sink(lambda s: s.clear())
         self.history.clear()
         self.paused = True
 
     def _set_sinks(self, sinks: list[ChunkSink]) -> None:
-        for s in self.sinks:
-            if s not in sinks:
-                s.clear()
+        self._each_sink(lambda s: s.clear(), [s for s in self.sinks if s not in sinks])
+        added = [s for s in sinks if s not in self.sinks]
+        for m in self.history:  # what is already made and not over: a new sink joins mid-chunk
+            self._each_sink(lambda s, m=m: s.schedule(m.chunk, m.start, m.version), added)
         self.sinks = sinks
 
     def _run_commands(self) -> None:
@@ -274,10 +294,9 @@ class LiveScheduler:
             t = time.perf_counter()
             chunk = self.session.next_chunk()
             self.gen_times.append(time.perf_counter() - t)
-            self.history.append(_Made(chunk.bar, start, before, chunk, target))
+            self.history.append(_Made(chunk.bar, start, before, chunk, target, version))
             self.generated.append(chunk)
-            for s in self.sinks:
-                s.schedule(chunk, start, version)
+            self._each_sink(lambda s, c=chunk, b=start, v=version: s.schedule(c, b, v))
             made += 1
         return made
 
@@ -299,14 +318,15 @@ class LiveScheduler:
         last = self.control.last_event.t if self.control.last_event is not None else 0.0
         if t - last < self.config.debounce_s and t - self._stale_since < self.config.max_wait_s:
             return  # the lane is still moving: wait for it to settle (or for max_wait)
-        # a chunk is remade only if the new one can be ready before its downbeat
-        margin_s = 0.02 + 2.0 * max(self.gen_times, default=0.05)
+        # a chunk is remade only if the new one can be ready before its downbeat and before
+        # any sink has committed it (an audio sink reads a buffer ahead of the clock)
+        read_ahead = max((getattr(s, "read_ahead_s", 0.0) for s in self.sinks), default=0.0)
+        margin_s = 0.02 + 2.0 * max(self.gen_times, default=0.05) + read_ahead
         horizon = max(now, self.clock.beat(t + margin_s))
         for i, m in enumerate(self.history):
             if m.start <= horizon or id(m) not in stale:
                 continue  # sounding, too close to its downbeat, or made for this target
-            for s in self.sinks:
-                s.cancel_from(m.bar)
+            self._each_sink(lambda s, b=m.bar: s.cancel_from(b))
             self.session.state = m.state
             self.session.beat = m.start
             while len(self.history) > i:
@@ -361,7 +381,8 @@ class SupervisedThread:
             except Exception as e:
                 self.errors += 1
                 self.last_error = f"{type(e).__name__}: {e}"
-                log.warning("%s failed (%s); restarting it", self.name, self.last_error)
+                if self.errors == 1 or self.errors % 100 == 0:  # a port that keeps failing must not flood the terminal
+                    log.warning("%s failed %d times (%s); restarting it", self.name, self.errors, self.last_error)
                 self._stop.wait(0.05)
 
     def start(self) -> None:
@@ -407,6 +428,8 @@ class MidiSink:
         self.queue.clear()
         self.out.panic()
 
+    read_ahead_s = 0.0015  # it sends each event at its time
+
     # -- output ------------------------------------------------------------------------
     def _expression(self, ev: NoteEvent) -> int:
         if not (self.config.expression and self.control is not None):
@@ -432,20 +455,20 @@ class MidiSink:
                     continue
             while time.monotonic() < due:  # the last millisecond: spin for accuracy
                 pass
-            with q.cond:
+            with q.cond:  # sent under the queue's lock: a clear() (panic) cannot slip in between
                 if q.peek() is not ev:
                     continue  # cancelled or re-queued meanwhile
                 q.pop()
-            late = time.monotonic() - due
-            if ev.kind:
-                if late > self.config.late_tolerance_s:  # behind (generator, transport jump): skip it
-                    self.late_dropped += 1
-                    continue
-                self.out.note_on(ev.pitch, self._expression(ev))
-                self.sent_on += 1
-                self._note_latency()
-            else:
-                self.out.note_off(ev.pitch)  # offs always go out: nothing may hang
+                late = time.monotonic() - due
+                if ev.kind:
+                    if late > self.config.late_tolerance_s:  # behind (generator, transport jump): skip it
+                        self.late_dropped += 1
+                        continue
+                    self.out.note_on(ev.pitch, self._expression(ev))
+                    self.sent_on += 1
+                    self._note_latency()
+                else:
+                    self.out.note_off(ev.pitch)  # offs always go out: nothing may hang
             self.timing_error_ms.append(late * 1000.0)
 
     def _note_latency(self) -> None:

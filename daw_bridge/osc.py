@@ -30,11 +30,12 @@ import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from moodlane.daw_bridge.control import LiveControl
-from moodlane.engine.emotion import Emotion
 from pythonosc.dispatcher import Dispatcher, Handler
 from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
+
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.engine.emotion import Emotion
 
 log = logging.getLogger(__name__)
 PREFIX = "/moodlane"
@@ -280,8 +281,10 @@ class OscRouter:
         on_preset: Callable[[str], bool] | None = None,
         on_status: Callable[[tuple[str, int]], None] | None = None,
         on_learn: Callable[[str], None] | None = None,
+        modes: tuple[str, ...] = MODES,  # what /moodlane/mode may ask (an audio engine has no MIDI mode)
     ) -> None:
         self.control = control
+        self.modes = modes
         self.stats = OscStats()
         self.on_preset = on_preset
         self.on_status = on_status
@@ -384,9 +387,9 @@ class OscRouter:
         m = self._text(addr, args)
         if m is None:
             return
-        if m not in MODES:
+        if m not in self.modes:
             self.stats.dropped += 1
-            self.stats.warn_once((addr, "value"), "OSC %s: mode must be one of %s, got %s (dropped)", _clip(addr), MODES, _clip(m))
+            self.stats.warn_once((addr, "value"), "OSC %s: mode must be one of %s, got %s (dropped)", _clip(addr), self.modes, _clip(m))
             return
         self.control.set_mode(m, source=f"osc {addr}")
 

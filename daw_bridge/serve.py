@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from moodlane.daw_bridge.clock import Clock, ClockUnavailable, LinkClock, MidiClock
 from moodlane.daw_bridge.control import LiveControl
 from moodlane.daw_bridge.live import LiveConfig, LiveScheduler, MidiSink
@@ -29,11 +30,10 @@ from moodlane.daw_bridge.midi import (
     PortWatcher,
     open_backend,
 )
-from moodlane.daw_bridge.osc import Feedback, OscRouter, OscServer
+from moodlane.daw_bridge.osc import MODES, Feedback, OscRouter, OscServer
 from moodlane.engine.emotion import Emotion
 
 log = logging.getLogger(__name__)
-MODES = ("midi", "audio", "both")
 
 
 class ServeError(ValueError):
@@ -82,6 +82,8 @@ class Server:
         self.control.mode = opts.mode
         self.unavailable: dict[str, str] = {}
         self.mode = opts.mode
+        self._tempo_sent = opts.tempo
+        self._jumps = 0
         self.clock: Clock = MidiClock(opts.tempo) if opts.clock == "midi" else Clock(opts.tempo)
         if opts.clock == "link":
             try:
@@ -116,7 +118,11 @@ class Server:
             return True
 
         router = OscRouter(
-            self.control, on_preset=on_preset, on_status=lambda s: self.send_status(force=True), on_learn=self.midi_input.learn
+            self.control,
+            on_preset=on_preset,
+            on_status=lambda s: self.send_status(force=True),
+            on_learn=self.midi_input.learn,
+            modes=MODES if self.generator.kind == "notes" else tuple(m for m in MODES if m != "midi"),
         )
         try:
             self.osc = OscServer(router, self.opts.osc_host, self.opts.osc_port).start()
@@ -189,11 +195,8 @@ class Server:
         return wanted
 
     def _apply_mode(self, mode: str) -> None:
-        """`/moodlane/mode`: switch sinks live; a sink left out is silenced."""
-        if self.generator.kind == "audio" and mode == "midi":
-            log.warning("the %s engine makes audio, not notes: mode 'midi' ignored", self.generator.name)
-            self.control.set_mode(self.mode, source="serve")
-            return
+        """`/moodlane/mode`: switch sinks live; a sink left out is silenced (the router
+        refuses 'midi' for an audio engine)."""
         self.mode = mode
         self.scheduler.set_sinks(self.sinks_for(mode))
 
@@ -217,8 +220,8 @@ class Server:
         m, a, sch = self.midi_sink, self.audio, self.scheduler
         osc = self.osc.router.stats if self.osc is not None else None
         return {
-            "sink_errors": (m.errors if m else 0) + (a.errors + a.restarts if a else 0),
-            "late": (m.late_dropped if m else 0) + (sch.skipped if sch else 0),
+            "sink_errors": (m.errors if m else 0) + (a.errors + a.restarts if a else 0) + (sch.sink_errors if sch else 0),
+            "late": (m.late_dropped if m else 0) + (a.late_dropped if a else 0) + (sch.skipped if sch else 0),
             "overflow": (m.queue.overflow if m else 0) + (a.queue.overflow + a.overflow if a else 0),
             "underruns": a.underruns if a else 0,
             "osc_dropped": osc.dropped if osc else 0,
@@ -236,6 +239,7 @@ class Server:
             "buffer": round(self.scheduler.ahead_beats, 2) if self.scheduler else 0.0,
             "latency": _pct(lat, 50) or 0.0,
             "mode": self.mode,
+            "notes": self.midi_sink.sent_on if self.midi_sink else 0,  # note-ons sent so far
             **self.counters(),
         }
 
@@ -248,16 +252,19 @@ class Server:
         if isinstance(clk, MidiClock):
             running = clk.running
         else:
-            if abs(c.tempo - clk.tempo) > 1e-6:
+            if c.tempo != self._tempo_sent:  # only a new /moodlane/tempo: a Link session's own tempo is not pushed back
                 clk.set_tempo(c.tempo)
+                self._tempo_sent = c.tempo
             running = c.playing
             if running and not clk.running:
                 clk.start(0.0, preroll_s=0.15)  # the first bar is made before its downbeat
             elif not running and clk.running:
                 clk.stop()
-        if running and not self._was_running:  # external clocks: begin at their next bar line
-            external = isinstance(clk, (MidiClock, LinkClock))
-            self.scheduler.reset(np.ceil(clk.beat() / 4.0) * 4.0 if external else 0.0)
+        if running and (not self._was_running or clk.jumps != self._jumps):
+            # a start or a jump (song position, a DAW loop): music from the bar the play head
+            # is in; the part of it already past is skipped (`LiveConfig.late_tolerance_s`)
+            self._jumps = clk.jumps
+            self.scheduler.reset(float(np.floor(max(clk.beat(), 0.0) / 4.0) * 4.0))
         if not running and self._was_running:
             self.panic()
             self.scheduler.pause()

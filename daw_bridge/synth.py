@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from moodlane.engine.symbolic.notes import NoteArray
 
 ENV_VAR = "MOODLANE_SOUNDFONT"

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from moodlane.engine.emotion import Emotion, EmotionError
 
 CC_VALENCE = 16

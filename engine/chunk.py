@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.symbolic.notes import NoteArray
 

@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
 from moodlane.engine.chunk import Audio
 
 
@@ -89,26 +90,29 @@ class Mixer:
     def add(self, index: int, start: int, audio: Audio, first: bool = False) -> None:
         self.place(index, start, self.prepare(audio, first))
 
-    def cancel_from(self, index: int) -> None:
-        """Forget chunks whose index is >= `index` (a rollback; they have not started)."""
+    def cancel_from(self, index: int, fade_from: int | None = None, fade_frames: int = 0) -> None:
+        """Forget chunks whose index is >= `index` (a rollback). With `fade_from`, one of them
+        that already sounds there fades out over `fade_frames` instead of stopping."""
         with self._lock:
-            self._chunks = [c for c in self._chunks if c.index < index]
+            keep = [c for c in self._chunks if c.index < index]
+            if fade_from is not None:
+                keep += [self._faded(c, fade_from, fade_frames) for c in self._chunks if c.index >= index and c.start < fade_from]
+            self._chunks = keep
+
+    @staticmethod
+    def _faded(c: _Placed, frame: int, frames: int) -> _Placed:
+        """`c` cut to fade out over `frames` from timeline frame `frame`."""
+        cut = min(c.end, frame + frames)
+        pcm = c.pcm[: max(cut - c.start, 0)].copy()
+        k = min(cut - frame, pcm.shape[0])
+        if k > 0:
+            pcm[pcm.shape[0] - k :] *= fade_in(frames)[::-1][:k, None]
+        return _Placed(c.index, c.start, pcm, c.start + pcm.shape[0])
 
     def fade_out(self, frame: int, frames: int) -> None:
         """Everything sounding at `frame` fades to silence over `frames`; later chunks go."""
-        w = fade_in(frames)[::-1]
         with self._lock:
-            keep = []
-            for c in self._chunks:
-                if c.start >= frame:
-                    continue
-                cut = min(c.end, frame + frames)
-                pcm = c.pcm[: cut - c.start].copy()
-                k = cut - frame
-                if k > 0:
-                    pcm[pcm.shape[0] - k :] *= w[:k, None]
-                keep.append(_Placed(c.index, c.start, pcm, cut))
-            self._chunks = keep
+            self._chunks = [self._faded(c, frame, frames) for c in self._chunks if c.start < frame]
 
     def render(self, frame: int, frames: int) -> np.ndarray:
         """(frames, channels) of the timeline from `frame` on; chunks that ended are dropped."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from moodlane.engine.chunk import Audio, Chunk, Conditions, bar_seed
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.symbolic.notes import NoteArray

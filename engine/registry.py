@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from moodlane.engine.chunk import Generator
 
-ENGINES = ("symbolic", "audio", "mock", "mock-audio")
+KINDS = {"symbolic": "notes", "audio": "audio", "mock": "notes", "mock-audio": "audio"}  # what each engine's chunks hold
+ENGINES = tuple(KINDS)
 PRECISIONS = ("auto", "int8", "fp32")
 
 
@@ -59,6 +60,7 @@ def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:
             "use --engine symbolic, or --engine mock-audio to try the audio path without weights"
         )
     import torch
+
     from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
 
     # batch-1 decoding of a small model is latency-bound: more threads only spin (measured:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+
 from moodlane.engine.chunk import Audio, Chunk, Conditions, Generator
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.mixer import join_audio

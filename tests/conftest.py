@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from moodlane.engine.symbolic.notes import NoteArray
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from moodlane.engine.symbolic.notes import NoteArray, to_midi_bytes
 
 QUAD_STYLE = {  # (notes per bar, velocity, minor?)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from moodlane.engine.symbolic.attributes import (
     FEATURE_NAMES,
     INDEX,
@@ -16,7 +17,6 @@ from moodlane.engine.symbolic.attributes import (
     to_ranks,
 )
 from moodlane.engine.symbolic.notes import parse_midi, to_midi_bytes
-
 from tests.conftest import make_notes
 
 # One 4/4 bar at 120 qpm: C4 D4 E4 G4 as quarter notes, velocities 40 60 80 100.

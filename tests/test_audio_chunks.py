@@ -4,6 +4,7 @@ the render command on audio, and the registry."""
 import numpy as np
 import pytest
 import soundfile as sf
+
 from moodlane.daw_bridge.cli import main
 from moodlane.engine.automation import EmotionCurve
 from moodlane.engine.chunk import Audio, Chunk, Conditions
@@ -183,7 +184,9 @@ def test_far_future_automation_is_refused(tmp_path, capsys):
     assert code == 0
 
 
-@pytest.mark.parametrize("flag,value", [("--port", "70000"), ("--port", "0"), ("--sample-rate", "12"), ("--blocksize", "0")])
+@pytest.mark.parametrize(
+    "flag,value", [("--port", "70000"), ("--port", "0"), ("--sample-rate", "12"), ("--blocksize", "0"), ("--feedback", "localhost:65536")]
+)
 def test_serve_options_are_validated(capsys, flag, value):
     code, _, err = run(["serve", "--engine", "mock", flag, value], capsys)
     assert code == 2 and "must be a whole number" in err and "Traceback" not in err

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import symusic
+
 from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
 from moodlane.engine.emotion import Emotion
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+
 from moodlane.daw_bridge.cli import main
 from moodlane.engine.symbolic.notes import parse_midi
 
@@ -57,7 +58,6 @@ def test_seconds_round_up_to_bars(tmp_path, capsys):
 def test_wav_is_real_audio_at_the_right_pitch(tmp_path, capsys):
     pytest.importorskip("fluidsynth", reason="pyfluidsynth/libfluidsynth not installed")
     from moodlane.daw_bridge.synth import SynthError, render_notes
-
     from tests.conftest import make_notes
 
     try:

@@ -7,6 +7,7 @@ and MoodLane Out in JACK frames: an independent judge of where the notes land.""
 import shutil
 
 import pytest
+
 from moodlane.daw_bridge.clock_check import DEBIAN_PACKAGE, measure_midi_clock_grid
 
 

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+
 from moodlane.engine.emotion import Emotion, EmotionError
 
 

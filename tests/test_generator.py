@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
 from moodlane.engine.automation import EmotionCurve
 from moodlane.engine.chunk import Conditions
 from moodlane.engine.emotion import Emotion
@@ -148,7 +149,6 @@ def test_mock_follows_emotion():
 
 def test_mode_rule_moves_major_to_minor_and_back():
     from moodlane.engine.symbolic import mode_rule
-
     from tests.conftest import make_notes
 
     c_major = make_notes([(i, 1, p, 80) for i, p in enumerate([60, 64, 67, 72, 69, 71, 65, 62])])

@@ -5,6 +5,7 @@ session's tempo."""
 
 import numpy as np
 import pytest
+
 from moodlane.daw_bridge.clock import Clock
 from moodlane.daw_bridge.control import LiveControl
 from moodlane.daw_bridge.live import EventQueue, LiveConfig, LiveScheduler, MidiSink, NoteEvent
@@ -26,6 +27,7 @@ class FakeTime:
 @pytest.fixture(scope="module")
 def shipped():
     import torch
+
     from moodlane.engine.symbolic.generator import SymbolicGenerator
 
     torch.set_num_threads(1)
@@ -155,3 +157,43 @@ def test_emotion_map_keeps_notes_per_second_at_any_tempo():
     for v in (-0.8, 0.0, 0.8):  # at a fixed tempo, density asked for rises with arousal
         asked = [m.ranks(Emotion(v, a), tempo=120.0)[j] for a in (-1, -0.5, 0, 0.5, 1)]
         assert np.all(np.diff(asked) >= 0), (v, asked)
+
+
+def test_shipped_model_plays_denser_with_arousal_at_a_fixed_tempo(shipped):
+    """The issue's complaint, offline: at 120 BPM, arousal +1 must play at least 1.6x the
+    notes of arousal -1 (the eval's density sweep measures every step; this is the ends)."""
+    count = {
+        a: sum(len(render(shipped, EmotionCurve.constant(Emotion(0.3, a)), 4, seed=s, qpm=120)[0]) for s in (1, 2)) for a in (-1.0, 1.0)
+    }
+    assert count[1.0] >= 1.6 * count[-1.0], count
+
+
+def test_a_position_jump_while_running_replaces_the_music():
+    """Slaved to MIDI clock, a Song Position Pointer while running (a DAW loop) moves the
+    play head; serve resets the scheduler to the bar the play head is in."""
+    import time
+
+    from moodlane.daw_bridge.serve import ServeOptions, Server
+
+    opts = ServeOptions(osc_port=0, midi=False, mode="midi", clock="midi", status_line=False, lookahead_beats=2.0)
+    srv = Server(opts, MockGenerator()).start()
+    try:
+        clk = srv.clock
+        t = time.monotonic() - 100 * 0.025
+        clk.on_message("start", t=t)
+        for i in range(100):  # 4 beats and a bit at 100 BPM, ending now
+            clk.on_message("clock", t=t + i * 0.025)
+        srv._transport()
+        wait = time.monotonic() + 2.0
+        while time.monotonic() < wait and not srv.scheduler.history:
+            time.sleep(0.01)
+        assert srv.scheduler.history[0].start == 4.0  # the bar the play head is in
+        clk.on_message("songpos", pos=32)  # jump to beat 8 (SPP counts 16ths)
+        clk.on_message("clock")
+        srv._transport()
+        wait = time.monotonic() + 2.0
+        while time.monotonic() < wait and (not srv.scheduler.history or srv.scheduler.history[0].start != 8.0):
+            time.sleep(0.01)
+        assert srv.scheduler.history[0].start == 8.0
+    finally:
+        srv.stop()

@@ -5,6 +5,7 @@ import time
 import mido
 import numpy as np
 import pytest
+
 from moodlane.daw_bridge.clock import Clock, MidiClock
 from moodlane.daw_bridge.control import LiveControl
 from moodlane.daw_bridge.live import LiveConfig, LiveScheduler, MidiSink, chunk_events

@@ -2,6 +2,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from moodlane.engine.symbolic.checkpoint import CheckpointError, load_symbolic, save_symbolic
 from moodlane.engine.symbolic.model import TINY, KVCache, SymbolicConfig, SymbolicLM, for_inference
 

@@ -9,14 +9,15 @@ import threading
 import time
 
 import pytest
-from moodlane.daw_bridge.control import LiveControl
-from moodlane.daw_bridge.osc import COUNTERS, Feedback, OscRouter, OscServer, OscStats
-from moodlane.engine.emotion import Emotion
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
+
+from moodlane.daw_bridge.control import LiveControl
+from moodlane.daw_bridge.osc import COUNTERS, Feedback, OscRouter, OscServer, OscStats
+from moodlane.engine.emotion import Emotion
 
 
 def wait_for(pred, timeout=2.0):

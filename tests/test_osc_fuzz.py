@@ -12,6 +12,7 @@ import struct
 import time
 
 import pytest
+
 from moodlane.daw_bridge.control import LiveControl
 from moodlane.daw_bridge.osc import Feedback, OscRouter, OscServer
 

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from moodlane.presets import PresetError, get_emotion_preset, load_emotion_presets
 
 REQUIRED = {"tender", "triumphant", "tense", "melancholy", "serene"}

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from moodlane.engine.symbolic.attributes import features
 from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
 from moodlane.engine.symbolic.judge import SymbolicJudge

@@ -4,6 +4,7 @@ arousal asked for are valence and arousal heard."""
 import numpy as np
 import pytest
 import torch
+
 from moodlane.engine.automation import EmotionCurve
 from moodlane.engine.emotion import QUADRANT_CENTRES
 from moodlane.engine.session import render

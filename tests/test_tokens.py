@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from moodlane.engine.symbolic.notes import MidiError, align_to_grid, parse_midi, to_midi_bytes
 from moodlane.engine.symbolic.tokens import (
     BAR,
@@ -18,7 +19,6 @@ from moodlane.engine.symbolic.tokens import (
     quantise,
     token_name,
 )
-
 from tests.conftest import make_notes
 
 

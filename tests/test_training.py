@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
+
 from moodlane.daw_bridge.cli import main
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.symbolic.attributes import FEATURE_NAMES, INDEX
 from moodlane.engine.symbolic.emotion_map import EmotionMap
 from moodlane.engine.symbolic.selection import forest_cv_accuracy, select_attributes
 from moodlane.engine.training.data import DataError, emopia, resolve_data_dir, vgmidi
-
 from tests.fake_data import build
 
 
@@ -68,7 +68,7 @@ def test_train_eval_bench_end_to_end(fake, tmp_path, capsys):
     ]
     assert main(args) == 0
     rec = json.loads(ck.with_suffix(".json").read_text())
-    assert rec["training"]["steps"] == 6 and rec["training"]["wall_time_s"] >= 0
+    assert rec["training"]["steps"] == 6 and [h["step"] for h in rec["training"]["history"]][-1] == 6
     assert len(rec["config"]["attributes"]) == 4 and len(rec["config"]["bin_edges"]) == 4
     emap = EmotionMap.load(ck.with_name("emotion_map.json"))
     assert emap.attributes == tuple(rec["config"]["attributes"])
@@ -114,7 +114,9 @@ def test_train_eval_bench_end_to_end(fake, tmp_path, capsys):
     assert all(v in (0.0, 1.0) for v in obj["per_quadrant"].values())
     dens = res["density"]
     assert len(dens["notes_per_beat_by_valence"]) == 5 and all(len(r) == 5 for r in dens["notes_per_beat_by_valence"].values())
-    assert all(x >= 0 for r in dens["notes_per_beat_by_valence"].values() for x in r)
+    # one 4-bar piece per point: notes per beat x 16 beats is its note count (to the 3 decimals kept)
+    assert all(abs(x * 16 - round(x * 16)) < 0.01 for r in dens["notes_per_beat_by_valence"].values() for x in r)
+    assert dens["ratio_plus1_over_minus1"].keys() == dens["notes_per_beat_by_valence"].keys() and dens["tempo_bpm"] == 120.0
     assert len(res["va_grid"]["requested"]) == 25 and len(res["ramp"]["judged_arousal_per_bar"]) == 4
     assert res["judge"]["all"]["emopia_clips"] == 48
     assert (out / "va_grid.png").stat().st_size > 10_000
@@ -122,9 +124,9 @@ def test_train_eval_bench_end_to_end(fake, tmp_path, capsys):
 
     assert main(["bench", "symbolic", "--checkpoint", str(ck), "--bars", "2", "--repeats", "1"]) == 0
     bench = json.loads(capsys.readouterr().out)
-    assert bench["bars"] == 2 and bench["tokens_per_bar"] * 2 > 0 and bench["precision_used"] in ("int8", "fp32")
-    assert bench["generate_tokens_per_s"] == pytest.approx(bench["tokens_per_bar"] * 2 * bench["generate_bars_per_s"] / 2, rel=0.05)
-    assert bench["cpu"]
+    assert bench["bars"] == 2 and bench["precision_used"] in ("int8", "fp32") and bench["cpu"]
+    # render = generate, then synthesise: no faster than either alone
+    assert bench["render_x_realtime"] <= min(bench["generate_x_realtime"], bench["synth_x_realtime"])  # (to the 0.1 kept)
 
 
 def test_train_judge(fake, tmp_path, capsys):

@@ -9,6 +9,7 @@ Empty windows give zeros. `FEATURE_NAMES` fixes the column order of `features()`
 from __future__ import annotations
 
 import numpy as np
+
 from moodlane.engine.symbolic.notes import NoteArray
 
 # Krumhansl-Kessler key profiles (C major / C minor).

@@ -10,10 +10,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from moodlane.engine.atomic import commit
-from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
 from safetensors import SafetensorError
 from safetensors.torch import load, save
+
+from moodlane.engine.atomic import commit
+from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
 
 FORMAT_VERSION = 1
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+
 from moodlane.engine.symbolic.notes import NoteArray
 
 DEPTH = 0.3  # x0.81 at arousal -1, x1.23 at +1

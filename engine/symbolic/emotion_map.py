@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.symbolic.attributes import rank_to_value, ranks_to_bins, to_ranks
 

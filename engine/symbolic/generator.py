@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from moodlane.engine.chunk import Chunk, Conditions, bar_seed
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.symbolic import dynamics, mode_rule

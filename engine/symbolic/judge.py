@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from moodlane.engine.symbolic.attributes import FEATURE_NAMES, bar_windows, features
 from moodlane.engine.symbolic.notes import NoteArray
 from moodlane.engine.symbolic.tokens import on_grid

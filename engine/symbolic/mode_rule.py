@@ -13,6 +13,7 @@ profiles), so the rule follows modulations and never feeds back into the model c
 from __future__ import annotations
 
 import numpy as np
+
 from moodlane.engine.symbolic.attributes import _MAJOR, _MINOR
 from moodlane.engine.symbolic.notes import NoteArray
 

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
-from moodlane.engine.symbolic.tokens import VOCAB_SIZE
 from torch.nn import functional as F
+
+from moodlane.engine.symbolic.tokens import VOCAB_SIZE
 
 
 @dataclass(frozen=True)

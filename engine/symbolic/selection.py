@@ -9,9 +9,10 @@ one song are near-duplicates.
 from __future__ import annotations
 
 import numpy as np
-from moodlane.engine.symbolic.attributes import FEATURE_NAMES, NOT_CONTROLLABLE
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GroupKFold, cross_val_predict
+
+from moodlane.engine.symbolic.attributes import FEATURE_NAMES, NOT_CONTROLLABLE
 
 
 def quadrant_forest(seed: int = 0) -> RandomForestClassifier:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from moodlane.engine.symbolic.notes import NoteArray
 
 STEPS_PER_BEAT = 4

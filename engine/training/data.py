@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from moodlane.engine.symbolic.notes import MidiError, NoteArray, parse_midi
 
 ENV_VAR = "MOODLANE_DATA"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from moodlane.engine.emotion import QUADRANT_CENTRES
-from moodlane.engine.symbolic.attributes import FEATURE_NAMES, INDEX, PC_NAMES, to_ranks
-from moodlane.engine.symbolic.emotion_map import TIMED, EmotionMap, basis
-from moodlane.engine.symbolic.judge import SymbolicJudge
 from scipy.stats import pearsonr
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
+
+from moodlane.engine.emotion import QUADRANT_CENTRES
+from moodlane.engine.symbolic.attributes import FEATURE_NAMES, INDEX, PC_NAMES, to_ranks
+from moodlane.engine.symbolic.emotion_map import TIMED, EmotionMap, basis
+from moodlane.engine.symbolic.judge import SymbolicJudge
 
 # Grid artefacts: EMOPIA is transcribed audio, not beat-aligned, so where its onsets fall
 # on the 16th grid says nothing about emotion and would mislead the judge on generated music.
@@ -63,11 +64,8 @@ def fit_emotion_map(
     B = np.concatenate([basis(va_e[:, 0], va_e[:, 1]), basis(va_v[:, 0], va_v[:, 1])])
     R = np.concatenate([r_e, r_v])
     w = np.concatenate([np.full(len(r_e), 0.5 / len(r_e)), np.full(len(r_v), 0.5 / len(r_v))]) * len(R)
-    # linear in valence and arousal with their interaction, no squares: fitted on quadrant
-    # centres at +-0.6 and VGMIDI's compressed per-bar means, squared terms bent the map
-    # back at the extremes (arousal +1 asked for softer, sparser music than +0.5)
-    reg = Ridge(ridge_alpha, fit_intercept=False).fit(B[:, :4], R, sample_weight=w)
-    coef = np.concatenate([reg.coef_, np.zeros((R.shape[1], 2))], 1)  # (k, 6): the basis keeps its squares at 0
+    reg = Ridge(ridge_alpha, fit_intercept=False).fit(B, R, sample_weight=w)
+    coef = reg.coef_  # (k, 6); past arousal +-0.6 the map holds it (`EmotionMap.arousal_limit`)
     centres = basis(
         np.array([QUADRANT_CENTRES[i].valence for i in (1, 2, 3, 4)]), np.array([QUADRANT_CENTRES[i].arousal for i in (1, 2, 3, 4)])
     )

@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
 from moodlane.engine.atomic import write_atomic
 from moodlane.engine.automation import EmotionCurve, Lane
 from moodlane.engine.emotion import QUADRANT_CENTRES, Emotion
@@ -28,8 +31,6 @@ from moodlane.engine.symbolic.judge import SymbolicJudge
 from moodlane.engine.training.data import resolve_data_dir
 from moodlane.engine.training.emotion import judge_report
 from moodlane.engine.training.labelled import labelled_features
-from scipy.stats import spearmanr
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 GRID = (-0.8, -0.4, 0.0, 0.4, 0.8)
@@ -114,24 +115,27 @@ AROUSAL_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 def density_sweep(gen: SymbolicGenerator, n: int, bars: int, tempo: float = 120.0, progress: bool = True) -> dict:
     """(f) arousal in the notes at a fixed tempo (a DAW sets it): notes per beat at each
     arousal step, for each valence of the grid, averaged over `n` seeds."""
-    table = {}
+    table, held, pitch = {}, {}, {}
     it = tqdm(total=len(GRID) * len(AROUSAL_STEPS) * n, desc="density sweep", disable=not progress)
     for v in GRID:
-        row = []
+        row, dur, mean_pitch = [], [], []
         for a in AROUSAL_STEPS:
-            per_beat = []
+            pieces = []
             for seed in range(n):
-                notes, _ = render(gen, EmotionCurve.constant(Emotion(v, a)), bars, seed=500 + seed, qpm=tempo)
-                per_beat.append(len(notes) / (4.0 * bars))
+                pieces.append(render(gen, EmotionCurve.constant(Emotion(v, a)), bars, seed=500 + seed, qpm=tempo)[0])
                 it.update(1)
-            row.append(round(float(np.mean(per_beat)), 3))
-        table[f"{v:+.1f}"] = row
+            row.append(round(float(np.mean([len(p) / (4.0 * bars) for p in pieces])), 3))
+            dur.append(round(float(np.mean(np.concatenate([p.duration for p in pieces]))), 3))  # articulation
+            mean_pitch.append(round(float(np.mean(np.concatenate([p.pitch for p in pieces]))), 1))  # register
+        table[f"{v:+.1f}"], held[f"{v:+.1f}"], pitch[f"{v:+.1f}"] = row, dur, mean_pitch
     it.close()
     rows = np.array(list(table.values()))
     return {
         "tempo_bpm": tempo,
         "arousal": list(AROUSAL_STEPS),
         "notes_per_beat_by_valence": table,
+        "beats_held_by_valence": held,
+        "mean_pitch_by_valence": pitch,
         "monotone_steps": round(float((np.diff(rows, axis=1) > 0).mean()), 4),
         "ratio_plus1_over_minus1": {k: round(r[-1] / max(r[0], 1e-9), 2) for k, r in table.items()},
         "pieces": int(rows.size * n),

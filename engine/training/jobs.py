@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
 from moodlane.engine.atomic import write_atomic
 from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
 from moodlane.engine.symbolic.emotion_map import EmotionMap

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
 from moodlane.engine.symbolic.attributes import bar_windows, features
 from moodlane.engine.symbolic.tokens import on_grid
 from moodlane.engine.training.data import emopia, is_valid_split, vgmidi
-from tqdm import tqdm
 
 
 def labelled_features(data_dir: Path, cache: Path | None = None, progress: bool = True) -> dict:

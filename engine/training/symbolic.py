@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from moodlane.engine.atomic import write_atomic
 from moodlane.engine.symbolic.attributes import INDEX, bar_windows, quantile_edges, to_bins
 from moodlane.engine.symbolic.checkpoint import save_symbolic
