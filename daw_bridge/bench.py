@@ -161,7 +161,6 @@ def bench_live(opts: GeneratorOptions, cfg: LiveBenchConfig = LiveBenchConfig())
     """Starts (or joins) a JACK server, runs `serve` in-process with MIDI and audio out,
     and measures it from outside: an OSC client changes arousal, a MIDI port connected to
     MoodLane Out listens. Then a MIDI clock slave run against jack_midi_clock."""
-    import socket
     import subprocess
     import sys
     import threading
@@ -171,12 +170,10 @@ def bench_live(opts: GeneratorOptions, cfg: LiveBenchConfig = LiveBenchConfig())
 
     from moodlane.daw_bridge.jack import JACK_MIDI, connect, ensure_jack
     from moodlane.daw_bridge.midi import MidiMonitor
+    from moodlane.daw_bridge.osc import free_udp_port
     from moodlane.daw_bridge.serve import ServeOptions, Server
 
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_udp_port()
     gen = load_generator(opts)
     out: dict = {"cpu": cpu_name(), "engine": opts.engine, **asdict(cfg)}
     with ensure_jack() as started:

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,17 +27,10 @@ from typing import Any
 import numpy as np
 
 from moodlane.daw_bridge.jack import JACK_MIDI, ensure_jack, find_port, ports
+from moodlane.daw_bridge.osc import free_udp_port
 
 DEBIAN_PACKAGE = "jack-midi-clock"
 _LINE = re.compile(r"^\s*(\d+):((?:\s+[0-9a-fA-F]{2}(?![0-9A-Za-z]))+)")
-
-
-def _free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _jack_env() -> dict[str, str]:
@@ -182,7 +174,7 @@ def measure_midi_clock_grid(
             rec_port = find_port(f"{rec_name}:", exclude=before)
 
             opts = ServeOptions(
-                osc_port=_free_udp_port(),
+                osc_port=free_udp_port(),
                 midi_backend=JACK_MIDI,
                 mode="midi",
                 clock="midi",

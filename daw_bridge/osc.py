@@ -44,6 +44,13 @@ WARN_INTERVAL_S = 30.0  # a rate-limited kind of warning is printed at most once
 MAX_WARNED = 256  # distinct warn-once keys remembered; past this, new ones are rate-limited
 
 
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nobody listens on now (for tests and benchmarks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def _clip(x: object, n: int = 120) -> str:
     """Text a sender chose, made safe for one log line: printable and cut short."""
     s = x if isinstance(x, str) and x.isprintable() else repr(x)
@@ -71,6 +78,41 @@ COUNTERS = (
 )
 
 
+class TokenBucket:
+    """At most `burst` at once, refilled at `rate` a second (not thread-safe: callers lock)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = float(rate), float(burst)
+        self._tokens, self._t = self.burst, time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._t) * self.rate)
+        self._t = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class PerKeyInterval:
+    """One pass per key per `interval_s`, counting what is held back in between (callers
+    lock; keys are a fixed few: source lines, fixed tuples)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[tuple, float] = {}
+        self._held: dict[tuple, int] = {}
+
+    def check(self, key: tuple, now: float) -> tuple[bool, int, float]:
+        """(passes, how many were held back since the last pass, seconds since it)."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False, 0, now - last
+        self._last[key] = now
+        return True, self._held.pop(key, 0), (now - last if last is not None else 0.0)
+
+
 @dataclass
 class OscStats:
     received: int = 0
@@ -93,10 +135,8 @@ class OscStats:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._last_warn: dict[tuple, float] = {}  # keys from this module only: a fixed few
-        self._held: dict[tuple, int] = {}
-        self._tokens = float(self.warn_burst)
-        self._t_tokens = time.monotonic()
+        self._every = PerKeyInterval(self.warn_interval_s)  # keys from this module only: a fixed few
+        self._new = TokenBucket(self.warn_burst / self.warn_interval_s, self.warn_burst)
         self._held_new = 0
 
     def counters(self) -> dict[str, int]:
@@ -116,13 +156,10 @@ class OscStats:
                 return
             full = len(self.warned) >= self.max_warned
             if not full:
-                refill = (now - self._t_tokens) * self.warn_burst / self.warn_interval_s
-                self._tokens, self._t_tokens = min(float(self.warn_burst), self._tokens + refill), now
-                if self._tokens < 1.0:
+                if not self._new.take(now):
                     self.suppressed_warnings += 1
                     self._held_new += 1
                     return
-                self._tokens -= 1.0
                 self.warned.add(key)
                 held, self._held_new = self._held_new, 0
         if full:
@@ -136,18 +173,14 @@ class OscStats:
     def warn_every(self, key: tuple, msg: str, *args) -> bool:
         """Warn at most once per `warn_interval_s` for this key (a fixed key, not a sender's
         text); the next warning that passes says how many were held back."""
-        now = time.monotonic()
         with self._lock:
-            last = self._last_warn.get(key)
-            if last is not None and now - last < self.warn_interval_s:
-                self._held[key] = self._held.get(key, 0) + 1
+            passed, held, since = self._every.check(key, time.monotonic())
+            if not passed:
                 self.suppressed_warnings += 1
                 return False
-            self._last_warn[key] = now
-            held = self._held.pop(key, 0)
         if held:
             msg += " (%d more like this in the last %.0f s not shown)"
-            args = (*args, held, now - last)
+            args = (*args, held, since)
         log.warning(msg, *args)
         return True
 
@@ -171,25 +204,16 @@ class _PythonOscLogLimiter(logging.Filter):
         self.interval_s = interval_s
         self.seen = 0
         self.suppressed = 0
-        self._last: dict[tuple, float] = {}  # (module, line) in python-osc: bounded
-        self._held: dict[tuple, int] = {}
+        self._every = PerKeyInterval(interval_s)  # keys: (module, line) in python-osc, bounded
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "/pythonosc/" not in record.pathname.replace("\\", "/"):
             return True
-        key = (record.module, record.lineno)
-        now = time.monotonic()
         with self._lock:
             self.seen += 1
-            last = self._last.get(key)
-            passed = last is None or now - last >= self.interval_s
-            if passed:
-                self._last[key] = now
-                held = self._held.pop(key, 0)
-            else:
-                self._held[key] = self._held.get(key, 0) + 1
-                self.suppressed += 1
+            passed, held, _ = self._every.check((record.module, record.lineno), time.monotonic())
+            self.suppressed += not passed
         stats = getattr(_tls, "stats", None)
         if stats is not None and record.levelno >= logging.WARNING:
             stats.lib_warnings += 1
@@ -526,8 +550,7 @@ class Feedback:
         self.rate_hz = float(rate_hz)
         self.min_interval = 1.0 / rate_hz
         self.burst = max(1.0, float(burst))
-        self._tokens = self.burst
-        self._t_tokens = time.monotonic()
+        self._bucket = TokenBucket(self.rate_hz, self.burst)
         self._last = -math.inf
         self._lock = threading.Lock()
         self._socks: dict[int, socket.socket] = {}  # address family -> the one socket
@@ -575,12 +598,9 @@ class Feedback:
                     stats.port_overflow += 1
                     stats.warn_every(("feedback", "port"), "OSC feedback: sender %s has no port + 1 (not sent)", _clip(sender))
                 return False
-            self._tokens = min(self.burst, self._tokens + (now - self._t_tokens) * self.rate_hz)
-            self._t_tokens = now
-            if self._tokens < 1.0:
+            if not self._bucket.take(now):
                 stats.feedback_limited += 1
                 return False
-            self._tokens -= 1.0
             self._last = now
             try:
                 family, addr = self._address(dest)

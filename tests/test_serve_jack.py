@@ -18,6 +18,7 @@ from moodlane.daw_bridge.bench import _rss_mb as rss_mb
 from moodlane.daw_bridge.jack import JACK_MIDI as JACK
 from moodlane.daw_bridge.jack import connect, connections, find_port, ports
 from moodlane.daw_bridge.midi import MidiMonitor as Collector
+from moodlane.daw_bridge.osc import free_udp_port
 from moodlane.daw_bridge.serve import ServeOptions, Server
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.mock import MockGenerator
@@ -30,14 +31,7 @@ def backend(jack_server):
     return mido.Backend(JACK, load=True)
 
 
-def free_port() -> int:
-    import socket
-
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+free_port = free_udp_port
 
 
 def wait_for(condition, seconds: float):
