@@ -119,17 +119,10 @@ def test_a_failing_port_does_not_kill_the_sink():
                 raise OSError("port went away")
             super().send(msg)
 
-    port = Flaky()
-    clk = Clock(480)
-    ctl = LiveControl(tau_s=0.0)
-    sink = MidiSink(MidiOut(port), clk, ctl, LiveConfig(lookahead_beats=4)).start()
-    sched = LiveScheduler(MockGenerator(), ctl, clk, [sink], config=LiveConfig(lookahead_beats=4)).start()
-    clk.start()
-    import time
+    from tests.test_midi_live import play_live
 
-    time.sleep(1.0)
-    sched.stop()
-    sink.stop()
+    port = Flaky()
+    sink = play_live(port)
     assert sink.errors == 1 and "port went away" in sink.worker.last_error
     assert sum(m.type == "note_on" for m in port.sent) >= 10  # it restarted and went on
 

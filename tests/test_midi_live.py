@@ -144,16 +144,23 @@ def test_control_change_regenerates_queued_bars():
     assert sched.generated[0].emotion.arousal == -1.0  # the sounding bar is kept
 
 
-def test_midi_sink_plays_on_time_closes_every_note_and_panics():
-    port = MemoryPort()
-    clk = Clock(480)  # fast, so a second holds 8 bars
+def play_live(port, seconds: float = 1.0) -> MidiSink:
+    """The mock generator through the scheduler and a MIDI sink into `port`, at 480 BPM (so a
+    second holds 2 bars), for `seconds`; returns the stopped sink."""
+    clk = Clock(480)
     ctl = LiveControl(tau_s=0.0)
     sink = MidiSink(MidiOut(port), clk, ctl, LiveConfig(lookahead_beats=4)).start()
     sched = LiveScheduler(MockGenerator(), ctl, clk, [sink], config=LiveConfig(lookahead_beats=4)).start()
     clk.start()
-    time.sleep(1.0)
+    time.sleep(seconds)
     sched.stop()
     sink.stop()
+    return sink
+
+
+def test_midi_sink_plays_on_time_closes_every_note_and_panics():
+    port = MemoryPort()
+    sink = play_live(port)
     ons = [m for m in port.sent if m.type == "note_on"]
     offs = [m for m in port.sent if m.type == "note_off"]
     assert len(ons) >= 15  # 2 bars of 10 notes at 480 BPM
