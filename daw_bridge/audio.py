@@ -23,7 +23,7 @@ import numpy as np
 
 from moodlane.daw_bridge.clock import Clock
 from moodlane.daw_bridge.control import LiveControl
-from moodlane.daw_bridge.live import EventQueue, LiveConfig, chunk_events, expressive_velocity
+from moodlane.daw_bridge.live import EventQueue, LiveConfig, LiveExpression, chunk_events
 from moodlane.engine.chunk import Chunk
 from moodlane.engine.mixer import Mixer, resample
 
@@ -63,7 +63,6 @@ class AudioSink:
             raise AudioUnavailable(f"no audio output device ({e})") from None
         self.sample_rate = int(sample_rate or info["default_samplerate"])
         self.clock, self.control, self.config = clock, control, config
-        self.soundfont = soundfont
         self.synth = None
         if synth:  # notes need a SoundFont synth; a PCM-only engine does not
             from moodlane.daw_bridge.synth import FluidSynth
@@ -85,20 +84,15 @@ class AudioSink:
         self.overflow = 0
         self.late_dropped = 0
         self.peak = 0.0
-        self.last_callback = 0.0
-        self.latency_ms: deque[float] = deque(maxlen=1000)
+        self.expression = LiveExpression(control, config)
+        self.latency_ms = self.expression.latency_ms
         self.callback_ms: deque[float] = deque(maxlen=5000)
-        self._seen_version = control.version if control else 0
         self.stream = None
         self._stopping = False
 
     # -- ChunkSink (scheduler thread) --------------------------------------------------
     def schedule(self, chunk: Chunk, start_beat: float, version: int = 0) -> None:
-        if chunk.notes is not None:
-            if self.synth is None:  # a synth is made on demand (the mode switched to notes)
-                from moodlane.daw_bridge.synth import FluidSynth
-
-                self.synth = FluidSynth(self.soundfont, self.sample_rate)
+        if chunk.notes is not None:  # a notes engine's sink has its synth (serve makes it so)
             self.queue.push(chunk_events(chunk, start_beat, version))
             return
         audio = resample(chunk.audio, self.sample_rate)
@@ -130,12 +124,6 @@ class AudioSink:
         self.panic()
 
     # -- the callback ------------------------------------------------------------------
-    def _latency(self, dac: float, version: int) -> None:
-        c = self.control
-        if c is not None and c.last_event is not None and version >= c.version != self._seen_version:
-            self._seen_version = c.version
-            self.latency_ms.append((dac - c.last_event.t) * 1000.0)
-
     def _place_due(self, dac: float, frames: int) -> None:
         """Audio chunks whose start falls before this block's end join the timeline."""
         end = dac + frames / self.sample_rate
@@ -150,11 +138,10 @@ class AudioSink:
                 start = prev[1]  # the last chunk's successor: joined sample-exactly, not re-timed by this block's jitter
             self._last_placed = (bar, start + frames)  # (chunk, where its successor starts)
             self.mixer.place(bar, start, pcm)
-            self._latency(dac, version)
+            self.expression.heard(dac, made_under=version)
 
     def _render_notes(self, out: np.ndarray, dac: float, frames: int) -> None:
         pos = 0
-        c = self.control
         if self.clock.running:
             end_beat = self.clock.beat(dac + frames / self.sample_rate)
             for ev in self.queue.due(end_beat):
@@ -168,11 +155,8 @@ class AudioSink:
                     out[pos:f] = self.synth.render_block(f - pos)
                     pos = f
                 if ev.kind:
-                    vel = ev.velocity
-                    if c is not None and self.config.expression:
-                        vel = expressive_velocity(vel, ev.arousal, c.current().arousal, self.config.expression_depth)
-                    self.synth.note_on(ev.pitch, vel)
-                    self._latency(dac, c.version if c is not None else 0)  # velocity follows the lane at once
+                    self.synth.note_on(ev.pitch, self.expression.velocity(ev))
+                    self.expression.heard(dac)  # velocity follows the lane at once
                 else:
                     self.synth.note_off(ev.pitch)
         if pos < frames:
@@ -184,7 +168,6 @@ class AudioSink:
             if status.output_underflow:
                 self.underruns += 1
             now = time.monotonic()
-            self.last_callback = now
             dac = now + max(0.0, time_info.outputBufferDacTime - time_info.currentTime)
             if self.synth is not None:
                 self._render_notes(outdata, dac, frames)
@@ -192,7 +175,7 @@ class AudioSink:
                 outdata.fill(0.0)
             if self.clock.running:
                 self._place_due(dac, frames)
-            outdata += self.mixer.render(self.frame, frames)
+            self.mixer.mix_into(outdata, self.frame)
             np.clip(outdata, -1.0, 1.0, out=outdata)
             self.peak = max(self.peak, float(np.abs(outdata).max()) if frames else 0.0)
         except Exception as e:  # never let PortAudio see an exception: it stops the stream

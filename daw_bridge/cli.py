@@ -155,7 +155,8 @@ def _length_beats(args, curve: EmotionCurve, qpm: float) -> float:
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
-    from moodlane.daw_bridge.files import commit, wav_bytes
+    from moodlane.daw_bridge.files import wav_bytes
+    from moodlane.engine.atomic import commit
     from moodlane.engine.session import join, render_chunks
     from moodlane.engine.symbolic.notes import to_midi_bytes
 
@@ -236,7 +237,7 @@ def _plot_history(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from moodlane.daw_bridge.files import write_atomic
+    from moodlane.engine.atomic import write_atomic
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [h["step"] for h in history]
@@ -282,10 +283,7 @@ def cmd_eval(args) -> int:
         bars=args.bars,
         density_n=args.density_n,
         out=args.out,
-        checkpoint=args.checkpoint,
-        precision=args.precision,
-        guidance=args.guidance,
-        mapping=args.mapping,
+        generator=GeneratorOptions(checkpoint=args.checkpoint, precision=args.precision, guidance=args.guidance, mapping=args.mapping),
     )
     print(json.dumps(run_eval(job), indent=1))
     return 0

@@ -320,7 +320,7 @@ class LiveScheduler:
             return  # the lane is still moving: wait for it to settle (or for max_wait)
         # a chunk is remade only if the new one can be ready before its downbeat and before
         # any sink has committed it (an audio sink reads a buffer ahead of the clock)
-        read_ahead = max((getattr(s, "read_ahead_s", 0.0) for s in self.sinks), default=0.0)
+        read_ahead = max((s.read_ahead_s for s in self.sinks), default=0.0)
         margin_s = 0.02 + 2.0 * max(self.gen_times, default=0.05) + read_ahead
         horizon = max(now, self.clock.beat(t + margin_s))
         for i, m in enumerate(self.history):
@@ -363,6 +363,31 @@ def expressive_velocity(velocity: int, bar_arousal: float, now_arousal: float, d
     return int(scale_velocity(velocity, now_arousal - bar_arousal, depth))
 
 
+class LiveExpression:
+    """What every sink does with the lane between chunks: a note's velocity follows the
+    lane now (the one loudness rule), and the first output that reflects a control change
+    gives its control-to-output latency."""
+
+    def __init__(self, control: LiveControl | None, config: LiveConfig) -> None:
+        self.control, self.config = control, config
+        self.latency_ms: deque[float] = deque(maxlen=1000)
+        self._seen = control.version if control else 0
+
+    def velocity(self, ev: NoteEvent) -> int:
+        if not (self.config.expression and self.control is not None):
+            return ev.velocity
+        return expressive_velocity(ev.velocity, ev.arousal, self.control.current().arousal, self.config.expression_depth)
+
+    def heard(self, t: float, made_under: int | None = None) -> None:
+        """Output at monotonic time `t` reflects the lane; `made_under`: the control version
+        the content was made under (content made before the latest change does not count)."""
+        c = self.control
+        if c is None or c.last_event is None or c.version == self._seen or (made_under is not None and made_under < c.version):
+            return
+        self._seen = c.version
+        self.latency_ms.append((t - c.last_event.t) * 1000.0)
+
+
 class SupervisedThread:
     """A sink's worker: an exception is logged and counted and the loop starts again, so a
     sink never dies silently while its queue fills."""
@@ -389,10 +414,6 @@ class SupervisedThread:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -411,10 +432,10 @@ class MidiSink:
         self.config = config
         self.queue = EventQueue(config.max_events)
         self.timing_error_ms: deque[float] = deque(maxlen=20_000)
-        self.latency_ms: deque[float] = deque(maxlen=1000)
+        self.expression = LiveExpression(control, config)
+        self.latency_ms = self.expression.latency_ms
         self.sent_on = 0
         self.late_dropped = 0
-        self._seen_version = control.version if control else 0
         self.worker = SupervisedThread("midi-out", self._loop)
 
     # -- ChunkSink ---------------------------------------------------------------------
@@ -432,10 +453,7 @@ class MidiSink:
 
     # -- output ------------------------------------------------------------------------
     def _expression(self, ev: NoteEvent) -> int:
-        if not (self.config.expression and self.control is not None):
-            return ev.velocity
-        now = self.control.current().arousal
-        return expressive_velocity(ev.velocity, ev.arousal, now, self.config.expression_depth)
+        return self.expression.velocity(ev)
 
     def _loop(self, stop: threading.Event) -> None:
         q = self.queue
@@ -466,17 +484,10 @@ class MidiSink:
                         continue
                     self.out.note_on(ev.pitch, self._expression(ev))
                     self.sent_on += 1
-                    self._note_latency()
+                    self.expression.heard(time.monotonic())
                 else:
                     self.out.note_off(ev.pitch)  # offs always go out: nothing may hang
             self.timing_error_ms.append(late * 1000.0)
-
-    def _note_latency(self) -> None:
-        c = self.control
-        if c is None or c.last_event is None or c.version == self._seen_version:
-            return
-        self._seen_version = c.version
-        self.latency_ms.append((time.monotonic() - c.last_event.t) * 1000.0)
 
     @property
     def errors(self) -> int:

@@ -117,14 +117,20 @@ class Mixer:
     def render(self, frame: int, frames: int) -> np.ndarray:
         """(frames, channels) of the timeline from `frame` on; chunks that ended are dropped."""
         out = np.zeros((frames, self.channels), np.float32)
-        end = frame + frames
+        self.mix_into(out, frame)
+        return out
+
+    def mix_into(self, out: np.ndarray, frame: int) -> None:
+        """Add the timeline from `frame` on into `out` (frames, channels), in place: what an
+        audio callback does, with nothing allocated when no chunk sounds."""
+        end = frame + out.shape[0]
         with self._lock:
-            self._chunks = [c for c in self._chunks if c.end > frame]
+            if self._chunks and min(c.end for c in self._chunks) <= frame:
+                self._chunks = [c for c in self._chunks if c.end > frame]
             for c in self._chunks:
                 lo, hi = max(frame, c.start), min(end, c.end)
                 if lo < hi:
                     out[lo - frame : hi - frame] += c.pcm[lo - c.start : hi - c.start]
-        return out
 
     @property
     def end(self) -> int:

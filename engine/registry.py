@@ -9,7 +9,6 @@ in the engine touches files.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from moodlane.engine.chunk import Generator
@@ -38,10 +37,7 @@ class GeneratorOptions:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not (math.isfinite(self.temperature) and 0.05 <= self.temperature <= 5):
-            raise ValueError(f"temperature must be in [0.05, 5], got {self.temperature}")
-        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= 10):
-            raise ValueError(f"guidance must be in [0, 10], got {self.guidance}")
+        # sampling values are checked by the generator's own config (SamplingConfig)
 
 
 def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:

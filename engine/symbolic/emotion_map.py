@@ -84,7 +84,7 @@ class EmotionMap:
         r = self._ranks(e, mode)
         # the fitted tempo before the default tempo's clip to `tempo_range`: past it, arousal
         # still asks for more (or fewer) notes per second
-        own = float(2.0 ** (basis(e.valence, e.arousal) @ self.tempo_coef))
+        own = self.fitted_tempo(e)
         if tempo is None or not self.timed or abs(tempo - own) < 1e-6:
             return r
         r = r.copy()
@@ -112,9 +112,12 @@ class EmotionMap:
     def bins(self, e: Emotion, n_bins: int, mode: str = "smooth", tempo: float | None = None) -> np.ndarray:
         return ranks_to_bins(self.ranks(e, mode, tempo), n_bins)
 
+    def fitted_tempo(self, e: Emotion) -> float:
+        return float(2.0 ** (basis(e.valence, e.arousal) @ self.tempo_coef))
+
     def tempo(self, e: Emotion) -> float:
-        lo, hi = self.tempo_range
-        return float(np.clip(2.0 ** (basis(e.valence, e.arousal) @ self.tempo_coef), lo, hi))
+        """The emotion's default tempo, within `tempo_range`."""
+        return float(np.clip(self.fitted_tempo(e), *self.tempo_range))
 
     def to_json(self) -> dict:
         return {

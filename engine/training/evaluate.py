@@ -24,9 +24,10 @@ from tqdm import tqdm
 from moodlane.engine.atomic import write_atomic
 from moodlane.engine.automation import EmotionCurve, Lane
 from moodlane.engine.emotion import QUADRANT_CENTRES, Emotion
+from moodlane.engine.registry import GeneratorOptions, load_generator
 from moodlane.engine.session import render
 from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
-from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
+from moodlane.engine.symbolic.generator import SymbolicGenerator
 from moodlane.engine.symbolic.judge import SymbolicJudge
 from moodlane.engine.training.data import resolve_data_dir
 from moodlane.engine.training.emotion import judge_report
@@ -208,10 +209,7 @@ class EvalJob:
     bars: int = 16
     density_n: int = 4  # pieces per (valence, arousal) point of the density sweep
     out: str = "out/eval"
-    checkpoint: str | None = None
-    precision: str = "auto"
-    guidance: float = 1.0
-    mapping: str = "smooth"
+    generator: GeneratorOptions = GeneratorOptions()  # the symbolic engine and its sampling
 
 
 def run_eval(args: EvalJob) -> dict:
@@ -223,15 +221,13 @@ def run_eval(args: EvalJob) -> dict:
         "data": str(data_dir),
         "judge": {"all": judge_report(judge, lab), "validation_split": judge_report(judge, lab, valid=True)},
     }
-    import torch
-
-    torch.set_num_threads(1)
-    sampling = SamplingConfig(mapping=args.mapping, guidance=args.guidance)
-    gen = SymbolicGenerator.load(args.checkpoint, sampling=sampling, precision=args.precision)
-    plain = SymbolicGenerator.load(args.checkpoint, sampling=replace(sampling, mode_rule=False), precision=args.precision)
-    results["sampling"] = asdict(sampling) | {
-        "precision": args.precision,
-        "precision_used": getattr(gen.model, "precision", args.precision),
+    if args.generator.engine != "symbolic":
+        raise ValueError(f"eval symbolic judges the symbolic engine, got {args.generator.engine!r}")
+    gen = load_generator(args.generator)
+    plain = load_generator(replace(args.generator, mode_rule=False))
+    results["sampling"] = asdict(gen.sampling) | {
+        "precision": args.generator.precision,
+        "precision_used": gen.model.precision,
     }
     results["objective"] = objective_accuracy(gen, judge, args.n, args.bars)
     # EmoGen's attribute control alone, without the valence -> mode rule
