@@ -40,14 +40,14 @@ class LiveBenchConfig:
     clock_seconds: float = 20.0  # the MIDI clock slave run (0: skip)
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def bench_symbolic(opts: GeneratorOptions, bars: int = 32, repeats: int = 3) -> dict:
     from moodlane.daw_bridge.synth import render_notes
 
-    rss0 = _peak_rss_mb()
+    rss0 = peak_rss_mb()
     gen = load_generator(opts)
     qpm = 120.0
     curve = EmotionCurve.constant(Emotion(0.3, 0.3))
@@ -79,7 +79,7 @@ def bench_symbolic(opts: GeneratorOptions, bars: int = 32, repeats: int = 3) -> 
         "generate_x_realtime": round(audio_s / g, 1),
         "synth_x_realtime": round(audio_s / s, 1),
         "render_x_realtime": round(audio_s / (g + s), 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_model_mb": round(rss0, 1),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

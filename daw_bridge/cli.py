@@ -1,4 +1,4 @@
-"""`moodlane`: render, train, eval, bench, presets, info.
+"""`moodlane`: render, serve, train, eval, bench, data, codec, predict, presets, info.
 
 User errors (bad values, unknown preset, malformed files, missing checkpoint) print one
 line naming the problem and what was expected, exit with status 2, and leave no partial
@@ -15,49 +15,41 @@ import math
 import sys
 from pathlib import Path
 
+from moodlane.daw_bridge.argtypes import finite, int_range, positive_int
+from moodlane.daw_bridge.audio_cli import add_audio_commands, add_eval_options, bench_codec, cmd_data_encode, cmd_eval_audio
 from moodlane.daw_bridge.synth import SynthError
+from moodlane.engine.audio.codec import CodecError
+from moodlane.engine.audio.music_model import MusicModelError
+from moodlane.engine.audio.predictor import PredictorError
 from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
 from moodlane.engine.emotion import Emotion, EmotionError
 from moodlane.engine.registry import ENGINES, KINDS, PRECISIONS, EngineUnavailable, GeneratorOptions, load_generator
 from moodlane.engine.session import MAX_BEATS
 from moodlane.engine.symbolic.checkpoint import CheckpointError
 from moodlane.engine.symbolic.notes import MidiError
+from moodlane.engine.training.audio_eval import AudioFileError
 from moodlane.engine.training.data import DataError
 from moodlane.presets import PRESET_DIR, PresetError, get_emotion_preset, load_emotion_presets
 
-USER_ERRORS = (EmotionError, PresetError, AutomationError, MidiError, CheckpointError, DataError, SynthError, EngineUnavailable)
+USER_ERRORS = (
+    EmotionError,
+    PresetError,
+    AutomationError,
+    MidiError,
+    CheckpointError,
+    DataError,
+    SynthError,
+    EngineUnavailable,
+    CodecError,
+    PredictorError,
+    MusicModelError,
+    AudioFileError,
+)
 EXIT_USAGE = 2
 
 
 class UsageError(ValueError):
     """A command line that asks for something impossible."""
-
-
-def _finite(kind: str, lo: float | None = None, hi: float | None = None):
-    def conv(s: str) -> float:
-        try:
-            x = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{kind} must be a number, got {s!r}") from None
-        if not math.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
-            rng = f" in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else ""
-            raise argparse.ArgumentTypeError(f"{kind} must be a finite number{rng}, got {s!r}")
-        return x
-
-    return conv
-
-
-def _positive_int(kind: str):
-    def conv(s: str) -> int:
-        try:
-            x = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{kind} must be a whole number, got {s!r}") from None
-        if x < 1:
-            raise argparse.ArgumentTypeError(f"{kind} must be >= 1, got {s!r}")
-        return x
-
-    return conv
 
 
 def generator_options(args: argparse.Namespace) -> GeneratorOptions:
@@ -86,22 +78,9 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
         help="decoder weights on the CPU: auto (the faster here, measured at load), int8, fp32",
     )
     p.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
-    p.add_argument("--temperature", type=_finite("temperature", 0.05, 5), default=1.0)
-    p.add_argument("--guidance", type=_finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")
+    p.add_argument("--temperature", type=finite("temperature", 0.05, 5), default=1.0)
+    p.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")
     p.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
-
-
-def _int_range(kind: str, lo: int, hi: int):
-    def conv(s: str) -> int:
-        try:
-            x = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{kind} must be a whole number in [{lo}, {hi}], got {s!r}") from None
-        if not lo <= x <= hi:
-            raise argparse.ArgumentTypeError(f"{kind} must be a whole number in [{lo}, {hi}], got {s!r}")
-        return x
-
-    return conv
 
 
 def _read(path: str, what: str) -> bytes:
@@ -221,7 +200,13 @@ def cmd_info(args) -> int:
     from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC
 
     meta = json.loads(DEFAULT_SYMBOLIC.with_suffix(".json").read_text()) if DEFAULT_SYMBOLIC.with_suffix(".json").is_file() else {}
-    print(json.dumps({k: meta.get(k) for k in ("kind", "format_version", "training")}, indent=1))
+    info = {k: meta.get(k) for k in ("kind", "format_version", "training")}
+    for name in ("codec", "predictor"):  # the audio foundation's weights, beside the symbolic model's
+        f = DEFAULT_SYMBOLIC.with_name(f"{name}.json")
+        if f.is_file():
+            audio_meta = json.loads(f.read_text())
+            info[name] = {"config": audio_meta.get("config"), "training": audio_meta.get("training")}
+    print(json.dumps(info, indent=1))
     if args.plot:
         history = (meta.get("training") or {}).get("history") or []
         if not history:
@@ -260,22 +245,49 @@ def cmd_train(args) -> int:
 
     job = jobs.TrainJob(
         data=args.data,
-        out=args.out,
+        out=args.out or f"runs/{args.what}",
         export=args.export,
         steps=args.steps,
         batch_size=args.batch_size,
         attributes=args.attributes,
         tiny=args.tiny,
         resume=args.resume,
+        audio=args.audio,
+        device=args.device,
+        command="moodlane " + " ".join(sys.argv[1:]),
     )
-    run = {"symbolic": jobs.train_symbolic, "map": jobs.train_map, "judge": jobs.train_judge}[args.what]
+    runs = {"symbolic": jobs.train_symbolic, "map": jobs.train_map, "judge": jobs.train_judge}
+    run = {**runs, "codec": jobs.train_codec, "predictor": jobs.train_predictor}[args.what]
     print(json.dumps(run(job), indent=1))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from moodlane.engine.training import audio_data
+
+    if args.what == "encode":
+        return cmd_data_encode(args)
+    if args.what == "render-audio":
+        job = audio_data.RenderJob(
+            data=args.data,
+            out=args.out,
+            sample_rate=args.sample_rate,
+            max_seconds=args.max_seconds,
+            sets=tuple(args.sets.split(",")),
+            seed=args.seed,
+            jobs=args.jobs,
+            soundfont=args.soundfont,
+            limit=args.limit,
+        )
+        print(json.dumps(audio_data.render_audio(job), indent=1))
     return 0
 
 
 def cmd_eval(args) -> int:
     from moodlane.engine.training.evaluate import EvalJob, run_eval
 
+    if args.what != "symbolic":
+        return cmd_eval_audio(args)
     job = EvalJob(
         data=args.data,
         n=args.n,
@@ -293,7 +305,9 @@ def cmd_bench(args) -> int:
     from moodlane.daw_bridge import bench
 
     opts = generator_options(args)
-    if args.what == "symbolic":
+    if args.what == "codec":
+        result = bench_codec(args.codec_checkpoint, args.seconds, args.repeats)
+    elif args.what == "symbolic":
         result = bench.bench_symbolic(opts, bars=args.bars, repeats=args.repeats)
     else:
         cfg = bench.LiveBenchConfig(
@@ -379,22 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="offline bounce: emotion -> .mid (and .wav)")
     src = r.add_argument_group("emotion (one of)")
     src.add_argument("--preset", help="named emotion from presets/emotions.json (see `moodlane presets`)")
-    src.add_argument("--valence", type=_finite("valence", -1, 1), help="constant valence in [-1, 1] (sad -> happy)")
-    src.add_argument("--arousal", type=_finite("arousal", -1, 1), help="constant arousal in [-1, 1] (calm -> excited)")
+    src.add_argument("--valence", type=finite("valence", -1, 1), help="constant valence in [-1, 1] (sad -> happy)")
+    src.add_argument("--arousal", type=finite("arousal", -1, 1), help="constant arousal in [-1, 1] (calm -> excited)")
     src.add_argument(
         "--automation", metavar="FILE", help="breakpoints: .json, .csv (beats|seconds,valence,arousal) or .mid with CC16/CC17 lanes"
     )
     length = r.add_mutually_exclusive_group()
-    length.add_argument("--bars", type=_positive_int("bars"), help="length in 4/4 bars (default 16, or the automation's length)")
-    length.add_argument("--seconds", type=_finite("seconds", 0.1, 36000), help="length in seconds (rounded up to whole bars)")
-    r.add_argument("--tempo", type=_finite("tempo", 30, 300), help="BPM (default: the preset's, else mapped from the emotion)")
+    length.add_argument("--bars", type=positive_int("bars"), help="length in 4/4 bars (default 16, or the automation's length)")
+    length.add_argument("--seconds", type=finite("seconds", 0.1, 36000), help="length in seconds (rounded up to whole bars)")
+    r.add_argument("--tempo", type=finite("tempo", 30, 300), help="BPM (default: the preset's, else mapped from the emotion)")
     r.add_argument("--seed", type=int, default=0, help="same seed -> same file (default 0)")
     r.add_argument("-o", "--output", required=True, help="file to write: .mid (notes), or .wav (audio engines; notes through FluidSynth)")
     r.add_argument("--wav", help="notes engines: also render audio through FluidSynth to this WAV file")
     r.add_argument("--prompt", help="text prompt, for text-conditioned engines (others ignore it)")
     r.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: system soundfont, or $MOODLANE_SOUNDFONT)")
     r.add_argument(
-        "--sample-rate", type=_int_range("sample rate", 8000, 192000), default=44100, help="WAV sample rate for notes (default 44100)"
+        "--sample-rate", type=int_range("sample rate", 8000, 192000), default=44100, help="WAV sample rate for notes (default 44100)"
     )
     add_generator_options(r)
     r.add_argument("-q", "--quiet", action="store_true")
@@ -402,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="live: OSC/MIDI control in, MIDI/audio out")
     s.add_argument("--host", default="127.0.0.1", help="OSC bind address (default 127.0.0.1; 0.0.0.0 listens on every interface)")
-    s.add_argument("--port", type=_int_range("port", 1, 65535), default=9000, help="OSC port (default 9000)")
+    s.add_argument("--port", type=int_range("port", 1, 65535), default=9000, help="OSC port (default 9000)")
     s.add_argument("--feedback", type=_host_port, help="HOST:PORT for status (default: the sender's port + 1)")
     s.add_argument("--mode", choices=("midi", "audio", "both"), default="midi", help="outputs (switch live with /moodlane/mode)")
     s.add_argument("--no-midi", action="store_true", help="no MIDI ports at all")
@@ -417,19 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="internal",
         help="internal (OSC /moodlane/tempo), MIDI clock on MoodLane In, or Ableton Link (pip install aalink)",
     )
-    s.add_argument("--tempo", type=_finite("tempo", 20, 400), help="BPM for the internal clock (default 120)")
-    s.add_argument("--lookahead", type=_finite("lookahead", 0.25, 16), default=2.0, help="beats generated ahead of the play head")
-    s.add_argument("--smooth", type=_finite("smooth", 0, 10), default=0.3, help="control smoothing time constant, seconds")
+    s.add_argument("--tempo", type=finite("tempo", 20, 400), help="BPM for the internal clock (default 120)")
+    s.add_argument("--lookahead", type=finite("lookahead", 0.25, 16), default=2.0, help="beats generated ahead of the play head")
+    s.add_argument("--smooth", type=finite("smooth", 0, 10), default=0.3, help="control smoothing time constant, seconds")
     s.add_argument("--preset", help="starting emotion")
-    s.add_argument("--valence", type=_finite("valence", -1, 1))
-    s.add_argument("--arousal", type=_finite("arousal", -1, 1))
+    s.add_argument("--valence", type=finite("valence", -1, 1))
+    s.add_argument("--arousal", type=finite("arousal", -1, 1))
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--wait-for-play", action="store_true", help="stay stopped until /moodlane/play")
     s.add_argument("--soundfont")
     s.add_argument("--audio-device", help="sounddevice output device name or index")
-    s.add_argument("--blocksize", type=_int_range("blocksize", 16, 16384), default=512, help="audio frames per callback")
-    s.add_argument("--sample-rate", type=_int_range("sample rate", 8000, 192000), help="audio stream rate (default: the device's)")
-    s.add_argument("--duration", type=_finite("duration", 0.1, 1e9), help="stop after this many seconds")
+    s.add_argument("--blocksize", type=int_range("blocksize", 16, 16384), default=512, help="audio frames per callback")
+    s.add_argument("--sample-rate", type=int_range("sample rate", 8000, 192000), help="audio stream rate (default: the device's)")
+    s.add_argument("--duration", type=finite("duration", 0.1, 1e9), help="stop after this many seconds")
     add_generator_options(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no status line")
     s.set_defaults(func=cmd_serve)
@@ -437,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr = sub.add_parser("learn", help="arm MIDI learn on a running server: the next CC drives LANE")
     lr.add_argument("lane", choices=("valence", "arousal"))
     lr.add_argument("--host", default="127.0.0.1")
-    lr.add_argument("--port", type=_int_range("port", 1, 65535), default=9000)
+    lr.add_argument("--port", type=int_range("port", 1, 65535), default=9000)
     lr.set_defaults(func=cmd_learn)
 
     p = sub.add_parser("presets", help="list the named emotions")
@@ -447,43 +461,69 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     t = sub.add_parser("train", help="train a model on a data folder laid out like shared/data")
-    t.add_argument("what", choices=("symbolic", "map", "judge"), help="symbolic: generator + emotion map; map: the emotion map only")
+    t.add_argument(
+        "what",
+        choices=("symbolic", "map", "judge", "codec", "predictor"),
+        help="symbolic: generator + emotion map; map: the emotion map only; codec, predictor: on the rendered audio (--audio)",
+    )
     t.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
-    t.add_argument("--out", default="runs/symbolic", help="work folder: dataset cache, resumable train_state.pt")
+    t.add_argument("--audio", default="runs/audio", help="rendered audio folder (moodlane data render-audio): codec, predictor")
+    t.add_argument("--out", help="work folder: dataset cache, resumable train_state.pt (default runs/WHAT)")
+    t.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     t.add_argument("--export", help="checkpoint stem to write (default: the package's engine/weights/)")
-    t.add_argument("--steps", type=_positive_int("steps"), default=3000)
-    t.add_argument("--batch-size", type=_positive_int("batch size"), default=8)
-    t.add_argument("--attributes", type=_positive_int("attributes"), default=22, help="top-k attributes to condition on")
+    t.add_argument("--steps", type=positive_int("steps"), default=3000)
+    t.add_argument("--batch-size", type=positive_int("batch size"), default=8)
+    t.add_argument("--attributes", type=positive_int("attributes"), default=22, help="top-k attributes to condition on")
     t.add_argument("--tiny", action="store_true", help="a tiny model (for a smoke test)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     t.set_defaults(func=cmd_train)
 
+    d = sub.add_parser("data", help="prepare training data: render labelled audio, encode it to codec tokens")
+    d.add_argument("what", choices=("render-audio", "encode"), help="render-audio: MIDI -> labelled audio; encode: audio -> codec tokens")
+    d.add_argument("--data", help="MIDI data folder laid out like shared/data (or $MOODLANE_DATA)")
+    d.add_argument("--out", default="runs/audio", help="folder for audio/, manifest.jsonl, encoded/ (resumes what is there)")
+    d.add_argument("--codec-checkpoint", help="encode: codec stem or official .th (default: cached official, else shipped)")
+    d.add_argument("--kbps", type=float, help="encode: bandwidth (default: all the codec's codebooks)")
+    d.add_argument("--sample-rate", type=int_range("sample rate", 8000, 96000), default=24000, help="the codec's rate")
+    d.add_argument("--max-seconds", type=finite("max seconds", 0, 3600), default=60.0, help="cap for unlabelled clips (0: whole)")
+    d.add_argument("--sets", default="emopia,vgmidi,pop909", help="comma-separated subsets of the data folder")
+    d.add_argument("--seed", type=int, default=0, help="seed of the per-clip General MIDI program choice")
+    d.add_argument("--jobs", type=int, default=0, help="worker processes (0: one per core)")
+    d.add_argument("--limit", type=int, default=0, help="clips per set (0: all)")
+    d.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: the system's)")
+    d.set_defaults(func=cmd_data)
+
     e = sub.add_parser("eval", help="judge accuracy, objective emotion accuracy, VA-grid and ramp control")
-    e.add_argument("what", choices=("symbolic",))
+    e.add_argument("what", choices=("symbolic", "codec", "predictor"))
     e.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
-    e.add_argument("--n", type=_positive_int("n"), default=25, help="pieces per quadrant (and ramps)")
-    e.add_argument("--grid-n", type=_positive_int("grid-n"), default=3, help="pieces per VA grid point")
-    e.add_argument("--bars", type=_positive_int("bars"), default=16)
-    e.add_argument("--density-n", type=_positive_int("density-n"), default=4, help="pieces per point of the arousal/density sweep")
+    e.add_argument("--n", type=positive_int("n"), default=25, help="pieces per quadrant (and ramps)")
+    e.add_argument("--grid-n", type=positive_int("grid-n"), default=3, help="pieces per VA grid point")
+    e.add_argument("--bars", type=positive_int("bars"), default=16)
+    e.add_argument("--density-n", type=positive_int("density-n"), default=4, help="pieces per point of the arousal/density sweep")
     e.add_argument("--out", default="out/eval", help="folder for results.json and va_grid.png")
     e.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
     e.add_argument("--precision", choices=PRECISIONS, default="auto")
-    e.add_argument("--guidance", type=_finite("guidance", 0, 10), default=1.0, help="valence contrast guidance")
+    e.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance")
     e.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
+    add_eval_options(e)
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="speed and memory figures")
-    b.add_argument("what", choices=("symbolic", "live"))
-    b.add_argument("--bars", type=_positive_int("bars"), default=32, help="symbolic: bars per run")
-    b.add_argument("--repeats", type=_positive_int("repeats"), default=3, help="symbolic: runs")
+    b.add_argument("what", choices=("symbolic", "live", "codec"))
+    b.add_argument("--bars", type=positive_int("bars"), default=32, help="symbolic: bars per run")
+    b.add_argument("--repeats", type=positive_int("repeats"), default=3, help="symbolic, codec: runs")
+    b.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec: audio per run")
+    b.add_argument("--codec-checkpoint", help="codec: stem or official .th")
     add_generator_options(b)
-    b.add_argument("--tempo", type=_finite("tempo", 20, 400), default=120.0, help="live: BPM")
-    b.add_argument("--trials", type=_positive_int("trials"), default=10, help="live: control changes timed")
-    b.add_argument("--cpu-seconds", type=_finite("cpu seconds", 0.5, 600), default=5.0)
-    b.add_argument("--flood-rate", type=_positive_int("flood rate"), default=10000, help="live: OSC messages per second")
-    b.add_argument("--flood-seconds", type=_finite("flood seconds", 1, 3600), default=30.0)
-    b.add_argument("--clock-seconds", type=_finite("clock seconds", 0, 600), default=20.0, help="live: MIDI clock slave run (0: skip)")
+    b.add_argument("--tempo", type=finite("tempo", 20, 400), default=120.0, help="live: BPM")
+    b.add_argument("--trials", type=positive_int("trials"), default=10, help="live: control changes timed")
+    b.add_argument("--cpu-seconds", type=finite("cpu seconds", 0.5, 600), default=5.0)
+    b.add_argument("--flood-rate", type=positive_int("flood rate"), default=10000, help="live: OSC messages per second")
+    b.add_argument("--flood-seconds", type=finite("flood seconds", 1, 3600), default=30.0)
+    b.add_argument("--clock-seconds", type=finite("clock seconds", 0, 600), default=20.0, help="live: MIDI clock slave run (0: skip)")
     b.set_defaults(func=cmd_bench)
+
+    add_audio_commands(sub)
     return ap
 
 

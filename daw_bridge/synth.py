@@ -72,7 +72,13 @@ class FluidSynth:
         sfid = self.synth.sfload(str(self.soundfont))
         if sfid < 0:
             raise SynthError(f"{self.soundfont} is not a loadable SoundFont")
-        self.synth.program_select(0, sfid, 0, program)
+        self.sfid = sfid
+        self.set_program(program)
+
+    def set_program(self, program: int) -> None:
+        """Silence everything and switch channel 0 to General MIDI `program`."""
+        self.synth.system_reset()
+        self.synth.program_select(0, self.sfid, 0, int(program))
 
     def note_on(self, pitch: int, velocity: int) -> None:
         self.synth.noteon(0, int(pitch), int(velocity))
@@ -113,9 +119,17 @@ def render_notes(
     sample_rate: int = 44100,
     tail_s: float = 2.0,
     progress: Callable[[float], None] | None = None,
+    program: int = 0,
+    synth: FluidSynth | None = None,
 ) -> np.ndarray:
-    """Whole piece -> (frames, 2) float32, with `tail_s` of release after the last note."""
-    synth = FluidSynth(soundfont, sample_rate)
+    """Whole piece -> (frames, 2) float32, with `tail_s` of release after the last note,
+    played by General MIDI `program` (0: acoustic grand piano). Pass a `synth` to reuse one
+    (loading a SoundFont takes seconds); it is reset first and left open."""
+    own = synth is None
+    if own:
+        synth = FluidSynth(soundfont, sample_rate, program=program)
+    else:
+        synth.set_program(program)
     try:
         ev = note_events(notes, sample_rate)
         total = (ev[-1][0] if ev else 0) + int(tail_s * sample_rate)
@@ -135,4 +149,5 @@ def render_notes(
         out.append(synth.render_block(total - pos))
         return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
     finally:
-        synth.close()
+        if own:
+            synth.close()

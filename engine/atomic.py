@@ -47,3 +47,15 @@ def commit(writes: dict[Path, bytes | Callable[[], bytes]]) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     commit({Path(path): data})
+
+
+def stem_files(path: str | os.PathLike, what: str, error: type[Exception]) -> tuple[Path, Path]:
+    """A checkpoint given as a stem (or either of its files) -> its `.safetensors` and `.json`,
+    both present, or `error` naming the one that is missing."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    st, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    for f in (st, js):
+        if not f.is_file():
+            raise error(f"{what} checkpoint {f} does not exist")
+    return st, js

@@ -2,12 +2,14 @@
 # Set MoodLane up on a fresh machine, into ./.venv:
 #  1. system libraries, when apt-get is there and we are root: FluidSynth (SoundFont synth),
 #     a General MIDI soundfont, JACK (MIDI ports and audio without sound hardware), PortAudio,
-#     jack_midi_clock (an independent MIDI clock master for the clock-slave test and bench);
+#     jack_midi_clock (an independent MIDI clock master for the clock-slave test and bench),
+#     ffmpeg (libopus: the codec's Opus comparison);
 #  2. the CPU build of torch (TORCH_SPEC overrides; a bare `torch` pulls a multi-GB CUDA build);
-#  3. the package itself with its test tools.
+#  3. encodec without its dependencies (it pins torchaudio, which breaks beside the CPU torch);
+#  4. the package itself with its test tools and onnxruntime (CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PACKAGES="libfluidsynth3 fluidr3mono-gm-soundfont jackd2 libportaudio2 jack-midi-clock"
+APT_PACKAGES="libfluidsynth3 fluidr3mono-gm-soundfont jackd2 libportaudio2 jack-midi-clock ffmpeg"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""
   for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
@@ -25,5 +27,6 @@ PY="${PYTHON:-python3}"
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q --no-deps "encodec==0.1.1"
+.venv/bin/python -m pip install -q -e ".[dev,onnx]"
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -149,4 +149,9 @@ def test_info_reports_and_plots_the_training_record(tmp_path, capsys):
     code, out, _ = run(["info", "--plot", str(png)], capsys)
     assert code == 0
     assert '"command": "moodlane train symbolic' in out and '"valid_loss"' in out
+    import json
+
+    info = json.loads(out)
+    assert "train codec" in info["codec"]["training"]["command"] and info["codec"]["training"]["steps"] > 0
+    assert "train predictor" in info["predictor"]["training"]["command"] and info["predictor"]["training"]["results"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,6 +35,9 @@ class TrainJob:
     attributes: int = 22
     tiny: bool = False
     resume: bool = False
+    audio: str = "runs/audio"  # rendered audio (`moodlane data render-audio`): codec and predictor
+    device: str = "cpu"
+    command: str = ""  # the command line, recorded with the weights
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -100,3 +103,20 @@ def train_judge(args: TrainJob) -> dict:
     judge.meta["command"] = "moodlane train judge --data DATA"
     _write_json(path, judge.to_json())
     return {"judge": str(path), "validation": report}
+
+
+def train_codec(args: TrainJob) -> dict:
+    from moodlane.engine.audio.music_model import PACKAGE_WEIGHTS as AUDIO_WEIGHTS
+    from moodlane.engine.training.codec import CodecTrainConfig, train_codec
+
+    tc = CodecTrainConfig(steps=args.steps, batch_size=args.batch_size, device=args.device)
+    stem = Path(args.export) if args.export else AUDIO_WEIGHTS / "codec"
+    return train_codec(args.audio, args.out, stem, tc, resume=args.resume, tiny=args.tiny, command=args.command)
+
+
+def train_predictor(args: TrainJob) -> dict:
+    from moodlane.engine.audio.music_model import PACKAGE_WEIGHTS as AUDIO_WEIGHTS
+    from moodlane.engine.training.predictor import train_predictor
+
+    stem = Path(args.export) if args.export else AUDIO_WEIGHTS / "predictor"
+    return train_predictor(args.audio, args.out, stem, command=args.command)

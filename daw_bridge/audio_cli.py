@@ -1,0 +1,200 @@
+"""The audio foundation's commands: `codec roundtrip`, `predict audio`, `data encode`,
+`eval codec|predictor`, `bench codec`. Registered on the main parser by `cli.build_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from moodlane.daw_bridge.argtypes import finite, positive_int
+from moodlane.engine.atomic import commit
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def cmd_codec(args) -> int:
+    from moodlane.daw_bridge.files import wav_bytes
+    from moodlane.engine.audio.codec import load_codec
+    from moodlane.engine.training.audio_eval import codec_figures, read_audio, to_rate
+
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise ValueError(f"output folder {out.parent} does not exist")
+    codec = load_codec(args.codec_checkpoint)
+    kbps = args.kbps if args.kbps is not None else codec.cfg.lm_codebooks * codec.cfg.kbps_per_codebook
+    codec.cfg.codebooks_for(kbps)  # a bandwidth this codec has, checked before any work
+    pcm, sr = read_audio(args.input)
+    pcm = to_rate(pcm, sr, codec.sample_rate, args.input, _say)
+    rows = codec_figures(codec, pcm, opus=not args.no_opus)
+    y = codec.roundtrip(pcm, kbps)[0]
+    commit({out: wav_bytes(y[:, None], codec.sample_rate)})
+    if args.json:
+        print(json.dumps({"file": args.input, "codec": codec.cfg.name, "seconds": len(pcm) / codec.sample_rate, "rows": rows}))
+        return 0
+    print(f"{args.input}: {len(pcm) / codec.sample_rate:.1f} s, codec {codec.cfg.name} ({codec.frame_rate:g} frames/s)")
+    print(f"{'':>16} {'mel dist':>9} {'SI-SNR dB':>10} {'encode xRT':>11} {'decode xRT':>11}")
+    for name, r in rows.items():
+        enc = f"{r['encode_x_realtime']:>11}" if "encode_x_realtime" in r else f"{'':>11}"
+        dec = f"{r['decode_x_realtime']:>11}" if "decode_x_realtime" in r else f"{'':>11}"
+        print(f"{name:>16} {r['mel_distance']:>9.3f} {r['si_snr_db']:>10.2f} {enc} {dec}")
+    if args.no_opus or not any(k.startswith("opus") for k in rows):
+        print("(Opus skipped: " + ("--no-opus" if args.no_opus else "ffmpeg with libopus not found") + ")")
+    print(f"wrote {out} (codec at {kbps:g} kbps)")
+    return 0
+
+
+def _plot_predictions(path: Path, preds: list[tuple[str, object]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(preds), 1, figsize=(9, 2.4 * len(preds)), squeeze=False)
+    for ax, (name, p) in zip(axes[:, 0], preds):
+        ax.plot(p.times, p.valence, label="valence", color="tab:orange")
+        ax.plot(p.times, p.arousal, label="arousal", color="tab:blue")
+        ax.axhline(0, color="0.8", lw=0.8)
+        ax.set_ylim(-1.05, 1.05)
+        v, a = p.mean
+        ax.set_title(f"{name}: mean valence {v:+.2f}, arousal {a:+.2f}", fontsize=9, loc="left")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("seconds (window centres)")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    commit({path: buf.getvalue()})
+
+
+def cmd_predict(args) -> int:
+    from moodlane.engine.audio.predictor import load_predictor
+    from moodlane.engine.training.audio_eval import read_audio
+
+    if args.plot and not Path(args.plot).parent.is_dir():
+        raise ValueError(f"output folder {Path(args.plot).parent} does not exist")
+    pred = load_predictor(args.predictor)
+    model = pred.backbone()
+    clips = [(f, *read_audio(f, min_seconds=model.window_s)) for f in args.files]  # every file checked before any output
+    results = []
+    for f, pcm, sr in clips:
+        if sr != model.sample_rate:
+            _say(f"{f}: resampled {sr} Hz -> {model.sample_rate} Hz for {model.name}")
+        p = pred.predict(pcm, sr)
+        results.append((f, p))
+        if args.json:
+            print(json.dumps(p.to_json(f)))
+        else:
+            v, a = p.mean
+            print(f"{f}: valence {v:+.3f}  arousal {a:+.3f}  ({len(p.times)} windows of {model.window_s:.2f} s, hop {pred.cfg.hop_s:g} s)")
+            for t, wv, wa in zip(p.times, p.valence, p.arousal):
+                print(f"  {t:7.2f} s  V {wv:+.2f}  A {wa:+.2f}")
+    if args.plot:
+        _plot_predictions(Path(args.plot), results)
+        if not args.json:
+            print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_data_encode(args) -> int:
+    from moodlane.engine.audio.codec import load_codec
+    from moodlane.engine.training.encode import encode_all
+
+    codec = load_codec(args.codec_checkpoint)
+    print(json.dumps(encode_all(codec, args.out, kbps=args.kbps, jobs=args.jobs), indent=1))
+    return 0
+
+
+def cmd_eval_audio(args) -> int:
+    from moodlane.engine.training import audio_eval
+
+    out = Path(args.out)
+    if args.what == "codec":
+        from moodlane.engine.audio.codec import load_codec
+
+        result = audio_eval.eval_codec(load_codec(args.codec_checkpoint), args.audio, out, clips=args.clips, seconds=args.seconds)
+    else:
+        from moodlane.engine.audio.predictor import load_predictor
+
+        pred = load_predictor(args.predictor)
+        result = {
+            "held_out": pred.meta.get("training", {}).get("results"),
+            "symbolic_agreement": audio_eval.eval_predictor_on_symbolic(pred, out, grid=args.grid, n=args.grid_n, bars=args.bars),
+        }
+        (out / "predictor_results.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def bench_codec(checkpoint: str | None, seconds: float, repeats: int) -> dict:
+    import torch
+
+    from moodlane.daw_bridge.bench import cpu_name, peak_rss_mb
+    from moodlane.engine.audio.codec import load_codec
+
+    codec = load_codec(checkpoint)
+    sr = codec.sample_rate
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(0)
+    pcm = sum(0.1 * np.sin(2 * np.pi * f * t) * np.exp(-((t % 0.5) * 4)) for f in rng.uniform(100, 2000, 6)).astype(np.float32)
+    rows = {}
+    for kbps in codec.cfg.bandwidths:
+        enc, dec = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            codes = codec.encode(pcm, kbps=kbps)
+            t1 = time.perf_counter()
+            codec.decode(codes)
+            dec.append(time.perf_counter() - t1)
+            enc.append(t1 - t0)
+        rows[f"{kbps:g} kbps"] = {
+            "encode_x_realtime": round(seconds / float(np.median(enc)), 1),
+            "decode_x_realtime": round(seconds / float(np.median(dec)), 1),
+        }
+    return {
+        "cpu": cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "codec": codec.cfg.name,
+        "parameters_m": round(sum(p.numel() for p in codec.model.parameters()) / 1e6, 2),
+        "seconds": seconds,
+        "repeats": repeats,
+        "speed": rows,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def add_audio_commands(sub) -> None:
+    c = sub.add_parser("codec", help="the audio codec: roundtrip a file and print its quality figures")
+    c.add_argument("what", choices=("roundtrip",))
+    c.add_argument("input", metavar="IN.wav")
+    c.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    c.add_argument("--kbps", type=float, help="bandwidth of OUT.wav (default: the language model's, 3 kbps)")
+    c.add_argument("--codec-checkpoint", help="MoodLane codec stem or official EnCodec .th (default: cached official, else shipped)")
+    c.add_argument("--no-opus", action="store_true", help="skip the Opus comparison")
+    c.add_argument("--json", action="store_true", help="figures as one JSON object")
+    c.set_defaults(func=cmd_codec)
+
+    p = sub.add_parser("predict", help="the Emotion Predictor: valence/arousal over time of audio files")
+    p.add_argument("what", choices=("audio",))
+    p.add_argument("files", nargs="+", metavar="FILE.wav")
+    p.add_argument("--plot", metavar="OUT.png", help="plot valence/arousal over time")
+    p.add_argument("--json", action="store_true", help="one JSON object per file, per line")
+    p.add_argument("--predictor", help="predictor checkpoint stem (default: the shipped one)")
+    p.set_defaults(func=cmd_predict)
+
+
+def add_eval_options(e: argparse.ArgumentParser) -> None:
+    e.add_argument("--audio", default="runs/audio", help="codec: rendered audio folder (held-out split)")
+    e.add_argument("--codec-checkpoint", help="codec: the codec to judge (default: cached official, else shipped)")
+    e.add_argument("--clips", type=positive_int("clips"), default=24, help="codec: held-out excerpts")
+    e.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec: excerpt length")
+    e.add_argument("--predictor", help="predictor: checkpoint stem (default: the shipped one)")
+    e.add_argument("--grid", type=positive_int("grid"), default=5, help="predictor: VA grid points per axis")

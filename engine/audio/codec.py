@@ -1,0 +1,232 @@
+"""The audio codec: EnCodec's model classes (SEANet encoder/decoder + residual vector quantiser)
+from the `encodec` package, at one of two sizes:
+
+* the official EnCodec 24 kHz weights, when present locally (`encodec_24khz-d7cc33bc.th` in
+  the torch hub cache, or an explicit path): 75 frames/s, up to 32 codebooks of 1024;
+* otherwise MoodLane's shipped codec of the same family, trained here (`moodlane train codec`):
+  24 kHz, 75 frames/s, 8 codebooks of 1024 trained with bandwidth dropout (1.5, 3 and 6 kbps),
+  of which the language model uses the first 4.
+
+The engine does no I/O beyond reading weights; audio arrives and leaves as arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import types
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moodlane.engine.atomic import stem_files
+
+
+class CodecError(ValueError):
+    """A codec checkpoint that is missing, unreadable or of another architecture."""
+
+
+def _import_encodec():
+    """Import the `encodec` package without torchaudio.
+
+    encodec 0.1.1 imports torchaudio at import time, but uses it only for resampling, file
+    saving, its CLI and the discriminator, none of which MoodLane calls. PyPI's torchaudio
+    does not import beside the CPU build of torch (libc10_cuda.so is missing), so when the
+    real one fails to import, an empty module stands in for it. This is the only place in
+    MoodLane that knows torchaudio exists.
+    """
+    if "torchaudio" not in sys.modules:
+        try:
+            import torchaudio  # noqa: F401
+        except Exception:  # ImportError or OSError from a CUDA-only build
+            sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    try:
+        import encodec
+    except ImportError as e:
+        raise CodecError(f"the encodec package is missing ({e}): pip install --no-deps encodec einops") from None
+    return encodec
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    sample_rate: int = 24000
+    channels: int = 1
+    n_filters: int = 16
+    dimension: int = 128
+    ratios: tuple[int, ...] = (8, 5, 4, 2)
+    lstm: int = 2
+    causal: bool = True
+    n_q: int = 8  # codebooks trained (bandwidth dropout picks 2, 4 or 8 per batch)
+    bins: int = 1024
+    bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0)  # kbps: 2, 4, 8 codebooks at 75 frames/s
+    lm_codebooks: int = 4  # what the language model uses (3 kbps)
+    name: str = "moodlane-codec"
+
+    def __post_init__(self) -> None:
+        for b in self.bandwidths:
+            k = b / self.kbps_per_codebook
+            if abs(k - round(k)) > 1e-6 or not 1 <= round(k) <= self.n_q:
+                per = f"{self.kbps_per_codebook:g} kbps each"
+                raise CodecError(f"bandwidth {b} kbps is not a whole number of codebooks (1..{self.n_q}) at {per}")
+
+    @property
+    def hop(self) -> int:
+        return int(np.prod(self.ratios))
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+    @property
+    def kbps_per_codebook(self) -> float:
+        return math.log2(self.bins) * self.frame_rate / 1000
+
+    def codebooks_for(self, kbps: float) -> int:
+        if kbps not in self.bandwidths:
+            raise CodecError(f"bandwidth {kbps} kbps is not one of this codec's {list(self.bandwidths)}")
+        return int(round(kbps / self.kbps_per_codebook))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> CodecConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        return cls(**d)
+
+
+# 8 kHz, 250 frames/s, 6-bit codebooks: 1.5 kbps per codebook.
+TINY = CodecConfig(
+    n_filters=4, dimension=16, ratios=(4, 4, 2), lstm=0, n_q=4, bins=64, bandwidths=(3.0, 6.0), lm_codebooks=2, sample_rate=8000
+)
+# The official EnCodec 24 kHz model (Défossez et al., 2022), when its weights are on disk.
+OFFICIAL_24K = CodecConfig(n_filters=32, n_q=32, bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0), name="encodec_24khz")
+OFFICIAL_FILE = "encodec_24khz-d7cc33bc.th"
+PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def build_model(cfg: CodecConfig) -> torch.nn.Module:
+    import warnings
+
+    enc = _import_encodec()
+    m = enc.modules
+    warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
+    common = dict(
+        channels=cfg.channels, dimension=cfg.dimension, n_filters=cfg.n_filters, ratios=list(cfg.ratios), causal=cfg.causal, lstm=cfg.lstm
+    )
+    encoder = m.SEANetEncoder(norm="weight_norm", **common)
+    decoder = m.SEANetDecoder(norm="weight_norm", **common)
+    quantizer = enc.quantization.ResidualVectorQuantizer(dimension=cfg.dimension, n_q=cfg.n_q, bins=cfg.bins)
+    return enc.EncodecModel(encoder, decoder, quantizer, list(cfg.bandwidths), cfg.sample_rate, cfg.channels, name=cfg.name)
+
+
+@dataclass
+class Codec:
+    """Arrays in, arrays out. `encode` (B, T) or (T,) float audio at `cfg.sample_rate` ->
+    (B, K, F) int64 codes; `decode` codes -> (B, T) float32."""
+
+    cfg: CodecConfig
+    model: torch.nn.Module
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.cfg.frame_rate
+
+    def _to_tensor(self, pcm) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(pcm, dtype=np.float32)) if not isinstance(pcm, torch.Tensor) else pcm.float()
+        if x.dim() == 1:
+            x = x[None]
+        return x[:, None, :]
+
+    @torch.inference_mode()
+    def encode(self, pcm, kbps: float | None = None, n_q: int | None = None) -> torch.Tensor:
+        n_q = n_q or (self.cfg.codebooks_for(kbps) if kbps else self.cfg.lm_codebooks)
+        x = self._to_tensor(pcm)
+        emb = self.model.encoder(x)
+        codes = self.model.quantizer.vq.encode(emb, n_q=n_q)  # (K, B, F)
+        return codes.transpose(0, 1).contiguous()
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor, length: int | None = None) -> np.ndarray:
+        codes = torch.as_tensor(codes)
+        if codes.dim() == 2:
+            codes = codes[None]
+        emb = self.model.quantizer.vq.decode(codes.transpose(0, 1))
+        y = self.model.decoder(emb)[:, 0]
+        if length is not None:
+            y = y[:, :length]
+        return y.numpy()
+
+    def roundtrip(self, pcm: np.ndarray, kbps: float | None = None) -> np.ndarray:
+        return self.decode(self.encode(pcm, kbps=kbps), length=np.asarray(pcm).shape[-1])
+
+
+def official_checkpoint(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The official EnCodec 24 kHz weights if they are on disk (never downloaded)."""
+    if explicit:
+        return Path(explicit)
+    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints" / OFFICIAL_FILE
+    return hub if hub.is_file() else None
+
+
+def _load_state(model: torch.nn.Module, state: dict, where: Path, cfg: CodecConfig) -> None:
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise CodecError(f"{where}: not a codec of this architecture ({cfg.name}, n_filters {cfg.n_filters}): {first}") from None
+    missing = [k for k in missing if not k.endswith(("inited", "cluster_size", "embed_avg"))]
+    if missing or unexpected:
+        bad = f"{len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[0]}"
+        raise CodecError(f"{where}: not a codec of this architecture ({bad})")
+
+
+def load_codec(path: str | os.PathLike | None = None) -> Codec:
+    """`path`: a MoodLane codec (`.safetensors` with a `.json` beside it, or their stem), an
+    official EnCodec `.th` file, or None: the official weights if cached, else the shipped codec."""
+    p = Path(path) if path else official_checkpoint()
+    if p is None:
+        p = PACKAGE_WEIGHTS / "codec.safetensors"
+    if p.suffix == ".th":
+        if not p.is_file():
+            raise CodecError(f"codec checkpoint {p} does not exist")
+        cfg = OFFICIAL_24K
+        model = build_model(cfg)
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CodecError(f"{p}: not a readable EnCodec checkpoint ({type(e).__name__})") from None
+        _load_state(model, state, p, cfg)
+        return Codec(cfg, model.eval(), {"source": str(p)})
+    st, js = stem_files(p, "codec", CodecError)
+    try:
+        meta = json.loads(js.read_text())
+        cfg = CodecConfig.from_json(meta["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CodecError(f"{js}: not a codec config ({type(e).__name__}: {e})") from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = {k: v.float() for k, v in load_file(str(st)).items()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CodecError(f"{st}: not a readable safetensors file ({e})") from None
+    model = build_model(cfg)
+    _load_state(model, state, st, cfg)
+    return Codec(cfg, model.eval(), meta)
+
+
+def export_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights to ship, in fp16 (half the bytes; loaded back as fp32). Weight norm is
+    kept as (g, v) pairs so the file loads into the same classes."""
+    return {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous() for k, v in model.state_dict().items()}

@@ -1,0 +1,248 @@
+"""`moodlane data render-audio`: emotion-labelled audio rendered from a MIDI data folder.
+
+Each clip is played by one General MIDI program drawn with a seeded hash of the clip's name
+(never of its label), so timbre varies and carries no emotion. Labels are kept as they were:
+VGMIDI's per-bar listener means become time-stamped points in seconds, EMOPIA's quadrant
+stays a quadrant (plus its centre, flagged coarse), POP909 has none. The text description
+names instrument, tempo, register and density only: text and emotion stay disentangled.
+
+Output: `OUT/audio/<source>/<id>.flac` (mono, the codec's sample rate, 16-bit), a sidecar
+`<id>.json` per clip (so a run resumes where it stopped) and `OUT/manifest.jsonl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from moodlane.engine.atomic import write_atomic
+from moodlane.engine.emotion import QUADRANT_CENTRES
+from moodlane.engine.symbolic.notes import NoteArray
+from moodlane.engine.training.data import Item, emopia, is_valid_split, pop909, resolve_data_dir, vgmidi
+
+# (GM program, name in the text description). Polyphony is kept for all of them.
+PROGRAMS: tuple[tuple[int, str], ...] = (
+    (0, "acoustic piano"),
+    (4, "electric piano"),
+    (48, "string ensemble"),
+    (24, "nylon guitar"),
+    (16, "organ"),
+    (89, "warm pad"),
+    (11, "vibraphone"),
+    (46, "harp"),
+)
+# Words a description must never contain: emotion lives in the AV labels, not in the text.
+EMOTION_WORDS = frozenset(
+    "happy sad calm excited angry tense relaxed joyful gloomy peaceful energetic melancholic "
+    "cheerful dark bright aggressive sombre somber uplifting mellow chill sentimental".split()
+)
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    data: str | None
+    out: str = "runs/audio"
+    sample_rate: int = 24000
+    max_seconds: float = 60.0  # length cap for unlabelled clips (POP909 songs run 3-5 minutes); labelled ones are whole
+    sets: tuple[str, ...] = ("emopia", "vgmidi", "pop909")
+    seed: int = 0
+    jobs: int = 0  # worker processes (0: one per core)
+    soundfont: str | None = None
+    limit: int = 0  # clips per set (0: all); for smoke tests
+
+
+def choose_program(clip_id: str, seed: int) -> tuple[int, str]:
+    h = int(hashlib.sha1(f"{seed}:{clip_id}".encode()).hexdigest()[:8], 16)
+    return PROGRAMS[h % len(PROGRAMS)]
+
+
+def describe(notes: NoteArray, seconds: float, instrument: str) -> str:
+    """'solo nylon guitar, slow, low register, sparse': no emotion words by construction."""
+    q = notes.qpm
+    tempo = "slow" if q < 76 else "moderate tempo" if q < 108 else "fast" if q < 140 else "very fast"
+    mean_pitch = float(np.mean(notes.pitch)) if len(notes) else 60.0
+    register = "low register" if mean_pitch < 55 else "middle register" if mean_pitch < 67 else "high register"
+    rate = len(notes) / max(seconds, 1e-6)
+    density = "sparse" if rate < 3 else "moderate density" if rate < 8 else "dense"
+    return f"solo {instrument}, {tempo}, {register}, {density}"
+
+
+def _clip_id(it: Item) -> str:
+    return it.group.split(":", 1)[0] + "/" + it.path.stem
+
+
+def _labels(it: Item, notes: NoteArray, seconds: float) -> dict | None:
+    if it.quadrant is not None:
+        c = QUADRANT_CENTRES[it.quadrant]
+        return {"kind": "quadrant", "quadrant": it.quadrant, "valence": c.valence, "arousal": c.arousal, "coarse": True}
+    if it.valence is not None:
+        bar_s = notes.beats_per_bar * 60.0 / notes.qpm
+        pts = [[round(k * bar_s, 3), round(float(v), 4), round(float(a), 4)] for k, (v, a) in enumerate(zip(it.valence, it.arousal))]
+        return {"kind": "curve", "points": [p for p in pts if p[0] < seconds], "per": "bar"}
+    return None
+
+
+def _crop(notes: NoteArray, max_beats: float) -> NoteArray:
+    keep = notes.start < max_beats
+    return NoteArray(
+        notes.start[keep],
+        np.minimum(notes.duration[keep], max_beats - notes.start[keep]),
+        notes.pitch[keep],
+        notes.velocity[keep],
+        notes.qpm,
+        notes.beats_per_bar,
+        {},
+    )
+
+
+_SYNTH = None  # one FluidSynth per worker process: loading the SoundFont takes seconds
+
+
+def _worker_synth(job: RenderJob):
+    global _SYNTH
+    from moodlane.daw_bridge.synth import FluidSynth
+
+    if _SYNTH is None or _SYNTH.sample_rate != job.sample_rate:
+        _SYNTH = FluidSynth(job.soundfont, job.sample_rate)
+    return _SYNTH
+
+
+def render_clip(it: Item, job: RenderJob, out: Path) -> dict:
+    """Render one item (in a worker) and write its FLAC and sidecar; returns the record."""
+    import soundfile as sf
+
+    from moodlane.daw_bridge.synth import render_notes
+
+    cid = _clip_id(it)
+    sidecar = out / "audio" / f"{cid}.json"
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())
+    program, instrument = choose_program(cid, job.seed)
+    notes = it.load()
+    if job.max_seconds and it.quadrant is None and it.valence is None:
+        notes = _crop(notes, job.max_seconds * notes.qpm / 60.0)
+    pcm = render_notes(notes, sample_rate=job.sample_rate, tail_s=1.0, program=program, synth=_worker_synth(job)).mean(axis=1)
+    peak = float(np.abs(pcm).max()) if len(pcm) else 0.0
+    if peak > 0.99:  # never clip; otherwise keep the synth's level (loudness carries expression)
+        pcm *= 0.99 / peak
+    seconds = len(pcm) / job.sample_rate
+    buf = io.BytesIO()
+    sf.write(buf, pcm, job.sample_rate, format="FLAC", subtype="PCM_16")
+    wav_path = out / "audio" / f"{cid}.flac"
+    wav_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(wav_path, buf.getvalue())
+    rec = {
+        "id": cid,
+        "path": str(wav_path.relative_to(out)),
+        "source": cid.split("/", 1)[0],
+        "group": it.group,
+        "duration": round(seconds, 3),
+        "sample_rate": job.sample_rate,
+        "program": program,
+        "instrument": instrument,
+        "tempo": round(float(notes.qpm), 2),
+        "split": "valid" if is_valid_split(it.group) else "train",
+        "labels": _labels(it, notes, seconds),
+        "text": describe(notes, seconds, instrument),
+        "peak": round(peak, 4),
+    }
+    write_atomic(sidecar, json.dumps(rec).encode())
+    return rec
+
+
+def _items(data_dir: Path, job: RenderJob) -> list[Item]:
+    readers = {"emopia": emopia, "vgmidi": vgmidi, "pop909": pop909}
+    out = []
+    for s in job.sets:
+        its = readers[s](data_dir)
+        out += its[: job.limit] if job.limit else its
+    return out
+
+
+class _InProcess:
+    """`worker_pool(1)`: the same interface, no processes."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def map(self, fn, items, chunksize: int = 1):
+        return map(fn, items)
+
+
+def worker_pool(workers: int):
+    """Worker processes started with 'spawn': forking a process that already runs torch,
+    onnxruntime or FluidSynth threads can deadlock the child (seen in the test suite)."""
+    import multiprocessing
+
+    return _InProcess() if workers <= 1 else ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _render_one(args: tuple[Item, RenderJob, Path]) -> dict:
+    try:
+        return render_clip(*args)
+    except Exception as e:  # a broken file is reported and skipped, never stops the run
+        return {"id": _clip_id(args[0]), "error": f"{type(e).__name__}: {e}"}
+
+
+def render_audio(job: RenderJob, progress: bool = True) -> dict:
+    data_dir = resolve_data_dir(job.data)
+    out = Path(job.out)
+    items = _items(data_dir, job)
+    todo = [(it, job, out) for it in items]
+    t0 = time.time()
+    workers = job.jobs or os.cpu_count() or 1
+    recs, errors = [], []
+    with worker_pool(workers) as pool:
+        for r in tqdm(pool.map(_render_one, todo, chunksize=4), total=len(todo), desc="render audio", disable=not progress):
+            (errors if "error" in r else recs).append(r)
+    recs.sort(key=lambda r: r["id"])
+    write_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
+    hours = sum(r["duration"] for r in recs) / 3600
+    summary = {
+        "clips": len(recs),
+        "hours": round(hours, 2),
+        "wall_s": round(time.time() - t0, 1),
+        "workers": workers,
+        "by_source": {s: sum(r["source"] == s for r in recs) for s in job.sets},
+        "valid_clips": sum(r["split"] == "valid" for r in recs),
+        "errors": errors[:20],
+        "manifest": str(out / "manifest.jsonl"),
+    }
+    write_atomic(out / "render_summary.json", json.dumps(summary, indent=1).encode())
+    return summary
+
+
+def read_manifest(root: str | os.PathLike) -> list[dict]:
+    p = Path(root) / "manifest.jsonl"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} does not exist: run `moodlane data render-audio --out {root}` first")
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def label_at(rec: dict, t: Iterable[float]) -> np.ndarray:
+    """(valence, arousal) of a clip at times `t` (s): the bar's point, or the clip's quadrant
+    centre; NaN where the clip has no label."""
+    t = np.asarray(list(t), dtype=np.float64)
+    lab = rec.get("labels")
+    if not lab:
+        return np.full((len(t), 2), np.nan)
+    if lab["kind"] == "quadrant":
+        return np.tile([lab["valence"], lab["arousal"]], (len(t), 1))
+    pts = np.asarray(lab["points"], dtype=np.float64)
+    if len(pts) == 0:
+        return np.full((len(t), 2), np.nan)
+    k = np.clip(np.searchsorted(pts[:, 0], t, side="right") - 1, 0, len(pts) - 1)
+    return pts[k, 1:3]

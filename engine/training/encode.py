@@ -1,0 +1,71 @@
+"""`moodlane data encode`: codec tokens and music-model window features for every rendered
+clip, the language model's training data. One small `.npz` per clip under OUT/encoded/
+(codes as uint16 (K, frames); the external model's window embeddings as float16), so the
+whole set moves to a GPU machine in minutes. Resumable: clips already encoded are skipped."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from moodlane.engine.atomic import write_atomic
+from moodlane.engine.audio.codec import Codec
+from moodlane.engine.audio.music_model import features_of, load_music_model, resample
+from moodlane.engine.training.audio_data import read_manifest
+
+CHUNK_S = 30.0  # encode long clips in pieces (bounded memory); the codec is convolutional + LSTM
+
+
+def encode_clip(codec: Codec, music_model, pcm: np.ndarray, sr: int, n_q: int, hop_s: float = 0.5) -> dict[str, np.ndarray]:
+    x = resample(pcm, sr, codec.sample_rate)
+    step = int(CHUNK_S * codec.sample_rate)
+    codes = [codec.encode(x[i : i + step], n_q=n_q)[0] for i in range(0, len(x), step) if len(x[i : i + step]) >= codec.cfg.hop]
+    f = features_of(music_model, pcm, sr, hop_s)
+    return {
+        "codes": torch.cat(codes, dim=1).numpy().astype(np.uint16) if codes else np.zeros((n_q, 0), np.uint16),
+        "frame_rate": np.array(codec.frame_rate),
+        "feature_times": f.times.astype(np.float32),
+        "features": f.embedding.astype(np.float16),
+    }
+
+
+def encode_all(codec: Codec, root: str | Path, kbps: float | None = None, jobs: int = 0, progress: bool = True) -> dict:
+    import soundfile as sf
+
+    root = Path(root)
+    recs = read_manifest(root)
+    n_q = codec.cfg.codebooks_for(kbps) if kbps else codec.cfg.n_q
+    model = load_music_model()
+    if jobs:
+        torch.set_num_threads(jobs)
+    t0, done, frames = time.time(), 0, 0
+    for r in tqdm(recs, desc="encode", disable=not progress):
+        dst = root / "encoded" / (r["id"] + ".npz")
+        if dst.is_file():
+            continue
+        pcm, sr = sf.read(root / r["path"], dtype="float32")
+        d = encode_clip(codec, model, pcm, sr, n_q)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **d)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(dst, buf.getvalue())
+        done += 1
+        frames += d["codes"].shape[1]
+    summary = {
+        "clips": len(recs),
+        "encoded_now": done,
+        "codebooks": n_q,
+        "frame_rate": codec.frame_rate,
+        "codec": codec.cfg.name,
+        "music_model": model.name,
+        "hours_encoded_now": round(frames / codec.frame_rate / 3600, 2),
+        "wall_s": round(time.time() - t0, 1),
+    }
+    write_atomic(root / "encoded" / "summary.json", json.dumps(summary, indent=1).encode())
+    return summary
