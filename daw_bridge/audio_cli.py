@@ -109,7 +109,7 @@ def cmd_data_encode(args) -> int:
     from moodlane.engine.training.encode import encode_all
 
     codec = load_codec(args.codec_checkpoint)
-    print(json.dumps(encode_all(codec, args.out, kbps=args.kbps, jobs=args.jobs), indent=1))
+    print(json.dumps(encode_all(codec, args.out, kbps=args.kbps), indent=1))
     return 0
 
 

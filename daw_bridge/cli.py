@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the named emotions")
     p.set_defaults(func=cmd_presets)
-    i = sub.add_parser("info", help="how the shipped model was trained")
+    i = sub.add_parser("info", help="how the shipped models were trained")
     i.add_argument("--plot", metavar="PNG", help="also plot its loss history")
     i.set_defaults(func=cmd_info)
 
@@ -488,12 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-seconds", type=finite("max seconds", 0, 3600), default=60.0, help="cap for unlabelled clips (0: whole)")
     d.add_argument("--sets", default="emopia,vgmidi,pop909", help="comma-separated subsets of the data folder")
     d.add_argument("--seed", type=int, default=0, help="seed of the per-clip General MIDI program choice")
-    d.add_argument("--jobs", type=int, default=0, help="worker processes (0: one per core)")
+    d.add_argument("--jobs", type=int, default=0, help="render-audio: worker processes (0: one per core)")
     d.add_argument("--limit", type=int, default=0, help="clips per set (0: all)")
     d.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: the system's)")
     d.set_defaults(func=cmd_data)
 
-    e = sub.add_parser("eval", help="judge accuracy, objective emotion accuracy, VA-grid and ramp control")
+    e = sub.add_parser("eval", help="symbolic: emotion control; codec: against Opus on held-out songs; predictor: on the symbolic renders")
     e.add_argument("what", choices=("symbolic", "codec", "predictor"))
     e.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
     e.add_argument("--n", type=positive_int("n"), default=25, help="pieces per quadrant (and ramps)")

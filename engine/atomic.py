@@ -59,3 +59,12 @@ def stem_files(path: str | os.PathLike, what: str, error: type[Exception]) -> tu
         if not f.is_file():
             raise error(f"{what} checkpoint {f} does not exist")
     return st, js
+
+
+def save_stem(stem: str | os.PathLike, weights: bytes, meta: dict) -> None:
+    """Write a checkpoint pair, `stem.safetensors` + `stem.json`, both or neither."""
+    import json
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    commit({stem.with_suffix(".safetensors"): weights, stem.with_suffix(".json"): json.dumps(meta, indent=1).encode()})

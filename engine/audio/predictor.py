@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moodlane.engine.atomic import stem_files
+from moodlane.engine.atomic import save_stem, stem_files
 from moodlane.engine.audio.music_model import PACKAGE_WEIGHTS, Features, MusicModel, features_of, load_music_model, resample
 
 
@@ -134,11 +134,7 @@ class EmotionPredictor:
 def save_predictor(stem: Path, cfg: PredictorConfig, head: Head, record: dict) -> None:
     from safetensors.numpy import save
 
-    from moodlane.engine.atomic import write_atomic
-
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(stem.with_suffix(".safetensors"), save(head.state()))
-    write_atomic(stem.with_suffix(".json"), json.dumps({"config": cfg.to_json(), "training": record}, indent=1).encode())
+    save_stem(stem, save(head.state()), {"config": cfg.to_json(), "training": record})
 
 
 def load_predictor(path: str | os.PathLike | None = None) -> EmotionPredictor:

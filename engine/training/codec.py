@@ -10,7 +10,6 @@ on a CUDA GPU (`--device cuda`, bf16 autocast).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from moodlane.engine.atomic import write_atomic
+from moodlane.engine.atomic import save_stem
 from moodlane.engine.audio.codec import TINY, CodecConfig, build_model, export_state
 from moodlane.engine.audio.losses import multiscale_mel_loss
 from moodlane.engine.training.audio_data import read_manifest
@@ -115,9 +114,7 @@ def _save_export(model: torch.nn.Module, cfg: CodecConfig, stem: Path, record: d
     from safetensors.torch import save
 
     state = {k: v for k, v in export_state(model).items() if not k.endswith(("cluster_size", "embed_avg"))}
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(stem.with_suffix(".safetensors"), save(state))
-    write_atomic(stem.with_suffix(".json"), json.dumps({"config": cfg.to_json(), "training": record}, indent=1).encode())
+    save_stem(stem, save(state), {"config": cfg.to_json(), "training": record})
 
 
 def train_codec(

@@ -35,15 +35,13 @@ def encode_clip(codec: Codec, music_model, pcm: np.ndarray, sr: int, n_q: int, h
     }
 
 
-def encode_all(codec: Codec, root: str | Path, kbps: float | None = None, jobs: int = 0, progress: bool = True) -> dict:
+def encode_all(codec: Codec, root: str | Path, kbps: float | None = None, progress: bool = True) -> dict:
     import soundfile as sf
 
     root = Path(root)
     recs = read_manifest(root)
     n_q = codec.cfg.codebooks_for(kbps) if kbps else codec.cfg.n_q
     model = load_music_model()
-    if jobs:
-        torch.set_num_threads(jobs)
     t0, done, frames = time.time(), 0, 0
     for r in tqdm(recs, desc="encode", disable=not progress):
         dst = root / "encoded" / (r["id"] + ".npz")
