@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -32,9 +33,8 @@ def cmd_codec(args) -> int:
     codec.cfg.codebooks_for(kbps)  # a bandwidth this codec has, checked before any work
     pcm, sr = read_audio(args.input)
     pcm = to_rate(pcm, sr, codec.sample_rate, args.input, _say)
-    rows = codec_figures(codec, pcm, opus=not args.no_opus)
-    y = codec.roundtrip(pcm, kbps)[0]
-    commit({out: wav_bytes(y[:, None], codec.sample_rate)})
+    rows, audio = codec_figures(codec, pcm, opus=not args.no_opus)
+    commit({out: wav_bytes(audio[f"codec {kbps:g} kbps"][:, None], codec.sample_rate)})
     if args.json:
         print(json.dumps({"file": args.input, "codec": codec.cfg.name, "seconds": len(pcm) / codec.sample_rate, "rows": rows}))
         return 0
@@ -67,8 +67,6 @@ def _plot_predictions(path: Path, preds: list[tuple[str, object]]) -> None:
         ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("seconds (window centres)")
     fig.tight_layout()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)

@@ -256,8 +256,13 @@ def cmd_train(args) -> int:
         device=args.device,
         command="moodlane " + " ".join(sys.argv[1:]),
     )
-    runs = {"symbolic": jobs.train_symbolic, "map": jobs.train_map, "judge": jobs.train_judge}
-    run = {**runs, "codec": jobs.train_codec, "predictor": jobs.train_predictor}[args.what]
+    run = {
+        "symbolic": jobs.train_symbolic,
+        "map": jobs.train_map,
+        "judge": jobs.train_judge,
+        "codec": jobs.train_codec,
+        "predictor": jobs.train_predictor,
+    }[args.what]
     print(json.dumps(run(job), indent=1))
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moodlane.engine.audio.music_model import Features
+from moodlane.engine.audio.music_model import Features, resample
 
 SR = 16000
 N_FFT, HOP = 2048, 512
@@ -37,9 +37,10 @@ def _key_corr(chroma: np.ndarray) -> tuple[float, float]:
     return float(maj), float(mnr)
 
 
-def descriptors(pcm: np.ndarray, like: Features) -> np.ndarray:
-    """(N, len(NAMES)) for the windows of `like` (same centres and length), from mono 16 kHz audio."""
-    x = np.pad(np.asarray(pcm, np.float32), N_FFT // 2)
+def descriptors(pcm: np.ndarray, sample_rate: int, like: Features) -> np.ndarray:
+    """(N, len(NAMES)) for the windows of `like` (same centres and length), from mono audio
+    (resampled to 16 kHz unless it is already)."""
+    x = np.pad(resample(pcm, sample_rate, SR), N_FFT // 2)
     n = max(0, 1 + (len(x) - N_FFT) // HOP)
     out = np.zeros((len(like), len(NAMES)), np.float32)
     if n == 0:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from moodlane.engine.atomic import save_stem, stem_files
-from moodlane.engine.audio.music_model import PACKAGE_WEIGHTS, Features, MusicModel, features_of, load_music_model, resample
+from moodlane.engine.audio.music_model import PACKAGE_WEIGHTS, Features, MusicModel, load_music_model, resample
 
 
 class PredictorError(ValueError):
@@ -116,15 +116,16 @@ class EmotionPredictor:
 
     def window_features(self, pcm: np.ndarray, sample_rate: int) -> tuple[Features, np.ndarray]:
         """The backbone's windows and the per-window matrix this predictor reads."""
-        from moodlane.engine.audio.descriptors import SR, descriptors
+        from moodlane.engine.audio.descriptors import descriptors
 
         model = self.backbone()
-        f = features_of(model, pcm, sample_rate, self.cfg.hop_s)
+        pcm = resample(pcm, sample_rate, model.sample_rate)  # once, for the model and the descriptors
+        f = model.features(pcm, hop_s=self.cfg.hop_s)
         if len(f) == 0:
-            raise PredictorError(f"clip is {len(pcm) / sample_rate:.2f} s, shorter than one {model.window_s:.2f} s window")
+            raise PredictorError(f"clip is {len(pcm) / model.sample_rate:.2f} s, shorter than one {model.window_s:.2f} s window")
         parts = [f.embedding] if model.name in self.cfg.features.split("+") else []
         if "descriptors" in self.cfg.features.split("+"):
-            parts.append(descriptors(resample(pcm, sample_rate, SR), f))
+            parts.append(descriptors(pcm, model.sample_rate, f))
         return f, np.concatenate(parts, axis=1)
 
     def predict(self, pcm: np.ndarray, sample_rate: int) -> Prediction:

@@ -80,17 +80,19 @@ def _best_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> int:
     return max(lags, key=lambda k: float(np.dot(x[max(0, -k) : len(x) - max(0, k)], y[max(0, k) : len(y) - max(0, -k)])))
 
 
-def codec_figures(codec: Codec, pcm: np.ndarray, opus: bool = True) -> dict:
-    """Mel distance and SI-SNR at each bandwidth (and Opus), encode/decode x real time."""
+def codec_figures(codec: Codec, pcm: np.ndarray, opus: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Mel distance and SI-SNR at each bandwidth (and Opus), encode/decode x real time; and
+    each row's reconstruction, so callers never encode twice."""
     sr = codec.sample_rate
     secs = len(pcm) / sr
-    rows = {}
+    rows, audio = {}, {}
     for kbps in codec.cfg.bandwidths:
         t0 = time.perf_counter()
         codes = codec.encode(pcm, kbps=kbps)
         t1 = time.perf_counter()
         y = codec.decode(codes, length=len(pcm))[0]
         t2 = time.perf_counter()
+        audio[f"codec {kbps:g} kbps"] = y
         rows[f"codec {kbps:g} kbps"] = {
             "kbps": kbps,
             "codebooks": int(codes.shape[1]),
@@ -103,12 +105,13 @@ def codec_figures(codec: Codec, pcm: np.ndarray, opus: bool = True) -> dict:
         for kbps in OPUS_KBPS:
             y = opus_roundtrip(pcm, sr, kbps)
             if y is not None:
+                audio[f"opus {kbps:g} kbps"] = y
                 rows[f"opus {kbps:g} kbps"] = {
                     "kbps": kbps,
                     "mel_distance": round(mel_distance(pcm, y, sr), 4),
                     "si_snr_db": round(si_snr(pcm, y), 2),
                 }
-    return rows
+    return rows, audio
 
 
 def spectrogram_png(path: Path, sr: int, panels: dict[str, np.ndarray]) -> None:
@@ -147,9 +150,10 @@ def eval_codec(codec: Codec, audio_root: str | Path, out: Path, clips: int = 24,
         pcm = resample(pcm, sr, codec.sample_rate)
         mid = max(0, len(pcm) // 2 - int(seconds * codec.sample_rate) // 2)
         pcm = pcm[mid : mid + int(seconds * codec.sample_rate)]
-        per.append(codec_figures(codec, pcm))
+        rows, audio = codec_figures(codec, pcm)
+        per.append(rows)
         if first is None:
-            first = (r, pcm)
+            first = (r, pcm, audio)
     keys = per[0].keys()
     table = {}
     for k in keys:
@@ -158,13 +162,9 @@ def eval_codec(codec: Codec, audio_root: str | Path, out: Path, clips: int = 24,
         for m in ("mel_distance", "si_snr_db"):
             table[k][m + "_sd"] = round(float(np.std([v[m] for v in vals])), 3)
     out.mkdir(parents=True, exist_ok=True)
-    r, pcm = first
+    r, pcm, audio = first
     panels = {f"original: {r['id']} ({r['instrument']})": pcm}
-    for kbps in codec.cfg.bandwidths:
-        panels[f"codec {kbps:g} kbps"] = codec.roundtrip(pcm, kbps)[0]
-    y = opus_roundtrip(pcm, codec.sample_rate, OPUS_KBPS[0])
-    if y is not None:
-        panels[f"opus {OPUS_KBPS[0]:g} kbps"] = y
+    panels.update({k: v for k, v in audio.items() if k != f"opus {OPUS_KBPS[1]:g} kbps"})
     png = out / "codec_spectrograms.png"
     spectrogram_png(png, codec.sample_rate, {k: v[: 6 * codec.sample_rate] for k, v in panels.items()})
     result = {

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from moodlane.engine.atomic import save_stem
 from moodlane.engine.audio.codec import TINY, CodecConfig, build_model, export_state
 from moodlane.engine.audio.losses import multiscale_mel_loss
+from moodlane.engine.audio.music_model import resample
 from moodlane.engine.training.audio_data import read_manifest
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ def load_bank(root: str | Path, split: str, sample_rate: int, max_hours: float, 
     """Clips of one split as int16 arrays at `sample_rate` (resampled if rendered at another),
     shuffled by seed, up to `max_hours` of audio."""
     import soundfile as sf
-    from scipy.signal import resample_poly
 
     recs = [r for r in read_manifest(root) if r["split"] == split]
     if not recs:
@@ -61,8 +61,7 @@ def load_bank(root: str | Path, split: str, sample_rate: int, max_hours: float, 
             break
         pcm, sr = sf.read(Path(root) / r["path"], dtype="int16")
         if sr != sample_rate:
-            g = np.gcd(sr, sample_rate)
-            pcm = np.clip(resample_poly(pcm.astype(np.float32), sample_rate // g, sr // g), -32768, 32767).astype(np.int16)
+            pcm = np.clip(resample(pcm.astype(np.float32), sr, sample_rate), -32768, 32767).astype(np.int16)
         bank.append(pcm)
         total += len(pcm) / sample_rate
     return bank

@@ -42,13 +42,14 @@ class PredictorTrainConfig:
 def _clip_features(args: tuple[str, dict, float]) -> dict:
     import soundfile as sf
 
-    from moodlane.engine.audio.music_model import features_of, resample
+    from moodlane.engine.audio.music_model import resample
 
     root, rec, hop_s = args
     model = _worker_model()
     pcm, sr = sf.read(Path(root) / rec["path"], dtype="float32")
-    f = features_of(model, pcm, sr, hop_s)
-    d = desc.descriptors(resample(pcm, sr, desc.SR), f)
+    pcm = resample(pcm, sr, model.sample_rate)  # once, for the model and the descriptors
+    f = model.features(pcm, hop_s=hop_s)
+    d = desc.descriptors(pcm, model.sample_rate, f)
     return {"id": rec["id"], "times": f.times, "emb": f.embedding, "tags": f.tags, "desc": d, "va": label_at(rec, f.times)}
 
 
