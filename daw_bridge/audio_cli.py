@@ -115,7 +115,9 @@ def cmd_eval_audio(args) -> int:
     from moodlane.engine.training import audio_eval
 
     out = Path(args.out)
-    if args.what == "codec":
+    if args.what == "audio":
+        result = eval_lara(args, out)
+    elif args.what == "codec":
         from moodlane.engine.audio.codec import load_codec
 
         result = audio_eval.eval_codec(load_codec(args.codec_checkpoint), args.audio, out, clips=args.clips, seconds=args.seconds)
@@ -130,6 +132,36 @@ def cmd_eval_audio(args) -> int:
         (out / "predictor_results.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
+
+
+def _lm_label(spec: str) -> tuple[str, str | None]:
+    """`--lm LABEL=STEM`, `--lm STEM` (labelled by its file name) or `--lm shipped`."""
+    label, _, stem = spec.rpartition("=")
+    stem = stem or spec
+    if stem == "shipped":
+        return label or "shipped", None
+    return label or Path(stem).name, stem
+
+
+def eval_lara(args, out: Path) -> dict:
+    from moodlane.engine.audio.checkpoint import load_lara
+    from moodlane.engine.audio.generator import AudioSampling
+    from moodlane.engine.audio.predictor import load_predictor
+    from moodlane.engine.training.lara_eval import eval_audio
+
+    sampling = AudioSampling(cfg=args.cfg, top_k=args.top_k)
+    gens = [(label, load_lara(stem, None, sampling)) for label, stem in map(_lm_label, args.lm or ["shipped"])]
+    return eval_audio(
+        gens,
+        load_predictor(args.predictor),
+        args.audio,
+        out,
+        grid=args.grid,
+        seconds=args.seconds,
+        ramp_seconds=args.ramp_seconds,
+        real_clips=args.clips,
+        symbolic=not args.no_symbolic,
+    )
 
 
 def bench_codec(checkpoint: str | None, seconds: float, repeats: int) -> dict:
@@ -190,9 +222,14 @@ def add_audio_commands(sub) -> None:
 
 
 def add_eval_options(e: argparse.ArgumentParser) -> None:
-    e.add_argument("--audio", default="runs/audio", help="codec: rendered audio folder (held-out split)")
+    e.add_argument("--audio", default="runs/audio", help="codec, audio: rendered (and encoded) audio folder (held-out split)")
+    e.add_argument("--lm", action="append", metavar="[LABEL=]STEM", help="audio: an LM to judge, repeatable (default: shipped)")
+    e.add_argument("--cfg", type=finite("cfg", 0, 20), default=3.0, help="audio: classifier-free guidance")
+    e.add_argument("--top-k", type=positive_int("top-k"), default=250, help="audio: top-k sampling")
+    e.add_argument("--ramp-seconds", type=finite("ramp seconds", 4, 600), default=32.0, help="audio: length of the Q3 -> Q1 ramp")
+    e.add_argument("--no-symbolic", action="store_true", help="audio: skip the symbolic engine's reference grid")
     e.add_argument("--codec-checkpoint", help="codec: the codec to judge (default: cached official, else shipped)")
-    e.add_argument("--clips", type=positive_int("clips"), default=24, help="codec: held-out excerpts")
-    e.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec: excerpt length")
+    e.add_argument("--clips", type=positive_int("clips"), default=24, help="codec: held-out excerpts; audio: held-out clips for FD")
+    e.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec: excerpt length; audio: grid clip length")
     e.add_argument("--predictor", help="predictor: checkpoint stem (default: the shipped one)")
     e.add_argument("--grid", type=positive_int("grid"), default=5, help="predictor: VA grid points per axis")

@@ -7,7 +7,7 @@ import os
 import platform
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,64 @@ class LiveBenchConfig:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _Timed:
+    """A function that adds up the seconds spent in it."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *a, **k):
+        t = time.perf_counter()
+        try:
+            return self.fn(*a, **k)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+def bench_audio(opts: GeneratorOptions, seconds: float = 10.0, repeats: int = 3, threads: tuple[int, ...] = (1, 2)) -> dict:
+    """LARA-Gen on this CPU: LM steps per second and real-time factor with guidance (batch 2)
+    and without (batch 1), the codec's share of the time, peak RSS; at 1 and 2 torch threads."""
+    from moodlane.engine.session import render_chunks
+
+    rows = {}
+    gen = None
+    for n_threads in threads:
+        for label, cfg in (("cfg 3 (batch 2)", 3.0), ("no cfg (batch 1)", 1.0)):
+            gen = load_generator(replace(opts, engine="audio", cfg=cfg))
+            torch.set_num_threads(n_threads)
+            decode = gen.codec.decode
+            gen.codec.decode = timed = _Timed(decode)
+            curve = EmotionCurve.from_points([(0.0, Emotion(-0.5, -0.5)), (seconds * 2.0, Emotion(0.5, 0.5))])
+            render_chunks(gen, curve, 4.0, seed=99, qpm=120.0, prompt="solo acoustic piano")  # warm-up
+            walls, shares, steps = [], [], []
+            for r in range(repeats):
+                timed.seconds = 0.0
+                t0 = time.perf_counter()
+                chunks, _ = render_chunks(gen, curve, seconds * 2.0, seed=r, qpm=120.0, prompt="solo acoustic piano")
+                wall = time.perf_counter() - t0
+                walls.append(wall)
+                shares.append(timed.seconds / wall)
+                steps.append(seconds * gen.codec.frame_rate / (wall - timed.seconds))
+            gen.codec.decode = decode
+            audio_s = sum(c.audio.frames for c in chunks) / gen.sample_rate
+            rows[f"{n_threads} thread{'s' if n_threads > 1 else ''}, {label}"] = {
+                "x_realtime": round(audio_s / float(np.median(walls)), 2),
+                "lm_steps_per_s": round(float(np.median(steps)), 1),
+                "codec_decode_share": round(float(np.median(shares)), 3),
+            }
+    return {
+        "cpu": cpu_name(),
+        "lm": gen.meta.get("training", {}).get("command", "") if gen else "",
+        "lm_parameters_m": round(sum(p.numel() for p in gen.model.parameters()) / 1e6, 2),
+        "frame_rate": gen.codec.frame_rate,
+        "codebooks": gen.cfg.n_q,
+        "seconds": seconds,
+        "repeats": repeats,
+        "speed": rows,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def bench_symbolic(opts: GeneratorOptions, bars: int = 32, repeats: int = 3) -> dict:

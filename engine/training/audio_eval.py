@@ -185,7 +185,6 @@ def eval_predictor_on_symbolic(
 ) -> dict:
     """Render the shipped symbolic engine over a valence/arousal grid through FluidSynth and
     ask the Emotion Predictor what it hears: how well the two paths agree."""
-    from scipy.stats import pearsonr, spearmanr
     from tqdm import tqdm
 
     from moodlane.daw_bridge.synth import FluidSynth, render_notes
@@ -207,27 +206,44 @@ def eval_predictor_on_symbolic(
         rows.append((v, a, pv, pa))
     synth.close()
     r = np.array(rows)
-    stats = lambda x, y: {"pearson": round(float(pearsonr(x, y)[0]), 3), "spearman": round(float(spearmanr(x, y)[0]), 3)}  # noqa: E731
     result = {
         "grid": grid,
         "pieces_per_point": n,
         "bars": bars,
+        **grid_stats(r),
+        "points": [[round(float(x), 3) for x in row] for row in rows],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    grid_png(out / "predictor_symbolic_grid.png", r, "symbolic engine: requested (o) -> predictor hears (x)")
+    (out / "predictor_symbolic.json").write_text(json.dumps(result, indent=1))
+    result["png"] = str(out / "predictor_symbolic_grid.png")
+    return result
+
+
+def correlation(x, y, kind: str = "spearman") -> float | None:
+    """Pearson or Spearman r, rounded; None where it is undefined (a constant input)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return round(float((pearsonr if kind == "pearson" else spearmanr)(x, y)[0]), 3)
+
+
+def grid_stats(r: np.ndarray) -> dict:
+    """Rows (requested V, requested A, predicted V, predicted A): how well they agree."""
+    stats = lambda x, y: {"pearson": correlation(x, y, "pearson"), "spearman": correlation(x, y, "spearman")}  # noqa: E731
+    return {
         "valence": stats(r[:, 0], r[:, 2]),
         "arousal": stats(r[:, 1], r[:, 3]),
         "mse": round(float(np.mean((r[:, :2] - r[:, 2:]) ** 2)), 4),
         "quadrant_agreement": round(
             float(np.mean([(np.sign(x[0]) == np.sign(x[2])) & (np.sign(x[1]) == np.sign(x[3])) for x in r if x[0] and x[1]])), 3
         ),
-        "points": [[round(float(x), 3) for x in row] for row in rows],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    _grid_png(out / "predictor_symbolic_grid.png", r, grid)
-    (out / "predictor_symbolic.json").write_text(json.dumps(result, indent=1))
-    result["png"] = str(out / "predictor_symbolic_grid.png")
-    return result
 
 
-def _grid_png(path: Path, r: np.ndarray, grid: int) -> None:
+def grid_png(path: Path, r: np.ndarray, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,7 +263,7 @@ def _grid_png(path: Path, r: np.ndarray, grid: int) -> None:
     ax.axvline(0, color="0.85", lw=0.8)
     ax.set_xlabel("valence")
     ax.set_ylabel("arousal")
-    ax.set_title("symbolic engine: requested (o) -> predictor hears (x)", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -39,7 +39,7 @@ def encode_all(codec: Codec, root: str | Path, kbps: float | None = None, progre
     import soundfile as sf
 
     root = Path(root)
-    recs = read_manifest(root)
+    recs = sorted(read_manifest(root), key=lambda r: r.get("labels") is None)  # labelled first
     n_q = codec.cfg.codebooks_for(kbps) if kbps else codec.cfg.n_q
     model = load_music_model()
     t0, done, frames = time.time(), 0, 0

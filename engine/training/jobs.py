@@ -38,6 +38,14 @@ class TrainJob:
     audio: str = "runs/audio"  # rendered audio (`moodlane data render-audio`): codec and predictor
     device: str = "cpu"
     command: str = ""  # the command line, recorded with the weights
+    lara_weight: float = 0.5  # audio LM
+    lara_layer: int | None = None
+    emotion: str = "av"
+    init: str | None = None  # a MusicGen folder to fine-tune
+    layers: int | None = None
+    dim: int | None = None
+    context: int | None = None
+    lr: float | None = None
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -120,3 +128,55 @@ def train_predictor(args: TrainJob) -> dict:
 
     stem = Path(args.export) if args.export else AUDIO_WEIGHTS / "predictor"
     return train_predictor(args.audio, args.out, stem, command=args.command)
+
+
+def train_audio(args: TrainJob) -> dict:
+    """The LARA-Gen LM, on the tokens `moodlane data encode` wrote under --audio."""
+    from moodlane.engine.audio.checkpoint import DEFAULT_LM, codec_signature
+    from moodlane.engine.audio.checkpoint import PACKAGE_WEIGHTS as AUDIO_WEIGHTS
+    from moodlane.engine.audio.codec import load_codec
+    from moodlane.engine.audio.lm import LMConfig
+    from moodlane.engine.training.lara import LaraTrainConfig, tiny_setup, train_lara
+
+    over = {
+        k: v
+        for k, v in (("n_layer", args.layers), ("dim", args.dim), ("lara_layer", args.lara_layer), ("context", args.context))
+        if v is not None
+    }
+    if "dim" in over:
+        over["ffn"] = 4 * over["dim"]
+    tc = LaraTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lara_weight=args.lara_weight, emotion=args.emotion, device=args.device
+    )
+    init, text_encoder, init_meta = None, None, None
+    if args.init and not Path(args.init).is_dir():  # warm start from a MoodLane LM
+        from moodlane.engine.audio.checkpoint import load_lm
+
+        init, init_meta = load_lm(args.init, warm_start=True)
+        cfg, sig = init.cfg, init_meta["codec"]
+    elif args.init:
+        from moodlane.engine.audio.musicgen import load_decoder, load_hf_codec
+        from moodlane.engine.audio.text import load_text_encoder
+
+        init, _ = load_decoder(args.init, **{k: v for k, v in over.items() if k in ("lara_layer", "context")})
+        cfg, sig = init.cfg, codec_signature(load_hf_codec(args.init))
+        text_encoder = load_text_encoder("t5", args.init)
+    else:
+        sig = codec_signature(load_codec(AUDIO_WEIGHTS / "codec.safetensors"))
+        cfg = LMConfig(n_q=sig["n_q"], card=sig["bins"], frame_rate=sig["frame_rate"], **over)
+    if args.tiny:
+        tc, cfg = tiny_setup(tc, cfg, sig)
+    stem = Path(args.export) if args.export else DEFAULT_LM
+    return train_lara(
+        args.audio,
+        args.out,
+        stem,
+        sig,
+        tc,
+        cfg,
+        text_encoder=text_encoder,
+        init=init,
+        init_record=init_meta,
+        resume=args.resume,
+        command=args.command,
+    )

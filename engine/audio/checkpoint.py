@@ -1,0 +1,115 @@
+"""LM checkpoints: `stem.safetensors` + `stem.json` (config, the codec it was trained on,
+the training record, the weights' SHA-256), or a MusicGen folder (`engine.audio.musicgen`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from moodlane.engine.atomic import save_stem, stem_files
+from moodlane.engine.audio.lm import LaraLM, LMConfig
+
+FORMAT_VERSION = 1
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_LM = PACKAGE_WEIGHTS / "lara"
+
+
+class LMCheckpointError(ValueError):
+    """An LM checkpoint that is missing, corrupt, or does not fit its codec."""
+
+
+def codec_signature(codec) -> dict:
+    """What an LM must agree on with the codec that decodes its tokens."""
+    cfg = getattr(codec, "cfg", None)  # MoodLane's Codec, else a MusicGen folder's HFCodec
+    return {
+        "name": cfg.name if cfg is not None else codec.meta.get("source", "musicgen"),
+        "sample_rate": int(codec.sample_rate),
+        "frame_rate": float(codec.frame_rate),
+        "n_q": int(cfg.lm_codebooks if cfg is not None else codec.n_q),
+        "bins": int(cfg.bins if cfg is not None else codec.bins),
+    }
+
+
+def check_pair(cfg: LMConfig, codec, where: str) -> None:
+    sig = codec_signature(codec)
+    if cfg.n_q > sig["n_q"] or cfg.card != sig["bins"] or abs(cfg.frame_rate - sig["frame_rate"]) > 1e-3:
+        raise LMCheckpointError(
+            f"{where} was trained for {cfg.n_q} codebooks of {cfg.card} at {cfg.frame_rate:g} frames/s, but the codec "
+            f"({sig['name']}) gives {sig['n_q']} of {sig['bins']} at {sig['frame_rate']:g}: use the codec it was trained with"
+        )
+
+
+def save_lm(stem: str | os.PathLike, model: LaraLM, meta: dict, half: bool = True) -> None:
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    weights = save(state, metadata={"format_version": str(FORMAT_VERSION)})
+    full = {
+        "format_version": FORMAT_VERSION,
+        "kind": "lara-lm",
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "config": model.cfg.to_json(),
+        **meta,
+    }
+    save_stem(stem, weights, full)
+
+
+def load_lm(path: str | os.PathLike | None = None, warm_start: bool = False) -> tuple[LaraLM, dict]:
+    """A MoodLane LM stem (default: the shipped one). Errors name the file and the problem.
+    `warm_start`: parts this version of the model adds (zero-initialised) may be absent."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    st, js = stem_files(path or DEFAULT_LM, "LM", LMCheckpointError)
+    try:
+        meta = json.loads(js.read_text())
+        cfg = LMConfig.from_json(meta["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise LMCheckpointError(f"{js}: not a MoodLane LM config ({type(e).__name__}: {e})") from None
+    if meta.get("kind") != "lara-lm" or meta.get("format_version") != FORMAT_VERSION:
+        raise LMCheckpointError(f"{js}: expected kind 'lara-lm', format_version {FORMAT_VERSION}")
+    raw = st.read_bytes()
+    if meta.get("weights_sha256") and hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
+        raise LMCheckpointError(f"{st} does not match {js} (checksum differs: written by another run?)")
+    try:
+        state = {k: v.float() for k, v in load(raw).items()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LMCheckpointError(f"{st}: not a readable safetensors file ({e})") from None
+    model = LaraLM(cfg)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise LMCheckpointError(f"{st} does not match its config: {str(e).splitlines()[-1].strip()}") from None
+    missing = [k for k in missing if not (warm_start and k.startswith("av.add."))]
+    if missing or unexpected:
+        bad = f"{len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[0]}"
+        raise LMCheckpointError(f"{st} does not match its config: {bad}")
+    return model.eval(), meta
+
+
+def load_lara(lm: str | os.PathLike | None = None, codec: str | os.PathLike | None = None, sampling=None):
+    """The audio generator: a MoodLane LM stem (default: the shipped one) with the codec it
+    was trained on (default: the shipped codec) and its text encoder, or a MusicGen folder
+    (decoder, its EnCodec and T5; `codec` then overrides the folder's EnCodec)."""
+    from moodlane.engine.audio.codec import load_codec
+    from moodlane.engine.audio.generator import AudioSampling, LaraGenerator
+    from moodlane.engine.audio.text import load_text_encoder
+
+    sampling = sampling or AudioSampling()
+    if lm is not None and Path(lm).is_dir():
+        from moodlane.engine.audio.musicgen import load_decoder, load_hf_codec
+
+        model, _ = load_decoder(lm)
+        dec = load_codec(codec) if codec else load_hf_codec(lm)
+        check_pair(model.cfg, dec, str(lm))
+        return LaraGenerator(model, dec, load_text_encoder("t5", lm), sampling, meta={"source": str(lm)})
+    model, meta = load_lm(lm)
+    dec = load_codec(codec or PACKAGE_WEIGHTS / "codec.safetensors")
+    check_pair(model.cfg, dec, str(lm or DEFAULT_LM))
+    return LaraGenerator(
+        model, dec, load_text_encoder(model.cfg.text_encoder), sampling, emotion_as_text=meta.get("emotion") == "text", meta=meta
+    )

@@ -1,0 +1,367 @@
+"""`moodlane train audio`: LARA-Gen's LM on the encoded audio (`moodlane data encode`).
+
+Each example is a random crop of one clip's codec frames, in the delay pattern, with:
+* its text: the render's description ("solo warm pad, fast, middle register, dense"), or
+  half the time only its instrument ("solo warm pad"), so tempo and density are left to
+  the emotion; in the text-prompting baseline, the emotion's words are appended instead
+  of the AV tokens (`emotion="text"`);
+* its valence/arousal at every step: VGMIDI's per-bar curves where the clip has them,
+  the EMOPIA quadrant's centre otherwise; unlabelled clips (POP909) train with the AV
+  tokens dropped;
+* the external model's features of the real audio at each step (the LARA target),
+  standardised by the training set's mean and standard deviation per feature: raw musicnn
+  features of two random windows already have cosine 0.55, standardised ones 0.01, so the
+  cosine measures what is particular to the music at that time.
+Text and AV are dropped independently (classifier-free guidance can then use either).
+
+Loss: cross-entropy over the K codebooks + lambda x the LARA loss (REPA's negative cosine
+through the proxy MLP on block `lara_layer`). AdamW, warm-up then cosine decay.
+Resumable from OUT/train_state.pt; CPU, one CUDA GPU (bf16), or several through torchrun
+(each rank its own crops, gradients averaged by all-reduce, rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from moodlane.engine.audio.checkpoint import save_lm
+from moodlane.engine.audio.generator import emotion_words
+from moodlane.engine.audio.lm import TINY_LM, LaraLM, LMConfig, ce_loss, delay, lara_loss
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.training.audio_data import label_at, read_manifest
+
+log = logging.getLogger(__name__)
+EMOTIONS = ("av", "text")
+
+
+@dataclass(frozen=True)
+class LaraTrainConfig:
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 6e-4
+    warmup: int = 100
+    weight_decay: float = 0.05
+    lara_weight: float = 0.5  # lambda (0: cross-entropy only)
+    emotion: str = "av"  # "av": the AV encoder; "text": the emotion as words (the paper's baseline)
+    p_text_drop: float = 0.3
+    p_av_drop: float = 0.3
+    p_short_text: float = 0.5  # the instrument only, without tempo/register/density words
+    save_every: int = 250
+    valid_crops: int = 48
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.emotion not in EMOTIONS:
+            raise ValueError(f"emotion must be one of {EMOTIONS}, got {self.emotion!r}")
+        if not self.lara_weight >= 0:
+            raise ValueError("lara_weight must be >= 0")
+
+
+@dataclass
+class Clip:
+    rec: dict
+    codes: np.ndarray  # (K, F) uint16
+    feature_times: np.ndarray
+    features: np.ndarray  # (N, D) float16
+    frame_rate: float
+
+
+class TokenSet:
+    """The encoded clips of one split, in memory (codes are small: 29 h at 4 x 75 x 2 bytes/s
+    is 63 MB), and random crops of them."""
+
+    def __init__(self, root: str | Path, split: str, n_q: int, min_frames: int) -> None:
+        root = Path(root)
+        self.clips: list[Clip] = []
+        for r in read_manifest(root):
+            f = root / "encoded" / (r["id"] + ".npz")
+            if r["split"] != split or not f.is_file():
+                continue
+            d = np.load(f)
+            if d["codes"].shape[1] < min_frames or d["codes"].shape[0] < n_q:
+                continue
+            self.clips.append(Clip(r, d["codes"][:n_q], d["feature_times"], d["features"], float(d["frame_rate"])))
+        if not self.clips:
+            raise ValueError(f"{root}/encoded: no {split} clips of {min_frames}+ frames (run `moodlane data encode --out {root}` first)")
+        feats = np.concatenate([c.features for c in self.clips]).astype(np.float32)
+        self.feature_mean, self.feature_std = feats.mean(0), feats.std(0) + 1e-3
+        w = np.array([c.codes.shape[1] for c in self.clips], np.float64)
+        self.p = w / w.sum()
+        self.hours = float(w.sum() / self.clips[0].frame_rate / 3600)
+        self.labelled = sum(1 for c in self.clips if c.rec.get("labels"))
+
+    def crop(self, rng: np.random.Generator, frames: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """codes (K, frames), VA per step (steps, 2; NaN if unlabelled), features per step
+        (steps, D; the frame's, held after the last frame), text."""
+        c = self.clips[rng.choice(len(self.clips), p=self.p)]
+        start = int(rng.integers(0, c.codes.shape[1] - frames + 1))
+        t = (start + np.minimum(np.arange(steps), frames - 1) + 0.5) / c.frame_rate
+        va = label_at(c.rec, t).astype(np.float32)
+        return c.codes[:, start : start + frames].astype(np.int64), va, interp_rows(c.feature_times, c.features, t), c.rec["text"]
+
+
+def interp_rows(times: np.ndarray, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Rows (N, D) at `times`, linearly interpolated at `t` and held at the ends."""
+    if len(times) == 1:
+        return np.repeat(rows[:1].astype(np.float32), len(t), axis=0)
+    j = np.clip(np.searchsorted(times, t) - 1, 0, len(times) - 2)
+    w = np.clip((t - times[j]) / np.maximum(times[j + 1] - times[j], 1e-9), 0.0, 1.0)[:, None]
+    return ((1 - w) * rows[j] + w * rows[j + 1]).astype(np.float32)
+
+
+class TextBank:
+    """Frozen text-encoder states per distinct text, computed once."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        new = sorted({t for t in texts if t not in self.cache})
+        if new:
+            states, mask = self.encoder(new)
+            for i, t in enumerate(new):
+                self.cache[t] = states[i, mask[i]].float()
+        m = max(self.cache[t].shape[0] for t in texts)
+        out = torch.zeros(len(texts), m, self.cache[texts[0]].shape[1])
+        mask = torch.zeros(len(texts), m, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            s = self.cache[t]
+            out[i, : len(s)], mask[i, : len(s)] = s, True
+        return out, mask
+
+
+def training_text(text: str, va: np.ndarray, emotion: str, short: bool) -> str:
+    base = text.split(",")[0] if short else text
+    if emotion == "text" and not np.isnan(va).any():
+        v, a = np.clip(va, -1, 1)
+        base = f"{base}, {emotion_words(Emotion(float(v), float(a)))}"
+    return base
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    text: torch.Tensor
+    text_mask: torch.Tensor
+    va: torch.Tensor
+    av_on: torch.Tensor
+    features: torch.Tensor
+    valid: torch.Tensor
+
+    def to(self, dev: torch.device) -> Batch:
+        return Batch(**{k: v.to(dev) for k, v in self.__dict__.items()})
+
+
+def make_batch(
+    data: TokenSet,
+    texts: TextBank,
+    cfg: LMConfig,
+    tc: LaraTrainConfig,
+    rng: np.random.Generator,
+    n: int,
+    dropout: bool = True,
+    norm: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Batch:
+    """`n` crops, conditions (with dropout) and LARA targets standardised by `norm`, the
+    training set's (mean, std) (default: `data`'s own)."""
+    steps = cfg.context
+    frames = steps - cfg.n_q + 1
+    codes, vas, feats, txt = [], [], [], []
+    for _ in range(n):
+        c, va, f, text = data.crop(rng, frames, steps)
+        short = bool(rng.random() < tc.p_short_text) if dropout else False
+        codes.append(c)
+        vas.append(va)
+        feats.append(f)
+        txt.append(training_text(text, va[steps // 2], tc.emotion, short))
+    inputs, targets = delay(torch.from_numpy(np.stack(codes)), cfg.card)
+    text, mask = texts.batch(txt)
+    va = torch.from_numpy(np.stack(vas))
+    labelled = ~torch.isnan(va).any(dim=2).any(dim=1)
+    av_on = labelled & torch.tensor(tc.emotion == "av")
+    if dropout:
+        mask = mask & torch.from_numpy(rng.random(n) >= tc.p_text_drop)[:, None]
+        av_on = av_on & torch.from_numpy(rng.random(n) >= tc.p_av_drop)
+    valid = (torch.arange(steps) < frames)[None].expand(n, -1).float()
+    mean, std = norm if norm is not None else (data.feature_mean, data.feature_std)
+    feats = torch.from_numpy((np.stack(feats) - mean) / std).float()
+    return Batch(inputs, targets, text, mask, torch.nan_to_num(va).clamp(-1, 1), av_on, feats, valid)
+
+
+def losses(model: LaraLM, b: Batch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mem = model.memory(b.text, b.text_mask, b.va, b.av_on)
+    logits, hidden = model(b.inputs, mem, hidden_layer=layer)
+    return ce_loss(logits.float(), b.targets), lara_loss(model.proxy, hidden.float(), b.features, b.valid)
+
+
+def _lr(step: int, tc: LaraTrainConfig) -> float:
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    frac = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+    return tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size) under torchrun, initialising the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world
+
+
+def train_lara(
+    audio: str | Path,
+    out: str | Path,
+    export_stem: str | Path,
+    codec_sig: dict,
+    tc: LaraTrainConfig = LaraTrainConfig(),
+    cfg: LMConfig = LMConfig(),
+    text_encoder=None,
+    init: LaraLM | None = None,
+    init_record: dict | None = None,
+    resume: bool = False,
+    command: str = "",
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) and export `export_stem`; returns the training record."""
+    rank, world = _dist()
+    out, stem = Path(out), Path(export_stem)
+    out.mkdir(parents=True, exist_ok=True)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if tc.device == "cuda" and world > 1 else tc.device)
+    torch.manual_seed(tc.seed)
+    if text_encoder is None:
+        from moodlane.engine.audio.text import load_text_encoder
+
+        text_encoder = load_text_encoder(cfg.text_encoder)
+    frames = cfg.context - cfg.n_q + 1
+    train = TokenSet(audio, "train", cfg.n_q, frames)
+    valid = TokenSet(audio, "valid", cfg.n_q, frames)
+    texts = TextBank(text_encoder)
+    vrng = np.random.default_rng(12345)
+    norm = (train.feature_mean, train.feature_std)
+    vbatches = [make_batch(valid, texts, cfg, tc, vrng, 8, dropout=False, norm=norm) for _ in range(max(1, tc.valid_crops // 8))]
+    model = (init if init is not None else LaraLM(cfg)).to(dev).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": other, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.95)
+    )
+    state_path = out / "train_state.pt"
+    step, history, wall = 0, [], 0.0
+    if resume and state_path.is_file():
+        st = torch.load(state_path, map_location=dev, weights_only=False)
+        if st["config"] != cfg.to_json() or st["train_config"]["emotion"] != tc.emotion:
+            raise ValueError(f"{state_path} was trained with another model config or emotion mode: use another --out")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, history, wall = st["step"], st["history"], st["wall_s"]
+    rng = np.random.default_rng([tc.seed, step, rank])
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    bar = tqdm(total=tc.steps, initial=step, desc="train audio LM", disable=not progress or rank != 0)
+    t_start, acc = time.time(), []
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        model.eval()
+        ce, la = [], []
+        for b in vbatches:
+            with amp:
+                c, lr_ = losses(model, b.to(dev), cfg.lara_layer)
+            ce.append(c.item())
+            la.append(-lr_.item())
+        model.train()
+        return {"valid_ce": round(float(np.mean(ce)), 4), "valid_lara_cos": round(float(np.mean(la)), 4)}
+
+    def record(final: dict | None = None) -> dict:
+        return {
+            "command": command,
+            "data": f"{audio}/encoded: train {len(train.clips)} clips ({train.labelled} labelled), {train.hours:.2f} h; "
+            f"valid {len(valid.clips)} clips",
+            "steps": step,
+            "batch": f"{tc.batch_size * world} x {cfg.context} steps ({frames / cfg.frame_rate:.1f} s)",
+            "wall_s": round(wall + time.time() - t_start, 1),
+            "device": f"{dev} x {world}" if world > 1 else str(dev),
+            "train_config": asdict(tc),
+            "final": final or (history[-1] if history else None),
+        }
+
+    def save() -> None:
+        if rank != 0:
+            return
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+                "history": history,
+                "wall_s": wall + time.time() - t_start,
+                "config": cfg.to_json(),
+                "train_config": asdict(tc),
+            },
+            tmp,
+        )
+        tmp.replace(state_path)
+        meta = {"codec": codec_sig, "emotion": tc.emotion, "training": record(), "history": history}
+        if init_record:  # a warm start: how the weights it started from were trained
+            meta["init"] = {k: init_record.get(k) for k in ("training", "history", "init")}
+        save_lm(stem, model, meta)
+
+    while step < tc.steps:
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, tc)
+        b = make_batch(train, texts, cfg, tc, rng, tc.batch_size, norm=norm).to(dev)
+        with amp:
+            ce, la = losses(model, b, cfg.lara_layer)
+        loss = ce + tc.lara_weight * la if tc.lara_weight > 0 else ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1:  # data parallel: average the gradients of the ranks' batches
+            for p in model.parameters():
+                if p.grad is None:  # every rank reduces every tensor, used or not
+                    p.grad = torch.zeros_like(p)
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        acc.append((ce.item(), -la.item()))
+        bar.update(1)
+        if step % tc.save_every == 0 or step == tc.steps:
+            m = np.mean(acc, axis=0)
+            acc = []
+            history.append({"step": step, "train_ce": round(float(m[0]), 4), "train_lara_cos": round(float(m[1]), 4), **evaluate()})
+            bar.set_postfix(ce=f"{m[0]:.3f}", valid=f"{history[-1]['valid_ce']:.3f}")
+            log.info("step %d %s", step, history[-1])
+            save()
+    bar.close()
+    return record()
+
+
+def tiny_setup(tc: LaraTrainConfig, cfg: LMConfig, codec_sig: dict) -> tuple[LaraTrainConfig, LMConfig]:
+    """The smoke-test sizes: a tiny LM for the given codec, a few crops."""
+    cfg = replace(
+        TINY_LM,
+        n_q=codec_sig["n_q"],
+        card=codec_sig["bins"],
+        frame_rate=codec_sig["frame_rate"],
+        feature_dim=cfg.feature_dim,
+        text_dim=cfg.text_dim,
+        context=24,
+    )
+    return replace(tc, batch_size=2, valid_crops=8, save_every=max(1, min(tc.save_every, tc.steps))), cfg

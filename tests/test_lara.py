@@ -1,0 +1,370 @@
+"""LARA-Gen: the LM (MusicGen parity, KV cache, time-varying AV memory), text encoder,
+generator, training loop, and the evaluation on tiny configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from moodlane.engine.audio.checkpoint import LMCheckpointError, check_pair, codec_signature, load_lm, save_lm
+from moodlane.engine.audio.codec import TINY, Codec, build_model
+from moodlane.engine.audio.generator import AudioSampling, LaraGenerator
+from moodlane.engine.audio.lm import IGNORE, TINY_LM, KVCache, LaraLM, delay, lara_loss, undelay
+from moodlane.engine.automation import EmotionCurve
+from moodlane.engine.chunk import Conditions
+from moodlane.engine.emotion import Emotion
+from moodlane.engine.session import join, render_chunks
+
+CODEC = dataclasses.replace(TINY, ratios=(8, 5, 4), bandwidths=(0.6, 1.2))  # 50 frames/s: few LM steps per second of audio
+CFG = dataclasses.replace(TINY_LM, n_q=CODEC.lm_codebooks, card=CODEC.bins, frame_rate=CODEC.frame_rate)
+
+
+class FakeText:
+    """Deterministic text states: a hash of the text (no model files needed)."""
+
+    dim = CFG.text_dim
+
+    def __call__(self, texts):
+        out = torch.stack([torch.randn(3, self.dim, generator=torch.Generator().manual_seed(sum(map(ord, t)))) for t in texts])
+        return out, torch.ones(len(texts), 3, dtype=torch.bool)
+
+
+def tiny_codec() -> Codec:
+    """A random tiny codec whose output depends on its codes (unit-gain convolutions, random codebooks)."""
+    from moodlane.engine.training.codec import init_weights
+
+    torch.manual_seed(0)
+    model = build_model(CODEC)
+    init_weights(model)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith(".embed"):
+                buf.normal_()
+    return Codec(CODEC, model.eval())
+
+
+def tiny_generator(seed=0, sampling=AudioSampling()) -> LaraGenerator:
+    codec = tiny_codec()
+    torch.manual_seed(seed)
+    return LaraGenerator(LaraLM(CFG), codec, FakeText(), sampling)
+
+
+def tiny_musicgen(tmp_path):
+    tr = pytest.importorskip("transformers", reason="transformers (the dev extra) builds the reference MusicGen")
+    dec = tr.MusicgenDecoderConfig(
+        vocab_size=64, max_position_embeddings=128, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2, hidden_size=32,
+        num_codebooks=4, dropout=0.0, pad_token_id=64, bos_token_id=64,
+    )  # fmt: skip
+    t5 = tr.T5Config(vocab_size=100, d_model=24, d_ff=32, num_layers=1, num_heads=2, d_kv=12)
+    enc = tr.EncodecConfig(
+        target_bandwidths=[10.0], num_filters=4, codebook_size=64, codebook_dim=16, hidden_size=16, upsampling_ratios=[8, 4],
+        sampling_rate=8000, audio_channels=1, num_lstm_layers=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = tr.MusicgenForConditionalGeneration(tr.MusicgenConfig(text_encoder=t5, audio_encoder=enc, decoder=dec)).eval()
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def test_musicgen_weights_load_and_logits_match_transformers(tmp_path):
+    from moodlane.engine.audio.musicgen import load_decoder, load_hf_codec
+
+    ref = tiny_musicgen(tmp_path)
+    lm, _ = load_decoder(tmp_path)
+    codes = torch.randint(0, 64, (2, 4, 10), generator=torch.Generator().manual_seed(1))
+    inputs, _ = delay(codes, lm.special)
+    text = torch.randint(0, 100, (2, 5), generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        theirs = ref(input_ids=text, attention_mask=mask, decoder_input_ids=inputs.reshape(-1, inputs.shape[-1])).logits
+        states = ref.text_encoder(input_ids=text, attention_mask=mask).last_hidden_state
+        mem = lm.memory(states, mask.bool())
+        mine, _ = lm(inputs, mem)
+        # and step by step through the KV cache
+        cache = KVCache(lm.cfg, 2, inputs.shape[-1])
+        steps = torch.cat([lm(inputs[:, :, i : i + 1], mem, cache)[0] for i in range(inputs.shape[-1])], dim=2)
+    theirs = theirs.reshape(2, 4, -1, 64)
+    assert (mine - theirs).abs().max().item() < 1e-4
+    assert (steps - theirs).abs().max().item() < 1e-4
+    codec = load_hf_codec(tmp_path)  # the folder's EnCodec behind MoodLane's codec interface
+    assert codec.decode(codes[0]).shape == (1, 10 * codec.hop)
+    check_pair(lm.cfg, codec, str(tmp_path))
+
+
+def test_musicgen_folder_with_missing_files_is_one_clear_error(tmp_path, capsys):
+    from moodlane.daw_bridge.cli import main
+    from moodlane.engine.audio.musicgen import MusicGenFolderError, load_decoder
+
+    tiny_musicgen(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(MusicGenFolderError, match="model.safetensors"):
+        load_decoder(tmp_path)
+    out = tmp_path / "x.wav"
+    capsys.readouterr()  # transformers' own progress output
+    assert main(["render", "--engine", "audio", "--lm-checkpoint", str(tmp_path), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.safetensors" in err[0]
+    assert not out.exists()
+
+
+def test_minilm_matches_transformers():
+    tr = pytest.importorskip("transformers", reason="transformers is the reference BERT")
+    from moodlane.engine.audio.text import MiniLM, minilm_folder
+
+    mine = MiniLM()
+    texts = ["solo acoustic piano, slow", "strings"]
+    x, mask = mine(texts)
+    tok = tr.AutoTokenizer.from_pretrained(str(minilm_folder()))
+    ref = tr.AutoModel.from_pretrained(str(minilm_folder())).eval()
+    with torch.no_grad():
+        y = ref(**tok(texts, padding=True, return_tensors="pt")).last_hidden_state
+    assert x.shape == y.shape
+    assert (x - y).abs().masked_fill(~mask[..., None], 0).max().item() < 1e-4
+
+
+def test_delay_pattern_round_trips():
+    codes = torch.arange(2 * 3 * 5).view(2, 3, 5)
+    inputs, targets = delay(codes, 99)
+    assert inputs.shape == targets.shape == (2, 3, 7)
+    assert (inputs[:, :, 0] == 99).all()  # every codebook starts from the special token
+    assert targets[0, 2, 1].item() == IGNORE  # codebook 2 runs two steps late
+    assert torch.equal(undelay(targets.masked_fill(targets == IGNORE, 99)), codes)
+    assert torch.equal(inputs[:, :, 1:], targets[:, :, :-1].masked_fill(targets[:, :, :-1] == IGNORE, 99))
+
+
+def test_av_memory_moves_in_time_and_changes_the_output():
+    torch.manual_seed(0)
+    lm = LaraLM(CFG).eval()
+    with torch.no_grad():
+        lm.av.mlp[-1].weight.mul_(100.0)  # a trained encoder's tokens are far from zero
+    text, mask = FakeText()(["x"])
+    inputs, _ = delay(torch.randint(0, CFG.card, (1, CFG.n_q, 12)), lm.special)
+    s = inputs.shape[-1]
+    va = torch.zeros(1, s, 2)
+    va[:, s // 2 :] = torch.tensor([0.9, 0.9])
+    with torch.no_grad():
+        moving, _ = lm(inputs, lm.memory(text, mask, va))
+        fixed, _ = lm(inputs, lm.memory(text, mask, torch.zeros(1, 1, 2)))
+        dropped, _ = lm(inputs, lm.memory(text, mask, va, torch.tensor([False])))
+        none, _ = lm(inputs, lm.memory(text, mask, None))
+    assert torch.allclose(moving[:, :, : s // 2], fixed[:, :, : s // 2], atol=1e-5)  # the past does not see the future's AV
+    assert not torch.allclose(moving[:, :, s // 2 :], fixed[:, :, s // 2 :], atol=1e-3)
+    assert torch.allclose(dropped, none, atol=1e-5)  # dropped AV tokens are invisible
+
+
+def test_lara_loss_is_minus_cosine():
+    proxy = torch.nn.Identity()
+    h = torch.randn(2, 5, 4)
+    valid = torch.ones(2, 5)
+    assert lara_loss(proxy, h, 3 * h, valid).item() == pytest.approx(-1.0, abs=1e-5)
+    assert lara_loss(proxy, h, -h, valid).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_generator_is_seeded_continues_and_follows_the_curve():
+    gen = tiny_generator()
+    curve = EmotionCurve.from_points([(0.0, Emotion(-0.8, -0.8)), (12.0, Emotion(0.8, 0.8))])
+    chunks, qpm = render_chunks(gen, curve, 12.0, seed=3, qpm=480.0, prompt="solo piano")
+    piece = join(chunks, qpm)
+    assert piece.sample_rate == CODEC.sample_rate
+    assert piece.pcm.shape[0] == 3 * CODEC.sample_rate // 2 + gen.tail  # three bars of 0.5 s, and the last tail
+    assert chunks[0].emotion != chunks[-1].emotion  # the AV memory changed between chunks
+    assert all(c.audio.tail == gen.tail for c in chunks)
+    again, _ = render_chunks(tiny_generator(), curve, 12.0, seed=3, qpm=480.0, prompt="solo piano")
+    np.testing.assert_array_equal(join(again, qpm).pcm, piece.pcm)  # same seed, same audio
+    other, _ = render_chunks(tiny_generator(), curve, 12.0, seed=4, qpm=480.0, prompt="solo piano")
+    assert not np.array_equal(join(other, qpm).pcm, piece.pcm)
+
+
+def test_state_clone_continues_bit_identically_past_a_cache_refill():
+    gen = tiny_generator()
+    state = gen.init_state(5)
+    cond = Conditions(Emotion(0.2, 0.4), 120.0, "organ")
+    for _ in range(2):  # 2 s chunks at 50 frames/s overflow the 48-step window: refills happen
+        _, state = gen.generate_chunk(state, cond)
+    snap = state.clone()
+    a, _ = gen.generate_chunk(state, cond)
+    b, _ = gen.generate_chunk(snap, cond)
+    np.testing.assert_array_equal(a.audio.pcm, b.audio.pcm)
+    assert state.tokens.shape[1] < state.steps  # old tokens are trimmed
+
+
+@pytest.mark.parametrize("rows,cfg,av_cfg", [(1, 1.0, 0.0), (2, 3.0, 0.0), (3, 3.0, 2.0)])
+def test_guidance_rows(rows, cfg, av_cfg):
+    gen = tiny_generator(sampling=AudioSampling(cfg=cfg, av_cfg=av_cfg, top_k=5))
+    chunk, state = gen.generate_chunk(gen.init_state(0), Conditions(Emotion(0.5, -0.5), 240.0, "harp"))
+    assert state.cache.k[0].shape[0] == rows
+    assert np.isfinite(chunk.audio.pcm).all()
+
+
+def test_sampling_values_are_checked():
+    for bad in ({"cfg": float("nan")}, {"top_k": 0}, {"temperature": 0.0}, {"av_cfg": -1.0}):
+        with pytest.raises(ValueError):
+            AudioSampling(**bad)
+
+
+def test_checkpoint_roundtrip_and_bad_checkpoints(tmp_path):
+    gen = tiny_generator()
+    save_lm(tmp_path / "lm", gen.model, {"codec": codec_signature(gen.codec), "emotion": "av"})
+    model, meta = load_lm(tmp_path / "lm")
+    assert meta["codec"]["n_q"] == CODEC.lm_codebooks
+    for (k, v), (_, w) in zip(gen.model.state_dict().items(), model.state_dict().items()):
+        assert torch.allclose(v, w, atol=1e-3), k  # fp16 on disk
+    (tmp_path / "lm.safetensors").write_bytes(b"junk")
+    with pytest.raises(LMCheckpointError, match="checksum"):
+        load_lm(tmp_path / "lm")
+    with pytest.raises(LMCheckpointError, match="does not exist"):
+        load_lm(tmp_path / "nope")
+    narrow = dataclasses.replace(CODEC, lm_codebooks=1)
+    wide = Codec(narrow, build_model(narrow))
+    with pytest.raises(LMCheckpointError, match="codec"):
+        check_pair(CFG, wide, "lm")
+
+
+def fake_encoded(root, clips=6, seconds=2.0):
+    """A manifest and encoded tokens for the tiny codec: half labelled, one a VGMIDI-style curve."""
+    from moodlane.engine.training.audio_data import PROGRAMS
+
+    rng = np.random.default_rng(0)
+    fr = CODEC.frame_rate
+    recs = []
+    for i in range(clips):
+        split = "valid" if i % 3 == 2 else "train"
+        labels = None
+        if i % 2 == 0:
+            labels = {"kind": "quadrant", "quadrant": 1, "valence": 0.6, "arousal": 0.6, "coarse": True}
+        if i == 4:
+            labels = {"kind": "curve", "points": [[0.0, -0.5, -0.5], [1.0, 0.5, 0.5]], "per": "bar"}
+        inst = PROGRAMS[i % 2][1]
+        recs.append(
+            {"id": f"set/c{i}", "split": split, "labels": labels, "text": f"solo {inst}, slow, low register, sparse", "instrument": inst}
+        )
+        n = int(seconds * fr)
+        times = np.arange(0.25, seconds, 0.5)
+        d = {
+            "codes": rng.integers(0, CODEC.bins, (CODEC.lm_codebooks, n)).astype(np.uint16),
+            "frame_rate": np.array(fr),
+            "feature_times": times.astype(np.float32),
+            "features": rng.normal(size=(len(times), 200)).astype(np.float16),
+        }
+        (root / "encoded" / "set").mkdir(parents=True, exist_ok=True)
+        np.savez(root / "encoded" / "set" / f"c{i}.npz", **d)
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_train_resumes_and_exports_a_loadable_lm(tmp_path):
+    from moodlane.engine.training.lara import LaraTrainConfig, TextBank, TokenSet, make_batch, train_lara
+
+    fake_encoded(tmp_path)
+    sig = codec_signature(tiny_codec())
+    cfg = dataclasses.replace(CFG, feature_dim=200)
+    tc = LaraTrainConfig(steps=2, batch_size=2, valid_crops=4, save_every=1, warmup=1)
+    rec = train_lara(tmp_path, tmp_path / "run", tmp_path / "lm", sig, tc, cfg, text_encoder=FakeText(), progress=False)
+    assert rec["steps"] == 2 and "labelled" in rec["data"]
+    rec = train_lara(
+        tmp_path,
+        tmp_path / "run",
+        tmp_path / "lm",
+        sig,
+        dataclasses.replace(tc, steps=3),
+        cfg,
+        text_encoder=FakeText(),
+        resume=True,
+        progress=False,
+    )
+    model, meta = load_lm(tmp_path / "lm")
+    assert meta["training"]["steps"] == 3 and len(meta["history"]) == 3
+    assert np.isfinite(meta["history"][-1]["valid_ce"])
+    # batches: per-step VA from the curve, AV off for unlabelled clips, text words only in the baseline
+    data = TokenSet(tmp_path, "train", cfg.n_q, cfg.context)
+    b = make_batch(data, TextBank(FakeText()), cfg, dataclasses.replace(tc, p_av_drop=0.0, p_text_drop=0.0), np.random.default_rng(0), 16)
+    assert b.inputs.shape == (16, cfg.n_q, cfg.context) and b.features.shape == (16, cfg.context, 200)
+    assert not b.av_on.all() and b.av_on.any()
+    base = make_batch(data, TextBank(FakeText()), cfg, dataclasses.replace(tc, emotion="text"), np.random.default_rng(0), 4)
+    assert not base.av_on.any()
+
+
+def test_train_with_another_config_will_not_resume(tmp_path):
+    from moodlane.engine.training.lara import LaraTrainConfig, train_lara
+
+    fake_encoded(tmp_path)
+    sig = codec_signature(tiny_codec())
+    cfg = dataclasses.replace(CFG, feature_dim=200)
+    tc = LaraTrainConfig(steps=1, batch_size=2, valid_crops=2, save_every=1, warmup=1)
+    train_lara(tmp_path, tmp_path / "run", tmp_path / "lm", sig, tc, cfg, text_encoder=FakeText(), progress=False)
+    with pytest.raises(ValueError, match="another model config"):
+        train_lara(
+            tmp_path,
+            tmp_path / "run",
+            tmp_path / "lm",
+            sig,
+            tc,
+            dataclasses.replace(cfg, dim=16),
+            text_encoder=FakeText(),
+            resume=True,
+            progress=False,
+        )
+
+
+def test_eval_audio_reports_grid_ramp_prompts_and_frechet(tmp_path):
+    from moodlane.engine.audio.predictor import load_predictor
+    from moodlane.engine.training.lara_eval import eval_audio, frechet
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    assert frechet(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet(a, b + 2.0) > frechet(a, b) + 10.0  # a shifted mean is far
+    fake_encoded(tmp_path, clips=6, seconds=4.0)
+    gens = [("a", tiny_generator(0)), ("b", tiny_generator(1))]
+    res = eval_audio(
+        gens,
+        load_predictor(),
+        tmp_path,
+        tmp_path / "out",
+        grid=2,
+        seconds=4.0,
+        ramp_seconds=6.0,
+        real_clips=4,
+        symbolic=False,
+        progress=False,
+    )
+    assert set(res["models"]) == {"a", "b"}
+    m = res["models"]["a"]
+    assert m["grid"]["points"] == 4 and set(m["grid"]["arousal"]) == {"pearson", "spearman"}
+    assert len(m["ramp"]["windows"]) >= 2 and "arousal_spearman" in m["ramp"]
+    assert set(m["prompts"]["clips"]) and 0 <= m["prompts"]["accuracy"] <= 1
+    assert np.isfinite(m["fd_to_held_out"]) and np.isfinite(res["fd_codec_ceiling"])
+    assert (tmp_path / "out" / "results.json").is_file() and (tmp_path / "out" / "ramp.png").is_file()
+    assert (tmp_path / "out" / "grid_b.png").is_file()
+
+
+def _ddp_rank(rank, root, port):
+    import os
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from moodlane.engine.training.lara import LaraTrainConfig, train_lara
+
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(CFG, feature_dim=200)
+    tc = LaraTrainConfig(steps=2, batch_size=2, valid_crops=2, save_every=2, warmup=1)
+    train_lara(root, root / f"run{rank}", root / "lm", codec_signature(tiny_codec()), tc, cfg, text_encoder=FakeText(), progress=False)
+    torch.distributed.destroy_process_group()
+
+
+def test_data_parallel_training_on_two_cpu_ranks(tmp_path):
+    """torchrun's environment, gloo on the CPU: two ranks, their gradients averaged, rank 0 writes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    fake_encoded(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_rank, args=(tmp_path, port), nprocs=2, join=True)
+    assert (tmp_path / "lm.safetensors").is_file() and not (tmp_path / "run1" / "train_state.pt").exists()
+    meta = json.loads((tmp_path / "lm.json").read_text())
+    assert meta["training"]["device"] == "cpu x 2" and meta["training"]["steps"] == 2

@@ -1,0 +1,106 @@
+"""`moodlane render --engine audio` on the shipped LM and codec, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from moodlane.daw_bridge.cli import main
+from moodlane.engine.audio.checkpoint import DEFAULT_LM
+from moodlane.presets import PRESET_DIR
+
+RAMP = PRESET_DIR / "automation" / "ramp_q3_q1.json"
+
+
+def run(args, capsys):
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_render_audio_with_a_prompt_and_automation_on_the_shipped_model(tmp_path, capsys):
+    out = tmp_path / "out.wav"
+    args = [
+        "render",
+        "--engine",
+        "audio",
+        "--prompt",
+        "solo piano",
+        "--automation",
+        str(RAMP),
+        "--bars",
+        "2",
+        "--seed",
+        "7",
+        "-o",
+        str(out),
+    ]
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    pcm, sr = sf.read(out)
+    assert sr == 24000 and abs(len(pcm) / sr - 4.0) < 0.05  # two bars at the default 120 BPM
+    assert np.abs(pcm).max() > 1e-3  # not silence
+    assert "V/A -0.80/-0.80 ->" in stdout  # the automation moved between the chunks
+    again = tmp_path / "again.wav"
+    assert run(args[:-1] + [str(again)], capsys)[0] == 0
+    assert out.read_bytes() == again.read_bytes()  # same seed, same file
+
+
+def test_render_audio_takes_a_preset_and_its_prompt(tmp_path, capsys):
+    out = tmp_path / "p.wav"
+    code, _, err = run(["render", "--engine", "audio", "--preset", "tender", "--seconds", "2", "--cfg", "1", "-o", str(out), "-q"], capsys)
+    assert code == 0, err
+    assert sf.info(out).duration == pytest.approx(2.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--prompt", "  "], "prompt is empty"),
+        (["--prompt", "x" * 501], "at most 500"),
+        (["--valence", "1.5"], "valence"),
+        (["--arousal", "nan"], "arousal"),
+        (["--top-k", "0"], "top-k"),
+        (["--cfg", "inf"], "cfg"),
+    ],
+)
+def test_bad_audio_render_inputs_are_one_line_and_no_file(tmp_path, capsys, extra, needle):
+    out = tmp_path / "bad.wav"
+    code, _, err = run(["render", "--engine", "audio", "--bars", "1", "-o", str(out), *extra], capsys)
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_corrupt_or_mismatched_lm_checkpoints(tmp_path, capsys):
+    import dataclasses
+
+    from moodlane.engine.audio.checkpoint import codec_signature, save_lm
+    from moodlane.engine.audio.codec import TINY, Codec, build_model
+    from moodlane.engine.audio.lm import TINY_LM, LaraLM
+
+    shutil.copy(DEFAULT_LM.with_suffix(".json"), tmp_path / "bad.json")
+    (tmp_path / "bad.safetensors").write_bytes(b"\0" * 64)
+    out = tmp_path / "o.wav"
+    code, _, err = run(["render", "--engine", "audio", "--lm-checkpoint", str(tmp_path / "bad"), "--bars", "1", "-o", str(out)], capsys)
+    assert code == 2 and "bad.safetensors" in err and not out.exists()
+    # an LM for a 2-codebook, 64-bin codec asked to decode through the shipped 1024-bin codec
+    small = LaraLM(dataclasses.replace(TINY_LM, n_q=2, card=64, frame_rate=75.0, text_dim=384))
+    save_lm(tmp_path / "small", small, {"codec": codec_signature(Codec(TINY, build_model(TINY))), "emotion": "av"})
+    code, _, err = run(["render", "--engine", "audio", "--lm-checkpoint", str(tmp_path / "small"), "--bars", "1", "-o", str(out)], capsys)
+    assert code == 2 and "codec" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_shipped_lm_records_how_it_was_trained():
+    meta = json.loads(DEFAULT_LM.with_suffix(".json").read_text())
+    rec = meta["training"]
+    assert rec["command"].startswith("moodlane train audio") and rec["steps"] > 0 and rec["wall_s"] > 0
+    assert meta["codec"]["n_q"] == meta["config"]["n_q"] and meta["emotion"] == "av"
+    assert meta["history"][-1]["valid_ce"] < meta["history"][0]["valid_ce"]  # it learned
