@@ -68,3 +68,31 @@ def save_stem(stem: str | os.PathLike, weights: bytes, meta: dict) -> None:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     commit({stem.with_suffix(".safetensors"): weights, stem.with_suffix(".json"): json.dumps(meta, indent=1).encode()})
+
+
+def save_torch(path: str | os.PathLike, obj: object) -> None:
+    """`torch.save`, atomically: a crash mid-save keeps the previous training state."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(Path(path), buf.getvalue())
+
+
+def weights_pair(state: dict, head: dict, half: bool = True) -> tuple[bytes, dict]:
+    """A checkpoint's two files: the tensors as safetensors bytes (fp16 by default: half the
+    bytes, same samples) and its JSON, `head` with the weights' SHA-256 put after its first
+    keys, so a pair that was not written together is caught at load."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    weights = save(state, metadata={"format_version": str(head.get("format_version", 1))})
+    first = {k: head[k] for k in ("format_version", "kind") if k in head}
+    meta = {**first, "weights_sha256": hashlib.sha256(weights).hexdigest(), **{k: v for k, v in head.items() if k not in first}}
+    return weights, meta

@@ -16,6 +16,19 @@ def make_notes(rows, qpm=120.0, bpb=4.0):
     return NoteArray(a[:, 0], a[:, 1], a[:, 2].astype(np.int64), a[:, 3].astype(np.int64), qpm, bpb)
 
 
+def run_cli(args, capsys):
+    """`moodlane ARGS` in-process: (exit status, stdout, stderr); argparse's own rejections
+    (SystemExit, also status 2) count as a status."""
+    from moodlane.daw_bridge.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture
 def data_dir():
     if not (DATA / "emopia").is_dir():

@@ -4,8 +4,8 @@ the render command on audio, and the registry."""
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import run_cli
 
-from moodlane.daw_bridge.cli import main
 from moodlane.engine.automation import EmotionCurve
 from moodlane.engine.chunk import Audio, Chunk, Conditions
 from moodlane.engine.emotion import Emotion
@@ -140,13 +140,7 @@ def test_registry():
         GeneratorOptions(engine="nope")
 
 
-def run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def test_render_mock_audio_to_wav(tmp_path, capsys):
@@ -165,7 +159,7 @@ def test_render_mock_audio_to_wav(tmp_path, capsys):
     "args,message",
     [
         (["--engine", "mock-audio", "-o", "{d}/a.mid"], "makes audio"),
-        (["--engine", "audio", "-o", "{d}/a.wav"], "LARA-Gen"),
+        (["--engine", "audio", "--lm-checkpoint", "{d}/missing", "-o", "{d}/a.wav"], "does not exist"),
         (["--engine", "mock", "-o", "{d}/a.txt"], ".mid or .wav"),
     ],
 )

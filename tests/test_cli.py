@@ -7,18 +7,11 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import run_cli
 
-from moodlane.daw_bridge.cli import main
 from moodlane.engine.symbolic.notes import parse_midi
 
-
-def run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as e:  # argparse rejects bad values itself, also with status 2
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def test_render_mock_writes_a_tempo_aligned_midi(tmp_path, capsys):

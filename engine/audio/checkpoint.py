@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from moodlane.engine.atomic import save_stem, stem_files
+from moodlane.engine.atomic import save_stem, stem_files, weights_pair
 from moodlane.engine.audio.lm import LaraLM, LMConfig
 
 FORMAT_VERSION = 1
@@ -42,20 +42,8 @@ def check_pair(cfg: LMConfig, codec, where: str) -> None:
 
 
 def save_lm(stem: str | os.PathLike, model: LaraLM, meta: dict, half: bool = True) -> None:
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    weights = save(state, metadata={"format_version": str(FORMAT_VERSION)})
-    full = {
-        "format_version": FORMAT_VERSION,
-        "kind": "lara-lm",
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
-        "config": model.cfg.to_json(),
-        **meta,
-    }
-    save_stem(stem, weights, full)
+    head = {"format_version": FORMAT_VERSION, "kind": "lara-lm", "config": model.cfg.to_json(), **meta}
+    save_stem(stem, *weights_pair(model.state_dict(), head, half))
 
 
 def load_lm(path: str | os.PathLike | None = None, warm_start: bool = False) -> tuple[LaraLM, dict]:

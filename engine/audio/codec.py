@@ -12,6 +12,7 @@ The engine does no I/O beyond reading weights; audio arrives and leaves as array
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -30,6 +31,7 @@ class CodecError(ValueError):
     """A codec checkpoint that is missing, unreadable or of another architecture."""
 
 
+@functools.cache
 def _import_encodec():
     """Import the `encodec` package without torchaudio.
 
@@ -37,17 +39,22 @@ def _import_encodec():
     saving, its CLI and the discriminator, none of which MoodLane calls. PyPI's torchaudio
     does not import beside the CPU build of torch (libc10_cuda.so is missing), so when the
     real one fails to import, an empty module stands in for it. This is the only place in
-    MoodLane that knows torchaudio exists.
+    MoodLane that knows torchaudio exists. The stand-in is removed again once encodec is
+    imported, so other libraries (transformers) still see that torchaudio is absent.
     """
+    stub = None
     if "torchaudio" not in sys.modules:
         try:
             import torchaudio  # noqa: F401
         except Exception:  # ImportError or OSError from a CUDA-only build
-            sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+            stub = sys.modules["torchaudio"] = types.ModuleType("torchaudio")
     try:
         import encodec
     except ImportError as e:
         raise CodecError(f"the encodec package is missing ({e}): pip install --no-deps encodec einops") from None
+    finally:
+        if stub is not None and sys.modules.get("torchaudio") is stub:
+            del sys.modules["torchaudio"]
     return encodec
 
 

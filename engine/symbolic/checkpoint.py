@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors.torch import load
 
-from moodlane.engine.atomic import commit
+from moodlane.engine.atomic import save_stem, weights_pair
 from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
 
 FORMAT_VERSION = 1
@@ -29,19 +29,9 @@ def save_symbolic(model: SymbolicLM, stem: Path, extra: dict | None = None, half
     """Writes `stem.safetensors` (fp16 by default: half the bytes, same samples) and
     `stem.json`, committed together; the JSON records the weights' SHA-256, so a pair that
     was not written together is caught at load."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    weights = save(state, metadata={"format_version": str(FORMAT_VERSION)})
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "kind": "symbolic",
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
-        "config": model.cfg.to_json(),
-        **(extra or {}),
-    }
-    commit({stem.with_suffix(".safetensors"): weights, stem.with_suffix(".json"): json.dumps(meta, indent=1).encode()})
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied to wte
+    head = {"format_version": FORMAT_VERSION, "kind": "symbolic", "config": model.cfg.to_json(), **(extra or {})}
+    save_stem(stem, *weights_pair(state, head, half))
 
 
 def load_symbolic(stem: Path | str = DEFAULT_SYMBOLIC) -> tuple[SymbolicLM, dict]:

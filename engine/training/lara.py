@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from moodlane.engine.atomic import save_torch
 from moodlane.engine.audio.checkpoint import save_lm
 from moodlane.engine.audio.generator import emotion_words
 from moodlane.engine.audio.lm import TINY_LM, LaraLM, LMConfig, ce_loss, delay, lara_loss
@@ -303,8 +304,8 @@ def train_lara(
     def save() -> None:
         if rank != 0:
             return
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(
+        save_torch(
+            state_path,
             {
                 "model": model.state_dict(),
                 "opt": opt.state_dict(),
@@ -314,9 +315,7 @@ def train_lara(
                 "config": cfg.to_json(),
                 "train_config": asdict(tc),
             },
-            tmp,
         )
-        tmp.replace(state_path)
         meta = {"codec": codec_sig, "emotion": tc.emotion, "training": record(), "history": history}
         if init_record:  # a warm start: how the weights it started from were trained
             meta["init"] = {k: init_record.get(k) for k in ("training", "history", "init")}

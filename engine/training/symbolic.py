@@ -8,7 +8,6 @@ Resumable: `--resume` continues from `OUT/train_state.pt`.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moodlane.engine.atomic import write_atomic
+from moodlane.engine.atomic import save_torch
 from moodlane.engine.symbolic.attributes import INDEX, bar_windows, quantile_edges, to_bins
 from moodlane.engine.symbolic.checkpoint import save_symbolic
 from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
@@ -205,9 +204,7 @@ def train(
     def save() -> None:
         if rank:
             return
-        buf = io.BytesIO()
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history, "wall": wall}, buf)
-        write_atomic(state_path, buf.getvalue())  # a crash mid-save keeps the previous state
+        save_torch(state_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history, "wall": wall})
         if export_stem is not None:
             save_symbolic(model, export_stem, extra={"training": _record(data_dir, tc, step, wall, history, n_train_tokens, d)})
 
