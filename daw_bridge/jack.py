@@ -35,13 +35,7 @@ def ensure_jack(rate: int = 48000, period: int = 512) -> Iterator[bool]:
         raise JackUnavailable("jackd is not installed (Debian: apt-get install jackd2)")
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
     proc = subprocess.Popen(
-        # -t 10000: a client whose process callback is late by up to 10 s (a busy 2-core machine: a model
-        # loading beside the test suite) is not zombified; at the default 500 ms a client could be dropped
-        # while its ports stayed connected, and a MIDI monitor then received nothing (a flaky serve test)
-        ["jackd", "-r", "-t", "10000", "-d", "dummy", "-r", str(rate), "-p", str(period)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        ["jackd", "-r", "-d", "dummy", "-r", str(rate), "-p", str(period)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         for _ in range(100):
