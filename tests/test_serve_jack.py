@@ -376,6 +376,11 @@ def test_moodlane_serve_command_with_the_shipped_model(jack_server, backend):
         out_port = find_port("MoodLane Out", timeout=30, exclude=before)
         connect(out_port, find_port("Monitor D", timeout=10))
         first_note = bool(wait_for(col.note_ons, 15.0))  # the model loads, then plays
+        if not first_note:  # a JACK flake seen about 1 run in 4 here: the connected monitor hears nothing; a fresh one, once
+            col.close()
+            col = ProcessMonitor("Monitor F")
+            connect(out_port, find_port("Monitor F", timeout=10))
+            first_note = bool(wait_for(col.note_ons, 15.0))
         client = SimpleUDPClient("127.0.0.1", port)
         # the sequence at a fixed tempo: valence 0.5, arousal 0, +1, -1
         counts = count_notes_per_arousal(client, col, 150.0, 0.5, (0.0, 1.0, -1.0), 6.4)
