@@ -81,6 +81,12 @@ def save_torch(path: str | os.PathLike, obj: object) -> None:
     write_atomic(Path(path), buf.getvalue())
 
 
+def save_train_state(path: str | os.PathLike, model, opt, step: int, history: list, wall_s: float, **extra) -> None:
+    """The resumable state of a training run (weights, optimiser, step, loss history, wall
+    time, and whatever the job adds), atomically."""
+    save_torch(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history, "wall_s": wall_s, **extra})
+
+
 def weights_pair(state: dict, head: dict, half: bool = True) -> tuple[bytes, dict]:
     """A checkpoint's two files: the tensors as safetensors bytes (fp16 by default: half the
     bytes, same samples) and its JSON, `head` with the weights' SHA-256 put after its first

@@ -111,6 +111,8 @@ class LaraGenerator:
         self.sample_rate = int(codec.sample_rate)
         self.hop = int(round(codec.sample_rate / codec.frame_rate))
         self.tail = int(round(sampling.tail_s * self.sample_rate))
+        self._special = torch.full((self.cfg.n_q,), model.special, dtype=torch.long)  # BOS / not-yet-started codebooks
+        self._delays = torch.arange(self.cfg.n_q)  # codebook k runs k steps late
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._mem_key: tuple | None = None
         self._mem: Memory | None = None
@@ -178,26 +180,23 @@ class LaraGenerator:
         keep = self.cfg.context // 2
         s = state.steps
         cols = state.tokens[:, max(0, s - keep - state.offset) : s - 1 - state.offset]
-        special = torch.full((self.cfg.n_q, 1), self.model.special, dtype=torch.long)
-        prefix = torch.cat([special, cols], dim=1)
+        prefix = torch.cat([self._special[:, None], cols], dim=1)
         state.cache = KVCache(self.cfg, self.sampling.rows, self.cfg.context)
         self.model(prefix[None].expand(self.sampling.rows, -1, -1), mem, state.cache)
 
     @torch.no_grad()
     def step(self, state: LaraState, mem: Memory, gen: torch.Generator) -> None:
         """Generate one delay-pattern step (one token per codebook)."""
-        k, s = self.cfg.n_q, state.steps
+        s = state.steps
         if state.cache is None or state.cache.capacity != self.cfg.context or state.cache.k[0].shape[0] != self.sampling.rows:
             state.cache = KVCache(self.cfg, self.sampling.rows, self.cfg.context)
             if s > 0:
                 self._refill(state, mem)
         elif state.cache.length >= state.cache.capacity:
             self._refill(state, mem)
-        special = torch.full((k,), self.model.special, dtype=torch.long)
-        inputs = special if s == 0 else state.tokens[:, s - 1 - state.offset]
+        inputs = self._special if s == 0 else state.tokens[:, s - 1 - state.offset]
         tok = self._sample(self._logits(inputs, mem, state.cache), gen)
-        frame = s - torch.arange(k)
-        tok = torch.where(frame >= 0, tok, special)  # codebook k starts k steps late
+        tok = torch.where(s - self._delays >= 0, tok, self._special)
         state.tokens = tok[:, None] if state.tokens is None else torch.cat([state.tokens, tok[:, None]], dim=1)
 
     def frames_done(self, state: LaraState) -> int:

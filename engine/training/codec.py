@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from moodlane.engine.atomic import save_stem, save_torch
+from moodlane.engine.atomic import save_stem, save_train_state
 from moodlane.engine.audio.codec import TINY, CodecConfig, build_model, export_state
 from moodlane.engine.audio.losses import multiscale_mel_loss
 from moodlane.engine.audio.music_model import resample
@@ -195,17 +195,7 @@ def train_codec(
             history.append({"step": step, "mel": round(float(m[0]), 4), "l1": round(float(m[1]), 5), "commit": round(float(m[2]), 5)})
             bar.set_postfix(mel=f"{m[0]:.3f}")
             log.info("step %d %s", step, history[-1])
-            save_torch(
-                state_path,
-                {
-                    "model": model.state_dict(),
-                    "opt": opt.state_dict(),
-                    "step": step,
-                    "history": history,
-                    "wall_s": wall + time.time() - t_start,
-                    "config": cfg.to_json(),
-                },
-            )
+            save_train_state(state_path, model, opt, step, history, wall + time.time() - t_start, config=cfg.to_json())
             _save_export(model, cfg, stem, record())
     bar.close()
     return record()

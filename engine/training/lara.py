@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from moodlane.engine.atomic import save_torch
+from moodlane.engine.atomic import save_train_state
 from moodlane.engine.audio.checkpoint import save_lm
 from moodlane.engine.audio.generator import emotion_words
 from moodlane.engine.audio.lm import TINY_LM, LaraLM, LMConfig, ce_loss, delay, lara_loss
@@ -304,18 +304,7 @@ def train_lara(
     def save() -> None:
         if rank != 0:
             return
-        save_torch(
-            state_path,
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "step": step,
-                "history": history,
-                "wall_s": wall + time.time() - t_start,
-                "config": cfg.to_json(),
-                "train_config": asdict(tc),
-            },
-        )
+        save_train_state(state_path, model, opt, step, history, wall + time.time() - t_start, config=cfg.to_json(), train_config=asdict(tc))
         meta = {"codec": codec_sig, "emotion": tc.emotion, "training": record(), "history": history}
         if init_record:  # a warm start: how the weights it started from were trained
             meta["init"] = {k: init_record.get(k) for k in ("training", "history", "init")}
