@@ -27,12 +27,14 @@ from moodlane.engine.audio.text import TextEncoderError
 from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
 from moodlane.engine.chunk import MAX_PROMPT
 from moodlane.engine.emotion import Emotion, EmotionError
-from moodlane.engine.registry import ENGINES, KINDS, PRECISIONS, GeneratorOptions, load_generator
+from moodlane.engine.registry import ENGINES, KINDS, PRECISIONS, GeneratorOptions, describe_backend, load_generator
 from moodlane.engine.session import MAX_BEATS
 from moodlane.engine.symbolic.checkpoint import CheckpointError
 from moodlane.engine.symbolic.notes import MidiError
 from moodlane.engine.training.audio_eval import AudioFileError
 from moodlane.engine.training.data import DataError
+from moodlane.export.onnx import ExportError
+from moodlane.export.runtime import OnnxExportError
 from moodlane.presets import PRESET_DIR, PresetError, get_emotion_preset, load_emotion_presets
 
 USER_ERRORS = (
@@ -50,6 +52,8 @@ USER_ERRORS = (
     LMCheckpointError,
     MusicGenFolderError,
     TextEncoderError,
+    ExportError,
+    OnnxExportError,
 )
 EXIT_USAGE = 2
 
@@ -73,6 +77,9 @@ def generator_options(args: argparse.Namespace) -> GeneratorOptions:
         cfg=args.cfg,
         av_cfg=args.av_cfg,
         top_k=args.top_k,
+        backend=args.backend,
+        onnx_dir=args.onnx,
+        providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None,
     )
 
 
@@ -98,6 +105,14 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
     a.add_argument("--cfg", type=finite("cfg", 0, 20), default=3.0, help="classifier-free guidance scale (1: off, batch 1; default 3)")
     a.add_argument("--av-cfg", type=finite("av-cfg", 0, 20), default=0.0, help="extra guidance on the emotion alone (adds a row)")
     a.add_argument("--top-k", type=int_range("top-k", 1, 4096), default=250, help="sample from the k likeliest tokens (default 250)")
+    a.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="LM runtime: onnx (moodlane export onnx first), torch, or auto (ONNX when an export matches the LM; default)",
+    )
+    a.add_argument("--onnx", metavar="DIR", help="ONNX export folder (default: the cache folder moodlane export onnx writes)")
+    a.add_argument("--providers", help="onnxruntime providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu (default: cuda,cpu)")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -159,6 +174,46 @@ def _prompt(args) -> str:
     return get_emotion_preset(args.preset).prompt if args.preset else ""
 
 
+def _say_backend(generator, quiet: bool) -> None:
+    line = describe_backend(generator)
+    if line and not quiet:
+        print(line, file=sys.stderr)
+
+
+def cmd_export(args) -> int:
+    """Export the LM (default: the shipped one), its codec decoder and text encoder to ONNX."""
+    from moodlane.engine.audio.checkpoint import load_lara
+    from moodlane.export.onnx import export_lara
+    from moodlane.export.runtime import default_folder
+
+    gen = load_lara(args.lm_checkpoint, args.codec_checkpoint, backend="torch")
+    if gen.model is None or not gen.meta.get("weights_sha256"):
+        raise UsageError("ONNX export covers MoodLane LM stems (the shipped LM, or one from moodlane train audio)")
+    out = Path(args.out) if args.out else default_folder(gen.meta["weights_sha256"])
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    steps = ["memory", "decoder", "codec decoder", "text encoder", "parity"]
+    with _progress(len(steps), "exporting", args.quiet) as bar:
+        manifest = export_lara(gen, out, opset=args.opset, progress=lambda what: (bar.set_postfix_str(what), bar.update(1)))
+    if not args.quiet:
+        sizes = {k: (out / v["file"]).stat().st_size / 1e6 for k, v in manifest["files"].items()}
+        print(f"wrote {out} in {manifest['export_seconds']} s (opset {manifest['opset']}):")
+        for k, mb in sizes.items():
+            print(f"  {manifest['files'][k]['file']:22s} {mb:7.1f} MB")
+        print("parity with PyTorch (max abs): " + ", ".join(f"{k.removesuffix('_max_abs')} {v:.1e}" for k, v in manifest["parity"].items()))
+        if args.out:
+            print(f"use it with: moodlane render --engine audio --backend onnx --onnx {out} ...")
+        else:
+            print("the audio engine now uses it by default (--backend torch to opt out)")
+    return 0
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="graph", disable=quiet, leave=False)
+
+
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
@@ -185,6 +240,7 @@ def cmd_render(args) -> int:
         find_soundfont(args.soundfont)
         _fluidsynth()
     generator = load_generator(opts)
+    _say_backend(generator, args.quiet)
     curve, tempo = _emotion_source(args, generator)
     qpm = tempo or generator.default_tempo(curve.at(0.0))
     beats = _length_beats(args, curve, qpm)
@@ -393,6 +449,7 @@ def cmd_serve(args) -> int:
     if KINDS[args.engine] == "audio" and args.mode == "midi":
         raise UsageError(f"the {args.engine} engine makes audio: serve it with --mode audio")
     generator = load_generator(generator_options(args))
+    _say_backend(generator, args.quiet)
     emotion = get_emotion_preset(args.preset).emotion if args.preset else Emotion(args.valence or 0.0, args.arousal or 0.0)
     opts = ServeOptions(
         osc_host=args.host,
@@ -579,6 +636,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clock-seconds", type=finite("clock seconds", 0, 600), default=20.0, help="live: MIDI clock slave run (0: skip)")
     b.set_defaults(func=cmd_bench)
 
+    x = sub.add_parser("export", help="export the LARA-Gen LM, codec decoder and text encoder to ONNX (onnxruntime backend)")
+    x.add_argument("what", choices=("onnx",))
+    x.add_argument("--out", help="folder to write (default: the cache folder the audio engine looks in)")
+    x.add_argument("--lm-checkpoint", help="LM stem (default: the shipped LM)")
+    x.add_argument("--codec-checkpoint", help="codec stem (default: the shipped codec)")
+    x.add_argument("--opset", type=int_range("opset", 14, 21), default=17, help="ONNX opset (default 17)")
+    x.add_argument("-q", "--quiet", action="store_true")
+    x.set_defaults(func=cmd_export)
+
     add_audio_commands(sub)
     return ap
 
@@ -586,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)  # force: main() may run twice in one process
     try:
         return args.func(args)
     except (*USER_ERRORS, UsageError) as e:

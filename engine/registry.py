@@ -36,13 +36,32 @@ class GeneratorOptions:
     cfg: float = 3.0  # audio: classifier-free guidance
     av_cfg: float = 0.0  # audio: extra guidance on the emotion alone
     top_k: int = 250  # audio
+    backend: str = "auto"  # audio: torch, onnx (export.runtime), or auto (ONNX when an export matches the LM)
+    onnx_dir: str | None = None  # audio: the export folder (None: the cache folder for this LM)
+    providers: tuple[str, ...] | None = None  # audio on ONNX: provider preference (None: CUDA, then CPU)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be auto, torch or onnx, got {self.backend!r}")
         # sampling values are checked by the generator's own config (SamplingConfig)
+
+
+def describe_backend(gen: Generator) -> str | None:
+    """One line on what runs an audio generator: its backend, providers and threads."""
+    lm = getattr(gen, "lm", None)
+    if lm is None:
+        return None
+    d = lm.describe()
+    if d["backend"] == "onnx":
+        line = f"backend: onnx ({gen.meta.get('onnx')}), onnxruntime providers used: {', '.join(d['providers_used'])}"
+        line += f" (available: {', '.join(d['providers_available'])}), {d['threads']} thread(s)"
+    else:
+        line = f"backend: torch {d.get('version', '')}, {d['threads']} thread(s)".replace("  ", " ")
+    return line
 
 
 def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:
@@ -63,7 +82,8 @@ def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:
 
         torch.set_num_threads(AUDIO_THREADS)
         sampling = AudioSampling(cfg=opts.cfg, av_cfg=opts.av_cfg, top_k=opts.top_k, temperature=opts.temperature)
-        return load_lara(opts.lm_checkpoint, opts.codec_checkpoint, sampling)
+        providers = list(opts.providers) if opts.providers else None
+        return load_lara(opts.lm_checkpoint, opts.codec_checkpoint, sampling, opts.backend, opts.onnx_dir, providers, AUDIO_THREADS)
 
     from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
 

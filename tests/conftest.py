@@ -10,6 +10,19 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("MOODLANE_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_onnx_cache(tmp_path_factory):
+    """Tests never see (nor write) the user's ONNX exports: the audio engine's `auto` backend
+    would pick them up."""
+    old = os.environ.get("MOODLANE_ONNX_CACHE")
+    os.environ["MOODLANE_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MOODLANE_ONNX_CACHE", None)
+    else:
+        os.environ["MOODLANE_ONNX_CACHE"] = old
+
+
 def make_notes(rows, qpm=120.0, bpb=4.0):
     """rows: (start_beats, dur_beats, pitch, velocity)."""
     a = np.array(rows, dtype=np.float64).reshape(-1, 4)

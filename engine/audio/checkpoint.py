@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 from moodlane.engine.atomic import save_stem, stem_files, weights_pair
 from moodlane.engine.audio.lm import LaraLM, LMConfig
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -79,16 +82,72 @@ def load_lm(path: str | os.PathLike | None = None, warm_start: bool = False) -> 
     return model.eval(), meta
 
 
-def load_lara(lm: str | os.PathLike | None = None, codec: str | os.PathLike | None = None, sampling=None):
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def _stem_sha(path: str | os.PathLike) -> str | None:
+    """SHA-256 of a checkpoint's weights file (None: unreadable; the PyTorch load says why)."""
+    try:
+        return hashlib.sha256(stem_files(path, "", LMCheckpointError)[0].read_bytes()).hexdigest()
+    except (LMCheckpointError, OSError):
+        return None
+
+
+def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, threads: int):
+    """The ONNX-backed generator when an export matching the checkpoint is there; None (and
+    a warning naming the file, unless `auto` found no export at all) means PyTorch."""
+    try:
+        from moodlane.export.runtime import OnnxExportError, default_folder, load_onnx_lara
+    except ImportError as e:  # pragma: no cover - the package ships export/
+        log.warning("the ONNX runtime backend cannot be imported (%s): using PyTorch", e)
+        return None
+    lm_sha = _stem_sha(lm or DEFAULT_LM)
+    codec_sha = _stem_sha(codec or PACKAGE_WEIGHTS / "codec")
+    if lm_sha is None:
+        return None  # the PyTorch load reports the broken checkpoint
+    folder = Path(onnx_dir) if onnx_dir else default_folder(lm_sha)
+    if backend == "auto" and not (folder / "manifest.json").exists():
+        log.info("no ONNX export in %s (moodlane export onnx): using PyTorch", folder)
+        return None
+    try:
+        return load_onnx_lara(folder, sampling, lm_sha, codec_sha, providers, threads)
+    except OnnxExportError as e:
+        log.warning("%s: using PyTorch", e)
+        return None
+
+
+def load_lara(
+    lm: str | os.PathLike | None = None,
+    codec: str | os.PathLike | None = None,
+    sampling=None,
+    backend: str = "auto",
+    onnx_dir: str | os.PathLike | None = None,
+    providers: list[str] | None = None,
+    threads: int = 1,
+):
     """The audio generator: a MoodLane LM stem (default: the shipped one) with the codec it
     was trained on (default: the shipped codec) and its text encoder, or a MusicGen folder
-    (decoder, its EnCodec and T5; `codec` then overrides the folder's EnCodec)."""
+    (decoder, its EnCodec and T5; `codec` then overrides the folder's EnCodec).
+
+    `backend`: "onnx" runs the export in `onnx_dir` (default: the cache folder for this
+    checkpoint, `export.runtime.default_folder`) on onnxruntime, "torch" PyTorch, "auto" the
+    export when one matching the checkpoint exists. A missing, corrupt or mismatched export
+    falls back to PyTorch with a warning naming the file."""
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.generator import AudioSampling, LaraGenerator
     from moodlane.engine.audio.text import load_text_encoder
 
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     sampling = sampling or AudioSampling()
-    if lm is not None and Path(lm).is_dir():
+    musicgen = lm is not None and Path(lm).is_dir()
+    if backend == "onnx" and musicgen:
+        log.warning("ONNX export covers MoodLane LM stems; the MusicGen folder %s runs on PyTorch", lm)
+    elif backend != "torch":
+        gen = _onnx_generator(lm, codec, sampling, backend, onnx_dir, providers, threads)
+        if gen is not None:
+            return gen
+    if musicgen:
         from moodlane.engine.audio.musicgen import load_decoder, load_hf_codec
 
         model, _ = load_decoder(lm)

@@ -13,6 +13,7 @@ The engine does no I/O beyond reading weights; audio arrives and leaves as array
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -222,15 +223,16 @@ def load_codec(path: str | os.PathLike | None = None) -> Codec:
     except (ValueError, KeyError, TypeError) as e:
         raise CodecError(f"{js}: not a codec config ({type(e).__name__}: {e})") from None
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        state = {k: v.float() for k, v in load_file(str(st)).items()}
+        raw = st.read_bytes()
+        state = {k: v.float() for k, v in load(raw).items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CodecError(f"{st}: not a readable safetensors file ({e})") from None
     model = build_model(cfg)
     _load_state(model, state, st, cfg)
-    return Codec(cfg, model.eval(), meta)
+    return Codec(cfg, model.eval(), {**meta, "weights_sha256": hashlib.sha256(raw).hexdigest()})
 
 
 def export_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

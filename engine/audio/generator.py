@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from moodlane.engine.audio.lm import KVCache, LaraLM, Memory
+from moodlane.engine.audio.lm import KVCache, LaraLM, LMConfig, Memory
 from moodlane.engine.chunk import Audio, Chunk, Conditions, bar_seed
 from moodlane.engine.emotion import Emotion
 
@@ -64,7 +64,7 @@ class LaraState:
     sample: int = 0
     tokens: torch.Tensor | None = None
     offset: int = 0  # absolute step of tokens[:, 0]
-    cache: KVCache | None = None
+    cache: object | None = None  # the backend's KV cache (KVCache, or export.runtime.OrtCache)
 
     @property
     def steps(self) -> int:
@@ -88,30 +88,55 @@ def emotion_words(e: Emotion) -> str:
     return f"{v}, {a}"
 
 
+class TorchLM:
+    """The PyTorch backend of the LM: conditioning memory, a cache, one step's logits.
+    `export.runtime.OnnxLM` is the other; the generation loop below drives either."""
+
+    name = "torch"
+
+    def __init__(self, model: LaraLM) -> None:
+        self.model = model.eval()
+        self.cfg: LMConfig = model.cfg
+
+    def memory(self, text: torch.Tensor, mask: torch.Tensor, va: torch.Tensor, av_on: torch.Tensor) -> Memory:
+        return self.model.memory(text, mask, va, av_on)
+
+    def new_cache(self, batch: int) -> KVCache:
+        return KVCache(self.cfg, batch, self.cfg.context)
+
+    def logits(self, tokens: torch.Tensor, mem: Memory, cache: KVCache) -> torch.Tensor:
+        """tokens (B, K, S) after the cached steps -> the last step's logits (B, K, card)."""
+        return self.model(tokens, mem, cache)[0][:, :, -1]
+
+    def describe(self) -> dict:
+        return {"backend": "torch", "version": torch.__version__, "threads": torch.get_num_threads()}
+
+
 class LaraGenerator:
     name = "audio"
     kind = "audio"
 
     def __init__(
         self,
-        model: LaraLM,
+        model: LaraLM | TorchLM,
         codec,
         text_encoder,
         sampling: AudioSampling = AudioSampling(),
         emotion_as_text: bool = False,
         meta: dict | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.lm = TorchLM(model) if isinstance(model, LaraLM) else model  # the backend
+        self.model = getattr(self.lm, "model", None)  # the torch module, when the backend has one
         self.codec = codec
         self.text = text_encoder
         self.sampling = sampling
-        self.cfg = model.cfg
+        self.cfg = self.lm.cfg
         self.emotion_as_text = emotion_as_text  # the text-prompting baseline: words, no AV tokens
         self.meta = meta or {}
         self.sample_rate = int(codec.sample_rate)
         self.hop = int(round(codec.sample_rate / codec.frame_rate))
         self.tail = int(round(sampling.tail_s * self.sample_rate))
-        self._special = torch.full((self.cfg.n_q,), model.special, dtype=torch.long)  # BOS / not-yet-started codebooks
+        self._special = torch.full((self.cfg.n_q,), self.cfg.card, dtype=torch.long)  # BOS / not-yet-started codebooks
         self._delays = torch.arange(self.cfg.n_q)  # codebook k runs k steps late
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._mem_key: tuple | None = None
@@ -144,7 +169,7 @@ class LaraGenerator:
         rows = self.sampling.rows
         text_on = torch.tensor([True, False, True][:rows])
         av_on = torch.tensor([not self.emotion_as_text, False, False][:rows])
-        mem = self.model.memory(
+        mem = self.lm.memory(
             states.expand(rows, -1, -1),
             mask.expand(rows, -1) & text_on[:, None],
             torch.tensor([[emotion.valence, emotion.arousal]], dtype=torch.float32).expand(rows, 1, 2),
@@ -154,11 +179,10 @@ class LaraGenerator:
         return mem
 
     # stepping -----------------------------------------------------------------------
-    def _logits(self, inputs: torch.Tensor, mem: Memory, cache: KVCache) -> torch.Tensor:
+    def _logits(self, inputs: torch.Tensor, mem, cache) -> torch.Tensor:
         """One step: inputs (K,) -> guided logits (K, card)."""
         rows = self.sampling.rows
-        logits, _ = self.model(inputs.view(1, -1, 1).expand(rows, -1, -1), mem, cache)
-        lg = logits[:, :, -1]  # (rows, K, card)
+        lg = self.lm.logits(inputs.view(1, -1, 1).expand(rows, -1, -1), mem, cache)  # (rows, K, card)
         s = self.sampling
         if rows == 1:
             return lg[0]
@@ -174,22 +198,22 @@ class LaraGenerator:
         pick = torch.multinomial(probs, 1, generator=gen)
         return i.gather(-1, pick)[:, 0]
 
-    def _refill(self, state: LaraState, mem: Memory) -> None:
+    def _refill(self, state: LaraState, mem) -> None:
         """A fresh cache over the most recent half window: a special token at position 0,
         then the inputs of the steps since (so the next input lands where training put it)."""
         keep = self.cfg.context // 2
         s = state.steps
         cols = state.tokens[:, max(0, s - keep - state.offset) : s - 1 - state.offset]
         prefix = torch.cat([self._special[:, None], cols], dim=1)
-        state.cache = KVCache(self.cfg, self.sampling.rows, self.cfg.context)
-        self.model(prefix[None].expand(self.sampling.rows, -1, -1), mem, state.cache)
+        state.cache = self.lm.new_cache(self.sampling.rows)
+        self.lm.logits(prefix[None].expand(self.sampling.rows, -1, -1), mem, state.cache)
 
     @torch.no_grad()
-    def step(self, state: LaraState, mem: Memory, gen: torch.Generator) -> None:
+    def step(self, state: LaraState, mem, gen: torch.Generator) -> None:
         """Generate one delay-pattern step (one token per codebook)."""
         s = state.steps
-        if state.cache is None or state.cache.capacity != self.cfg.context or state.cache.k[0].shape[0] != self.sampling.rows:
-            state.cache = KVCache(self.cfg, self.sampling.rows, self.cfg.context)
+        if state.cache is None or state.cache.capacity != self.cfg.context or state.cache.batch != self.sampling.rows:
+            state.cache = self.lm.new_cache(self.sampling.rows)
             if s > 0:
                 self._refill(state, mem)
         elif state.cache.length >= state.cache.capacity:

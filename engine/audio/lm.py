@@ -95,7 +95,9 @@ def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 class KVCache:
     """Self-attention keys and values of every layer, preallocated to `capacity` steps;
-    `length` steps are filled. `clone()` snapshots it (the live scheduler rolls back)."""
+    `length` steps are filled. `clone()` snapshots it (the live scheduler rolls back).
+    A cache is anything with `length`, `update` and `advance`: the ONNX export traces the
+    model with one that concatenates (`export.onnx`), so the graph takes the past as input."""
 
     def __init__(self, cfg: LMConfig, batch: int, capacity: int, dtype: torch.dtype = torch.float32) -> None:
         shape = (batch, cfg.n_head, capacity, cfg.head_dim)
@@ -103,12 +105,25 @@ class KVCache:
         self.v = [torch.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
         self.length = 0
         self.capacity = capacity
+        self.batch = batch
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new steps' keys/values after the cached ones; all of them, past and new."""
+        p, t = self.length, k.shape[2]
+        if p + t > self.capacity:
+            raise RuntimeError(f"KV cache full ({self.capacity} steps)")
+        self.k[layer][:, :, p : p + t] = k
+        self.v[layer][:, :, p : p + t] = v
+        return self.k[layer][:, :, : p + t], self.v[layer][:, :, : p + t]
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
 
     def clone(self) -> KVCache:
         c = KVCache.__new__(KVCache)
         c.k = [t.clone() for t in self.k]
         c.v = [t.clone() for t in self.v]
-        c.length, c.capacity = self.length, self.capacity
+        c.length, c.capacity, c.batch = self.length, self.capacity, self.batch
         return c
 
 
@@ -154,15 +169,11 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             return self.merge(y)
         p = cache.length
-        if p + t > cache.capacity:
-            raise RuntimeError(f"KV cache full ({cache.capacity} steps)")
-        cache.k[layer][:, :, p : p + t] = k
-        cache.v[layer][:, :, p : p + t] = v
-        k, v = cache.k[layer][:, :, : p + t], cache.v[layer][:, :, : p + t]
+        k, v = cache.update(layer, k, v)
         if t == 1:
             y = F.scaled_dot_product_attention(q, k, v)
         else:  # a block of new steps after p cached ones: causal within, all of the past
-            mask = torch.ones(t, p + t, dtype=torch.bool).tril(diagonal=p)
+            mask = torch.arange(k.shape[2])[None] <= torch.arange(p, p + t)[:, None]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.merge(y)
 
@@ -304,7 +315,7 @@ class LaraLM(nn.Module):
             if hidden_layer == i + 1:
                 hidden = x
         if cache is not None:
-            cache.length += s
+            cache.advance(s)
         x = self.layer_norm(x)
         logits = torch.stack([h(x) for h in self.lm_heads], dim=1)
         return logits, hidden

@@ -12,7 +12,6 @@ Both return token states (1, M, width) and a mask (1, M), as MusicGen's T5 memor
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -59,17 +58,15 @@ class MiniLM(nn.Module):
     def __init__(self, folder: str | Path | None = None) -> None:
         super().__init__()
         folder = Path(folder) if folder else minilm_folder()
+        self.folder = folder
         try:
             from safetensors.torch import load_file
-            from tokenizers import Tokenizer
 
             cfg = json.loads((folder / "config.json").read_text())
-            self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            self.tokenizer = load_tokenizer(folder / "tokenizer.json")
             state = load_file(str(folder / "model.safetensors"))
         except (OSError, ValueError, KeyError) as e:
             raise TextEncoderError(f"cannot read the text encoder in {folder} ({e})") from None
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(MAX_TEXT_TOKENS)
         dim, self.n_layer = cfg["hidden_size"], cfg["num_hidden_layers"]
         eps = cfg["layer_norm_eps"]
         self.word = nn.Embedding(cfg["vocab_size"], dim)
@@ -106,22 +103,45 @@ class MiniLM(nn.Module):
                     mod.weight.copy_(g(p + name + ".weight"))
                     mod.bias.copy_(g(p + name + ".bias"))
 
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts -> token ids (B, M) and mask (B, M) bool, padded to the longest."""
+        return tokenize(self.tokenizer, texts)
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, M) and mask (B, M) -> states (B, M, 384) (the part ONNX exports)."""
+        x = self.word(ids) + self.pos(torch.arange(ids.shape[1]))[None] + self.token_type(torch.zeros_like(ids))
+        x = self.ln(x)
+        bias = torch.where(mask, 0.0, torch.finfo(x.dtype).min)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, bias)
+        return x
+
     @torch.no_grad()
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> states (B, M, 384) and mask (B, M) bool, padded to the longest."""
-        encs = [self.tokenizer.encode(t) for t in texts]
-        m = max(len(e.ids) for e in encs)
-        ids = torch.zeros(len(encs), m, dtype=torch.long)
-        mask = torch.zeros(len(encs), m, dtype=torch.bool)
-        for i, e in enumerate(encs):
-            ids[i, : len(e.ids)] = torch.tensor(e.ids)
-            mask[i, : len(e.ids)] = True
-        x = self.word(ids) + self.pos(torch.arange(m))[None] + self.token_type(torch.zeros_like(ids))
-        x = self.ln(x)
-        bias = torch.where(mask, 0.0, -math.inf)[:, None, None, :]
-        for layer in self.layers:
-            x = layer(x, bias)
-        return x, mask
+        ids, mask = self.tokenize(texts)
+        return self.encode(ids, mask), mask
+
+
+def tokenize(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A `tokenizers` tokenizer (no padding) over texts -> ids (B, M), mask (B, M) bool."""
+    encs = [tokenizer.encode(t) for t in texts]
+    m = max(len(e.ids) for e in encs)
+    ids = torch.zeros(len(encs), m, dtype=torch.long)
+    mask = torch.zeros(len(encs), m, dtype=torch.bool)
+    for i, e in enumerate(encs):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        mask[i, : len(e.ids)] = True
+    return ids, mask
+
+
+def load_tokenizer(path: str | Path):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()
+    tok.enable_truncation(MAX_TEXT_TOKENS)
+    return tok
 
 
 class T5Text:

@@ -1,0 +1,94 @@
+"""`moodlane export onnx` and `render --backend onnx` on the shipped LM: the ONNX render
+reproduces PyTorch's with greedy decoding, and a missing, corrupt or mismatched export
+falls back to PyTorch with a warning that names the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import run_cli
+
+from moodlane.presets import PRESET_DIR
+
+pytest.importorskip("onnx", reason="the ONNX exporter needs the onnx package (the dev extra)")
+pytest.importorskip("onnxruntime", reason="the runtime backend needs onnxruntime (the onnx extra)")
+
+RAMP = str(PRESET_DIR / "automation" / "ramp_q3_q1.json")
+run = run_cli
+
+
+@pytest.fixture(scope="module")
+def shipped_export(tmp_path_factory):
+    from moodlane.daw_bridge.cli import main
+
+    out = tmp_path_factory.mktemp("shipped-onnx") / "export"
+    assert main(["export", "onnx", "--out", str(out), "-q"]) == 0
+    return out
+
+
+def render(tmp_path, capsys, name: str, *extra: str) -> tuple[np.ndarray, str]:
+    out = tmp_path / f"{name}.wav"
+    args = ["render", "--engine", "audio", "--automation", RAMP, "--bars", "2", "--top-k", "1", "-o", str(out), *extra]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    return sf.read(out, dtype="float32")[0], err
+
+
+def test_export_writes_the_manifest_and_onnx_renders_what_pytorch_renders(shipped_export, tmp_path, capsys):
+    m = json.loads((shipped_export / "manifest.json").read_text())
+    assert set(m["files"]) == {"decoder", "memory", "codec_decoder", "text_encoder", "tokenizer"}
+    assert m["sample_rate"] == 24000 and m["codebooks"] == 4 and max(m["parity"].values()) < 1e-4
+    torch_pcm, err = render(tmp_path, capsys, "torch", "--backend", "torch")
+    assert "backend: torch" in err
+    onnx_pcm, err = render(tmp_path, capsys, "onnx", "--backend", "onnx", "--onnx", str(shipped_export))
+    assert "backend: onnx" in err and "CPUExecutionProvider" in err
+    assert onnx_pcm.shape == torch_pcm.shape
+    assert np.abs(onnx_pcm - torch_pcm).max() <= 2.0 / 32768  # the same tokens: 16-bit WAVs a rounding step apart at most
+
+
+def test_auto_uses_the_export_in_the_cache_folder(shipped_export, tmp_path, capsys):
+    from moodlane.export.runtime import default_folder
+
+    _, err = render(tmp_path, capsys, "auto-none")
+    assert "backend: torch" in err and "WARNING" not in err  # no export: PyTorch, quietly
+    sha = json.loads((shipped_export / "manifest.json").read_text())["source"]["lm_sha256"]
+    cache = default_folder(sha)
+    assert str(cache.parent) == os.environ["MOODLANE_ONNX_CACHE"]
+    shutil.copytree(shipped_export, cache)
+    try:
+        _, err = render(tmp_path, capsys, "auto")
+        assert "backend: onnx" in err
+    finally:
+        shutil.rmtree(cache)
+
+
+def test_missing_corrupt_and_mismatched_exports_fall_back_to_pytorch(shipped_export, tmp_path, capsys):
+    _, err = render(tmp_path, capsys, "missing", "--backend", "onnx", "--onnx", str(tmp_path / "nowhere"))
+    assert "nowhere/manifest.json does not exist" in err and "using PyTorch" in err and "backend: torch" in err
+    bad = tmp_path / "bad"
+    shutil.copytree(shipped_export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["source"]["lm_sha256"] = "0" * 64
+    (bad / "manifest.json").write_text(json.dumps(m))
+    _, err = render(tmp_path, capsys, "mismatch", "--backend", "onnx", "--onnx", str(bad))
+    assert "exported from another LM checkpoint" in err and "backend: torch" in err
+    shutil.copy(shipped_export / "manifest.json", bad / "manifest.json")
+    with open(bad / "memory.onnx", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\0" * 64)
+    _, err = render(tmp_path, capsys, "corrupt", "--backend", "onnx", "--onnx", str(bad))
+    assert f"{bad / 'memory.onnx'} is corrupt" in err and "backend: torch" in err
+
+
+def test_cuda_provider_asked_for_on_a_cpu_machine_is_a_notice(shipped_export, tmp_path, capsys):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    _, err = render(tmp_path, capsys, "cuda", "--backend", "onnx", "--onnx", str(shipped_export), "--providers", "cuda,cpu")
+    assert "CUDAExecutionProvider is not available" in err and "providers used: CPUExecutionProvider" in err
