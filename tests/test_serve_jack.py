@@ -255,6 +255,49 @@ def test_mock_audio_engine_streams_to_a_jack_port(backend):
     assert under <= 1, under  # while measuring (2 cores shared with the test's own recorder)
 
 
+@pytest.mark.slow
+def test_lara_gen_streams_to_a_jack_port_and_follows_lanes_and_prompt(backend):
+    """`serve --engine audio`: the shipped LARA-Gen through the same Session, scheduler and
+    audio sink as every engine, on 2 cores at the default settings. After the start, no
+    underrun; an arousal change and a /moodlane/prompt reach the next chunk made."""
+    from moodlane.engine.registry import GeneratorOptions, load_generator
+
+    gen = load_generator(GeneratorOptions(engine="audio"))
+    made: list[tuple[float, object]] = []  # (when the generator was asked, its conditions)
+    generate = gen.generate_chunk
+    gen.generate_chunk = lambda state, c: (made.append((time.monotonic(), c)), generate(state, c))[1]
+    opts = ServeOptions(osc_port=free_port(), midi=False, mode="audio", tempo=120.0, status_line=False, emotion=Emotion(-0.5, -0.8))
+    srv = Server(opts, gen).start()
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    rec = PortRecorder()
+    try:
+        client = SimpleUDPClient("127.0.0.1", opts.osc_port)
+        assert wait_for(lambda: srv.scheduler.generated, 10.0)  # the first chunk (time to first audio)
+        time.sleep(1.0)  # the streams' own start (PortAudio reports an underflow there)
+        under0, t0 = srv.audio.underruns, time.monotonic()
+        t_arousal = time.monotonic()
+        client.send_message("/moodlane/arousal", 0.9)
+        time.sleep(2.5)
+        t_prompt = time.monotonic()
+        client.send_message("/moodlane/prompt", "strings ensemble")
+        time.sleep(3.0)
+        heard = rec.between(t0, time.monotonic())
+        under = srv.audio.underruns - under0
+    finally:
+        rec.close()
+        srv.stop()
+        t.join(timeout=5)
+    assert srv.scheduler.error is None and srv.counters()["sink_errors"] == 0 and srv.audio.errors == 0
+    assert under == 0, f"{under} underruns after the start"
+    assert len(heard) > 5 * 48000 and rms(heard) > 0.001  # ~6 s of real, non-silent audio at a JACK port
+    after = [c for when, c in made if when > t_arousal + 0.1]
+    assert after and after[0].emotion.arousal > 0.5  # the next chunk made follows the lane
+    after = [c for when, c in made if when > t_prompt + 0.1]
+    assert after and all(c.prompt == "strings ensemble" for c in after)
+    assert all(c.prompt != "strings ensemble" for when, c in made if when < t_prompt)
+
+
 def test_stop_silences_everything(server, backend):
     col = Collector()
     mon = backend.open_input("Monitor B", virtual=True, callback=col)
