@@ -41,6 +41,15 @@ class LiveBenchConfig:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM (per address space, so a child started from a big
+    parent reports its own), else getrusage's (inherited across fork and exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

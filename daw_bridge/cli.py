@@ -408,6 +408,10 @@ def cmd_bench(args) -> int:
         result = bench_codec(args.codec_checkpoint, args.seconds, args.repeats)
     elif args.what == "audio":
         result = bench.bench_audio(opts, seconds=args.seconds, repeats=args.repeats)
+    elif args.what == "onnx":
+        from moodlane.daw_bridge.bench_onnx import bench_onnx
+
+        result = bench_onnx(opts, seconds=args.seconds, repeats=min(args.repeats, 2), trials=args.trials, live=args.trials > 0)
     elif args.what == "symbolic":
         result = bench.bench_symbolic(opts, bars=args.bars, repeats=args.repeats)
     else:
@@ -464,6 +468,7 @@ def cmd_serve(args) -> int:
         clock=args.clock,
         tempo=args.tempo or 120.0,
         lookahead_beats=args.lookahead,
+        audio_chunk_beats=args.chunk_beats,
         smooth_s=args.smooth,
         seed=args.seed,
         emotion=emotion,
@@ -535,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--tempo", type=finite("tempo", 20, 400), help="BPM for the internal clock (default 120)")
     s.add_argument("--lookahead", type=finite("lookahead", 0.25, 16), default=2.0, help="beats generated ahead of the play head")
+    s.add_argument(
+        "--chunk-beats",
+        type=finite("chunk-beats", 0.25, 16),
+        default=1.0,
+        help="audio engines: beats per chunk; a lane change is heard at the next chunk (default 1; notes engines make bars)",
+    )
     s.add_argument("--smooth", type=finite("smooth", 0, 10), default=0.3, help="control smoothing time constant, seconds")
     s.add_argument("--preset", help="starting emotion")
     s.add_argument("--valence", type=finite("valence", -1, 1))
@@ -623,13 +634,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="speed and memory figures")
-    b.add_argument("what", choices=("symbolic", "live", "codec", "audio"))
+    b.add_argument(
+        "what",
+        choices=("symbolic", "live", "codec", "audio", "onnx"),
+        help="onnx: LARA-Gen on PyTorch and onnxruntime side by side (speed, first audio, live latency, RSS)",
+    )
     b.add_argument("--bars", type=positive_int("bars"), default=32, help="symbolic: bars per run")
     b.add_argument("--repeats", type=positive_int("repeats"), default=3, help="symbolic, codec: runs")
     b.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec, audio: audio per run")
     add_generator_options(b)
     b.add_argument("--tempo", type=finite("tempo", 20, 400), default=120.0, help="live: BPM")
-    b.add_argument("--trials", type=positive_int("trials"), default=10, help="live: control changes timed")
+    b.add_argument("--trials", type=int_range("trials", 0, 1000), default=10, help="live, onnx: control changes timed (onnx: 0 skips live)")
     b.add_argument("--cpu-seconds", type=finite("cpu seconds", 0.5, 600), default=5.0)
     b.add_argument("--flood-rate", type=positive_int("flood rate"), default=10000, help="live: OSC messages per second")
     b.add_argument("--flood-seconds", type=finite("flood seconds", 1, 3600), default=30.0)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LiveConfig:
     lookahead_beats: float = 2.0  # music kept ready ahead of the play head
+    audio_chunk_beats: float = 1.0  # chunk length asked of audio engines: a lane change waits for at most one (notes: a bar)
     regenerate_distance: float = 0.1  # target VA distance that makes queued chunks stale
     debounce_s: float = 0.04  # remake once a lane has been still this long ...
     max_wait_s: float = 0.15  # ... or once it has been moving this long
@@ -206,7 +207,10 @@ class LiveScheduler:
         self.error: BaseException | None = None
 
     def _new_session(self, beat: float) -> Session:
-        s = Session(self.generator, self.source, self.seed, qpm=self.clock.tempo)
+        audio = getattr(self.generator, "kind", "notes") == "audio"
+        s = Session(
+            self.generator, self.source, self.seed, qpm=self.clock.tempo, chunk_beats=self.config.audio_chunk_beats if audio else None
+        )
         s.beat = beat
         return s
 
@@ -321,7 +325,8 @@ class LiveScheduler:
         # a chunk is remade only if the new one can be ready before its downbeat and before
         # any sink has committed it (an audio sink reads a buffer ahead of the clock)
         read_ahead = max((s.read_ahead_s for s in self.sinks), default=0.0)
-        margin_s = 0.02 + 2.0 * max(self.gen_times, default=0.05) + read_ahead
+        recent = list(self.gen_times)[-16:]  # the first chunk (and a new prompt's) are slower: they age out
+        margin_s = 0.02 + 2.0 * max(recent, default=0.05) + read_ahead
         horizon = max(now, self.clock.beat(t + margin_s))
         for i, m in enumerate(self.history):
             if m.start <= horizon or id(m) not in stale:

@@ -55,6 +55,7 @@ class ServeOptions:
     clock: str = "internal"  # internal | midi
     tempo: float = 120.0
     lookahead_beats: float = 2.0
+    audio_chunk_beats: float = 1.0  # audio engines: chunk length (a lane change is heard at the next chunk)
     smooth_s: float = 0.3
     seed: int = 0
     emotion: Emotion = Emotion(0.0, 0.0)
@@ -90,7 +91,7 @@ class Server:
                 self.clock = LinkClock(opts.tempo)
             except ClockUnavailable as e:
                 self.unavailable["link"] = f"{e}; using the internal clock"
-        self.config = LiveConfig(lookahead_beats=opts.lookahead_beats)
+        self.config = LiveConfig(lookahead_beats=opts.lookahead_beats, audio_chunk_beats=opts.audio_chunk_beats)
         self.osc: OscServer | None = None
         self.feedback: Feedback | None = None
         self.midi_in_port = self.midi_out_port = None
@@ -368,10 +369,13 @@ class Server:
             )
         for part, why in self.unavailable.items():
             lines.append(f"unavailable: {part}: {why}")
-        bar_ms = 4 * 60000.0 / self.clock.tempo
-        now = "arousal reaches the next note's velocity at once; " if self.generator.kind == "notes" else ""
+        notes = self.generator.kind == "notes"
+        beats = 4.0 if notes else self.config.audio_chunk_beats
+        chunk_ms = beats * 60000.0 / self.clock.tempo
+        now = "arousal reaches the next note's velocity at once; " if notes else ""
+        what = "a bar" if notes else f"{beats:g} beat{'s' * (beats != 1)}"
         lines.append(
-            f"latency: {now}new content starts at the next chunk (a bar: at most {bar_ms:.0f} ms at {self.clock.tempo:.0f} BPM)"
+            f"latency: {now}new content starts at the next chunk ({what}: at most {chunk_ms:.0f} ms at {self.clock.tempo:.0f} BPM)"
             + (f"; audio adds {self.audio.output_latency_ms:.0f} ms of output buffer" if self.audio is not None else "")
         )
         return lines

@@ -25,17 +25,23 @@ MAX_PROMPT = 500
 class Conditions:
     """What a generator is asked for at one chunk. The tempo is the session's (a DAW, a
     preset or the emotion sets it), so a generator must carry arousal at any tempo; the
-    text prompt is for text-conditioned generators and ignored by the others."""
+    text prompt is for text-conditioned generators and ignored by the others. `beats`: the
+    chunk length the session asks for, for generators that can make any (audio; live serve
+    asks for short chunks, so a lane change is heard sooner); None, or a notes generator:
+    one bar."""
 
     emotion: Emotion
     tempo: float = 120.0
     prompt: str = ""
+    beats: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tempo, (int, float)) or not math.isfinite(self.tempo) or not 10.0 <= self.tempo <= 1000.0:
             raise ValueError(f"tempo must be a finite BPM in [10, 1000], got {self.tempo!r}")
         if not isinstance(self.prompt, str) or len(self.prompt) > MAX_PROMPT:
             raise ValueError(f"prompt must be text of at most {MAX_PROMPT} characters")
+        if self.beats is not None and not (isinstance(self.beats, (int, float)) and 0.25 <= self.beats <= 16.0):
+            raise ValueError(f"chunk beats must be in [0.25, 16], got {self.beats!r}")
 
     @property
     def seconds_per_beat(self) -> float:

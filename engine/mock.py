@@ -85,7 +85,7 @@ class MockAudioGenerator:
 
     def generate_chunk(self, state: MockState, conditions: Conditions) -> tuple[Chunk, MockState]:
         e, sr = conditions.emotion, self.sample_rate
-        beats = 4.0
+        beats = conditions.beats or 4.0
         frames = int(round(beats * conditions.seconds_per_beat * sr))
         n = np.arange(frames + self.tail)
         t = (state.frame + n) / sr  # absolute time: the tail equals the next chunk's head

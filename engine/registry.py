@@ -39,6 +39,7 @@ class GeneratorOptions:
     backend: str = "auto"  # audio: torch, onnx (export.runtime), or auto (ONNX when an export matches the LM)
     onnx_dir: str | None = None  # audio: the export folder (None: the cache folder for this LM)
     providers: tuple[str, ...] | None = None  # audio on ONNX: provider preference (None: CUDA, then CPU)
+    threads: int | None = None  # audio: intra-op threads of torch or onnxruntime (None: AUDIO_THREADS)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -80,10 +81,11 @@ def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:
         from moodlane.engine.audio.checkpoint import load_lara
         from moodlane.engine.audio.generator import AudioSampling
 
-        torch.set_num_threads(AUDIO_THREADS)
+        threads = opts.threads or AUDIO_THREADS
+        torch.set_num_threads(threads)
         sampling = AudioSampling(cfg=opts.cfg, av_cfg=opts.av_cfg, top_k=opts.top_k, temperature=opts.temperature)
         providers = list(opts.providers) if opts.providers else None
-        return load_lara(opts.lm_checkpoint, opts.codec_checkpoint, sampling, opts.backend, opts.onnx_dir, providers, AUDIO_THREADS)
+        return load_lara(opts.lm_checkpoint, opts.codec_checkpoint, sampling, opts.backend, opts.onnx_dir, providers, threads)
 
     from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
 

@@ -27,16 +27,25 @@ class EmotionSource(Protocol):
 
 
 class Session:
-    def __init__(self, generator: Generator, source: EmotionSource, seed: int = 0, qpm: float | None = None, prompt: str = "") -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        source: EmotionSource,
+        seed: int = 0,
+        qpm: float | None = None,
+        prompt: str = "",
+        chunk_beats: float | None = None,
+    ) -> None:
         self.generator = generator
         self.source = source
         self.state = generator.init_state(seed)
         self.qpm = float(qpm) if qpm is not None else generator.default_tempo(source.at(0.0))
         self.prompt = prompt
+        self.chunk_beats = chunk_beats  # None: the generator's own (a bar)
         self.beat = 0.0  # start of the next chunk
 
     def conditions(self) -> Conditions:
-        return Conditions(self.source.at(self.beat), self.qpm, self.prompt)
+        return Conditions(self.source.at(self.beat), self.qpm, self.prompt, self.chunk_beats)
 
     def next_chunk(self) -> Chunk:
         chunk, self.state = self.generator.generate_chunk(self.state, self.conditions())

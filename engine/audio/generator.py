@@ -1,7 +1,8 @@
 """LARA-Gen as a MoodLane generator: chunks of audio whose valence/arousal may change
 from one chunk to the next.
 
-Each chunk covers one bar at the session tempo (2 s at 120 BPM). The LM keeps stepping
+Each chunk covers one bar at the session tempo (2 s at 120 BPM), or the beats the session
+asks for (live serve asks for one beat: a lane change is heard sooner). The LM keeps stepping
 with its KV cache across chunks; only the conditioning memory changes, so an automation
 lane moves the music mid-piece without a restart. Classifier-free guidance runs the
 conditioned row beside a null one (batch 2; a third, text-only row adds AV guidance).
@@ -236,7 +237,8 @@ class LaraGenerator:
         e, sr, hop = conditions.emotion, self.sample_rate, self.hop
         mem = self.memory(conditions.prompt, e)
         start = state.sample
-        end = start + int(round(4.0 * conditions.seconds_per_beat * sr))
+        beats = conditions.beats or 4.0
+        end = start + int(round(beats * conditions.seconds_per_beat * sr))
         need = -(-(end + self.tail) // hop) + self.sampling.lookahead
         gen = torch.Generator().manual_seed(bar_seed(state.seed, state.bar))
         while self.frames_done(state) < need:
@@ -250,7 +252,7 @@ class LaraGenerator:
         if keep_from > state.offset:
             state.tokens = state.tokens[:, keep_from - state.offset :]
             state.offset = keep_from
-        chunk = Chunk(state.bar, e, 4.0, audio=Audio(seg, sr, self.tail))
+        chunk = Chunk(state.bar, e, beats, audio=Audio(seg, sr, self.tail))
         state.bar += 1
         state.sample = end
         return chunk, state
