@@ -29,6 +29,7 @@ from moodlane.engine.mixer import Mixer, resample
 
 log = logging.getLogger(__name__)
 FADE_S = 0.005  # a stop or reset fades out over 5 ms: no click
+SPLICE_S = 0.03  # a remade chunk takes over from the one playing over 30 ms (a crossfade of two takes)
 MAX_PENDING = 64  # audio chunks waiting for their first block
 
 
@@ -72,6 +73,7 @@ class AudioSink:
         self.mixer = Mixer(self.sample_rate, 2)
         self._pending: deque[tuple[int, float, np.ndarray, int, int]] = deque()  # (chunk, start beat, windowed pcm, version, frames)
         self._last_placed: tuple[int, int] | None = None
+        self._placed_at: dict[int, int] = {}  # chunk -> its timeline frame (a remake lands at the same one)
         self._lock = threading.Lock()
         self.blocksize = blocksize
         self.device = device
@@ -98,6 +100,8 @@ class AudioSink:
         audio = resample(chunk.audio, self.sample_rate)
         pcm = self.mixer.prepare(audio, first=chunk.bar == 0)
         with self._lock:
+            if any(p[0] == chunk.bar for p in self._pending):  # a remake (live rollback) replaces the queued version
+                self._pending = deque(p for p in self._pending if p[0] != chunk.bar)
             self._pending.append((chunk.bar, start_beat, pcm, version, audio.frames))
             if len(self._pending) > MAX_PENDING:  # the stream is not consuming: keep the newest
                 self._pending.popleft()
@@ -107,6 +111,7 @@ class AudioSink:
         self.queue.cancel_from(chunk)
         with self._lock:
             self._pending = deque(p for p in self._pending if p[0] < chunk)
+            self._placed_at = {k: v for k, v in self._placed_at.items() if k < chunk}
         # a chunk the callback has begun (it reads a block ahead) fades out instead of stopping
         self.mixer.cancel_from(chunk, fade_from=self.frame + self.blocksize, fade_frames=int(FADE_S * self.sample_rate))
 
@@ -119,6 +124,7 @@ class AudioSink:
         self.queue.clear()
         with self._lock:
             self._pending.clear()
+            self._placed_at = {}
         self._last_placed = None
         self.mixer.fade_out(self.frame + self.blocksize, int(FADE_S * self.sample_rate))
         self.panic()
@@ -134,11 +140,20 @@ class AudioSink:
         for bar, beat, pcm, version, frames in due:
             start = self.frame + int(round((self.clock.time_of(beat) - dac) * self.sample_rate))
             prev = self._last_placed
-            if prev is not None and bar == prev[0] + 1 and abs(start - prev[1]) <= self.sample_rate // 50:
+            remake = bar in self._placed_at
+            if remake:
+                start = self._placed_at[bar]  # where the version it replaces is
+            elif prev is not None and bar == prev[0] + 1 and abs(start - prev[1]) <= self.sample_rate // 50:
                 start = prev[1]  # the last chunk's successor: joined sample-exactly, not re-timed by this block's jitter
             self._last_placed = (bar, start + frames)  # (chunk, where its successor starts)
-            self.mixer.place(bar, start, pcm)
-            self.expression.heard(dac, made_under=version)
+            self._placed_at[bar] = start
+            if len(self._placed_at) > 4 * MAX_PENDING:
+                self._placed_at = dict(list(self._placed_at.items())[-MAX_PENDING:])
+            if remake or start < self.frame:  # it replaces what plays, or it is late: fade it in where it lands
+                self.mixer.splice(bar, start, pcm, self.frame, int(SPLICE_S * self.sample_rate))
+            else:
+                self.mixer.place(bar, start, pcm)
+            self.expression.heard(dac + max(start - self.frame, 0) / self.sample_rate, made_under=version)
 
     def _render_notes(self, out: np.ndarray, dac: float, frames: int) -> None:
         pos = 0

@@ -322,16 +322,25 @@ class LiveScheduler:
         last = self.control.last_event.t if self.control.last_event is not None else 0.0
         if t - last < self.config.debounce_s and t - self._stale_since < self.config.max_wait_s:
             return  # the lane is still moving: wait for it to settle (or for max_wait)
-        # a chunk is remade only if the new one can be ready before its downbeat and before
-        # any sink has committed it (an audio sink reads a buffer ahead of the clock)
         read_ahead = max((s.read_ahead_s for s in self.sinks), default=0.0)
         recent = list(self.gen_times)[-16:]  # the first chunk (and a new prompt's) are slower: they age out
-        margin_s = 0.02 + 2.0 * max(recent, default=0.05) + read_ahead
-        horizon = max(now, self.clock.beat(t + margin_s))
+        ready_s = 0.02 + 2.0 * max(recent, default=0.05) + read_ahead  # until a remake is surely there
+        splice = getattr(self.generator, "kind", "notes") == "audio"
+        if splice:
+            # audio sinks splice a remake in where it lands (crossfaded): even the chunk that
+            # plays can be remade, if it outlasts its remake
+            horizon = self.clock.beat(t + ready_s)
+            remakable = lambda m: m.start + m.chunk.beats > horizon  # noqa: E731
+        else:
+            # notes are remade only if the new ones are ready before their downbeat and
+            # before any sink has committed them
+            horizon = max(now, self.clock.beat(t + ready_s))
+            remakable = lambda m: m.start > horizon  # noqa: E731
         for i, m in enumerate(self.history):
-            if m.start <= horizon or id(m) not in stale:
-                continue  # sounding, too close to its downbeat, or made for this target
-            self._each_sink(lambda s, b=m.bar: s.cancel_from(b))
+            if not remakable(m) or id(m) not in stale:
+                continue  # sounding, too close, or made for this target
+            if not splice:
+                self._each_sink(lambda s, b=m.bar: s.cancel_from(b))
             self.session.state = m.state
             self.session.beat = m.start
             while len(self.history) > i:

@@ -109,6 +109,23 @@ class Mixer:
             pcm[pcm.shape[0] - k :] *= fade_in(frames)[::-1][:k, None]
         return _Placed(c.index, c.start, pcm, c.start + pcm.shape[0])
 
+    def splice(self, index: int, start: int, pcm: np.ndarray, at: int, frames: int) -> None:
+        """A remake of chunk `index` (prepared, for timeline frame `start`) takes over at frame
+        `at`: what sounds of the old version fades out over `frames` while the remake fades in
+        over the same frames (gains summing to one); the remake's part before `at` is never
+        heard. A live lane change can so reach the chunk that is already playing."""
+        with self._lock:
+            old = [c for c in self._chunks if c.index == index and c.start < at]
+            keep = [c for c in self._chunks if c.index != index] + [self._faded(c, at, frames) for c in old]
+            s0 = max(at, start)
+            cut = pcm[s0 - start :].copy()
+            k = min(frames, cut.shape[0])
+            if s0 == at and k:
+                cut[:k] *= fade_in(frames)[:k, None]
+            if cut.shape[0]:
+                keep.append(_Placed(index, s0, cut, s0 + cut.shape[0]))
+            self._chunks = keep
+
     def fade_out(self, frame: int, frames: int) -> None:
         """Everything sounding at `frame` fades to silence over `frames`; later chunks go."""
         with self._lock:

@@ -188,3 +188,24 @@ def test_serve_options_are_validated(capsys, flag, value):
 def test_serve_refuses_midi_mode_for_an_audio_engine(capsys):
     code, _, err = run(["serve", "--engine", "mock-audio", "--mode", "midi"], capsys)
     assert code == 2 and "--mode audio" in err
+
+
+def test_a_remake_splices_into_the_playing_chunk_without_a_jump():
+    """Live: a lane change remakes the chunk that plays; from the splice frame the old take
+    fades out while the remake fades in (gains sum to one), and the successor still joins."""
+    m = Mixer(SR, 1)
+    m.add(0, 0, Audio(np.full(1100, 0.5, np.float32), SR, 100), first=True)
+    remake = m.prepare(Audio(np.full(1100, -0.5, np.float32), SR, 100), first=True)
+    m.splice(0, 0, remake, at=400, frames=200)
+    m.add(1, 1000, Audio(np.full(1100, -0.5, np.float32), SR, 100))
+    y = m.render(0, 2000)[:, 0]
+    assert np.allclose(y[:400], 0.5) and np.allclose(y[600:2000], -0.5)  # the old take, then the remake (and its successor)
+    assert np.abs(np.diff(y)).max() < 0.02  # no click at the splice nor at the join
+    assert len([c for c in m._chunks if c.index == 0]) == 2  # the old take's fade and the remake's rest
+
+
+def test_a_late_chunk_fades_in_where_it_lands():
+    m = Mixer(SR, 1)
+    m.splice(3, 0, np.ones((1000, 1), np.float32), at=300, frames=100)  # its start passed: nothing of it before 300
+    y = m.render(0, 1000)[:, 0]
+    assert np.all(y[:300] == 0) and y[299:401].max() <= 1.0 and np.all(np.diff(y[300:400]) >= 0) and np.allclose(y[400:], 1.0)

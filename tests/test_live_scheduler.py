@@ -190,3 +190,46 @@ def test_a_position_jump_while_running_replaces_the_music():
         assert srv.scheduler.history[0].start == 8.0
     finally:
         srv.stop()
+
+
+class RecordingSink:
+    read_ahead_s = 0.01
+
+    def __init__(self):
+        self.scheduled, self.cancelled = [], []
+
+    def schedule(self, chunk, start_beat, version=0):
+        self.scheduled.append((chunk.bar, chunk.emotion, chunk.beats))
+
+    def cancel_from(self, chunk):
+        self.cancelled.append(chunk)
+
+    def clear(self):
+        pass
+
+
+def test_audio_engines_get_short_chunks_and_a_lane_change_remakes_the_one_playing():
+    """Audio: one-beat chunks (LiveConfig.audio_chunk_beats); a lane change remakes even the
+    chunk that sounds (the audio sink splices it in), and nothing is cancelled first, so the
+    sink never falls silent while the remake is made."""
+    from moodlane.engine.mock import MockAudioGenerator
+
+    t = FakeTime()
+    clk = Clock(120, now=t)
+    clk.start()
+    ctl = LiveControl(tau_s=0.0, clock=t)
+    calm, wild = Emotion(0, -0.8), Emotion(0, 0.8)
+    ctl.set_emotion(calm, immediate=True)
+    sink = RecordingSink()
+    sched = LiveScheduler(MockAudioGenerator(), ctl, clk, [sink], config=LiveConfig(lookahead_beats=2))
+    sched.step()
+    assert [(b, e, beats) for b, e, beats in sink.scheduled] == [(0, calm, 1.0), (1, calm, 1.0)]
+    t.t += 0.8  # beat 1.6: chunk 1 (beats 1-2) sounds; chunks 2 and 3 are made
+    sched.step()
+    made = len(sink.scheduled)
+    ctl.set_emotion(wild)
+    t.t += 0.05  # the lane settles (debounce); chunk 1 still has ~0.15 s to play
+    sched.step()
+    assert sched.regenerations == 1 and sink.cancelled == []
+    remade = [(b, e) for b, e, _ in sink.scheduled[made:]]
+    assert remade == [(1, wild), (2, wild), (3, wild)]  # the chunk that plays is remade first, then the ones after it
