@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from moodlane.daw_bridge.clock import Clock
 from moodlane.daw_bridge.control import LiveControl
 from moodlane.engine.chunk import Chunk, Generator
@@ -324,17 +326,17 @@ class LiveScheduler:
             return  # the lane is still moving: wait for it to settle (or for max_wait)
         read_ahead = max((s.read_ahead_s for s in self.sinks), default=0.0)
         recent = list(self.gen_times)[-16:]  # the first chunk (and a new prompt's) are slower: they age out
-        ready_s = 0.02 + 2.0 * max(recent, default=0.05) + read_ahead  # until a remake is surely there
-        splice = getattr(self.generator, "kind", "notes") == "audio"
-        if splice:
-            # audio sinks splice a remake in where it lands (crossfaded): even the chunk that
-            # plays can be remade, if it outlasts its remake
-            horizon = self.clock.beat(t + ready_s)
+        if getattr(self.generator, "kind", "notes") == "audio":
+            # audio sinks splice a remake in where it lands (crossfaded) and play the old take
+            # until then, so even the chunk that plays is remade if it likely outlasts its remake
+            splice = True
+            horizon = self.clock.beat(t + float(np.median(recent or [0.05])) + read_ahead)
             remakable = lambda m: m.start + m.chunk.beats > horizon  # noqa: E731
         else:
-            # notes are remade only if the new ones are ready before their downbeat and
+            # notes are cancelled, then remade: only if surely ready before their downbeat and
             # before any sink has committed them
-            horizon = max(now, self.clock.beat(t + ready_s))
+            splice = False
+            horizon = max(now, self.clock.beat(t + 0.02 + 2.0 * max(recent, default=0.05) + read_ahead))
             remakable = lambda m: m.start > horizon  # noqa: E731
         for i, m in enumerate(self.history):
             if not remakable(m) or id(m) not in stale:
