@@ -125,6 +125,72 @@ def live_worker(opts: GeneratorOptions, trials: int, seed: int = 0) -> dict:
         runner.join(timeout=5)
 
 
+class _TwinCache:
+    def __init__(self, a, b) -> None:
+        self.a, self.b = a, b
+        self.capacity, self.batch = a.capacity, a.batch
+
+    @property
+    def length(self) -> int:
+        return self.a.length
+
+    def clone(self) -> _TwinCache:
+        return _TwinCache(self.a.clone(), self.b.clone())
+
+
+class _TwinLM:
+    """Two LM backends fed the same inputs, each with its own cache; the first one's logits
+    drive the generation, every pair is kept."""
+
+    name = "twin"
+
+    def __init__(self, a, b) -> None:
+        self.a, self.b, self.cfg = a, b, a.cfg
+        self.pairs: list = []
+
+    def memory(self, *cond):
+        return self.a.memory(*cond), self.b.memory(*cond)
+
+    def new_cache(self, batch: int) -> _TwinCache:
+        return _TwinCache(self.a.new_cache(batch), self.b.new_cache(batch))
+
+    def logits(self, tokens, mem, cache: _TwinCache):
+        la, lb = self.a.logits(tokens, mem[0], cache.a), self.b.logits(tokens, mem[1], cache.b)
+        self.pairs.append((la, lb))
+        return la
+
+    def describe(self) -> dict:
+        return self.a.describe()
+
+
+def int8_fidelity(folder: Path, opts: GeneratorOptions, seconds: float) -> dict:
+    """How far the int8 decoder's next-token distributions are from fp32's on the same
+    inputs (fp32's own samples over a valence/arousal ramp, guidance rows included): mean
+    KL (nats) and how often the likeliest token is the same."""
+    import torch
+
+    from moodlane.engine.audio.generator import LaraGenerator
+    from moodlane.engine.chunk import Conditions
+
+    onnx = replace(opts, backend="onnx", onnx_dir=str(folder), providers=("cpu",))
+    ref, q = load_generator(replace(onnx, precision="fp32")), load_generator(replace(onnx, precision="int8"))
+    twin = _TwinLM(ref.lm, q.lm)
+    gen = LaraGenerator(twin, ref.codec, ref.text, ref.sampling)
+    state, n = gen.init_state(0), max(2, int(seconds / 2.0))
+    for i in range(n):
+        x = -0.8 + 1.6 * i / (n - 1)
+        _, state = gen.generate_chunk(state, Conditions(Emotion(x, x), 120.0, PROMPT))
+    pairs = [(a, b) for a, b in twin.pairs if a.shape == b.shape]
+    pa = torch.cat([torch.log_softmax(a, -1).flatten(0, -2) for a, _ in pairs])
+    pb = torch.cat([torch.log_softmax(b, -1).flatten(0, -2) for _, b in pairs])
+    kl = (pa.exp() * (pa - pb)).sum(-1)
+    return {
+        "model_calls": len(pairs),
+        "mean_kl_nats": round(float(kl.mean()), 5),
+        "top1_agreement": round(float((pa.argmax(-1) == pb.argmax(-1)).float().mean()), 3),
+    }
+
+
 WORKERS = {"speed": speed_worker, "live": live_worker}
 
 
@@ -172,6 +238,9 @@ def bench_onnx(
         (f"onnx cpu, {n} thread{'s' * (n > 1)}", replace(opts, backend="onnx", onnx_dir=str(folder), providers=("cpu",), threads=n))
         for n in threads
     ]
+    configs.append(
+        ("onnx cpu int8, 1 thread", replace(opts, backend="onnx", onnx_dir=str(folder), providers=("cpu",), threads=1, precision="int8"))
+    )
     if "CUDAExecutionProvider" in out["providers_available"]:
         configs.append(("onnx cuda", replace(opts, backend="onnx", onnx_dir=str(folder), providers=("cuda", "cpu"), threads=1)))
     else:
@@ -184,16 +253,15 @@ def bench_onnx(
                 "speed": round(o1["x_realtime"] / t1["x_realtime"], 2),
                 "step": round(t1["lm_step_ms"] / o1["lm_step_ms"], 2),
             }
+        out["int8_fidelity"] = int8_fidelity(folder, opts, seconds)
         if live:
             from moodlane.daw_bridge.jack import JackUnavailable, ensure_jack
 
             try:
                 with ensure_jack() as started:
                     out["jack"] = "started (dummy driver)" if started else "already running"
-                    out["live"] = {
-                        label: _in_process("live", o, trials=trials)
-                        for label, o in (configs[0], configs[len(threads)])  # the defaults: 1 thread
-                    }
+                    live_configs = [c for c in configs if c[0].endswith("1 thread")]  # the default: 1 thread
+                    out["live"] = {label: _in_process("live", o, trials=trials) for label, o in live_configs}
             except JackUnavailable as e:
                 out["live"] = f"not measured: {e}"
     finally:

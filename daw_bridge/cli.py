@@ -93,7 +93,8 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="decoder weights on the CPU: auto (the faster here, measured at load), int8, fp32",
+        help="decoder weights on the CPU: auto (symbolic: the faster here, measured at load; audio: fp32), int8, fp32 "
+        "(audio: int8 needs --backend onnx)",
     )
     p.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
     p.add_argument("--temperature", type=finite("temperature", 0.05, 5), default=1.0)

@@ -58,7 +58,9 @@ def describe_backend(gen: Generator) -> str | None:
         return None
     d = lm.describe()
     if d["backend"] == "onnx":
-        line = f"backend: onnx ({gen.meta.get('onnx')}), onnxruntime providers used: {', '.join(d['providers_used'])}"
+        line = (
+            f"backend: onnx {gen.meta.get('precision', 'fp32')} ({gen.meta.get('onnx')}), providers used: {', '.join(d['providers_used'])}"
+        )
         line += f" (available: {', '.join(d['providers_available'])}), {d['threads']} thread(s)"
     else:
         line = f"backend: torch {d.get('version', '')}, {d['threads']} thread(s)".replace("  ", " ")
@@ -85,7 +87,8 @@ def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:
         torch.set_num_threads(threads)
         sampling = AudioSampling(cfg=opts.cfg, av_cfg=opts.av_cfg, top_k=opts.top_k, temperature=opts.temperature)
         providers = list(opts.providers) if opts.providers else None
-        return load_lara(opts.lm_checkpoint, opts.codec_checkpoint, sampling, opts.backend, opts.onnx_dir, providers, threads)
+        precision = "int8" if opts.precision == "int8" else "fp32"  # auto: fp32, which reproduces PyTorch
+        return load_lara(opts.lm_checkpoint, opts.codec_checkpoint, sampling, opts.backend, opts.onnx_dir, providers, threads, precision)
 
     from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
 

@@ -234,10 +234,13 @@ def load_onnx_lara(
     providers: list[str] | None = None,
     threads: int = 1,
     text_encoder=None,
+    precision: str = "fp32",
 ):
     """A `LaraGenerator` on the ONNX files in `folder`. `lm_sha`/`codec_sha`: the checkpoint
     the caller expects (the manifest must agree). `text_encoder`: used when the export has
-    none (a test's stand-in; else the LM config's encoder is loaded in PyTorch)."""
+    none (a test's stand-in; else the LM config's encoder is loaded in PyTorch). `precision`:
+    "fp32" (the default: it reproduces PyTorch) or "int8" (the quantised decoder: faster on
+    a CPU, its tokens differ now and then)."""
     from moodlane.engine.audio.generator import AudioSampling, LaraGenerator
 
     folder = Path(folder)
@@ -248,8 +251,13 @@ def load_onnx_lara(
     for need in ("decoder", "memory", "codec_decoder"):
         if need not in files:
             raise OnnxExportError(f"{folder / 'manifest.json'} lists no {need} file")
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
+    dec_key = "decoder_int8" if precision == "int8" else "decoder"
+    if dec_key not in files:
+        raise OnnxExportError(f"{folder / 'manifest.json'} lists no {dec_key} file (export again with onnxruntime installed)")
     available, chosen, notices = choose_providers(providers)
-    dec_bytes, dec_path = _read_checked(folder, files["decoder"])
+    dec_bytes, dec_path = _read_checked(folder, files[dec_key])
     decoder = _session(dec_bytes, dec_path, chosen, threads)
     used = decoder.get_providers()
     if chosen[0] != "CPUExecutionProvider" and used[0] != chosen[0]:
@@ -270,5 +278,5 @@ def load_onnx_lara(
     for n in notices:
         log.warning(n)
     lm = OnnxLM(decoder, memory, cfg, available)
-    meta = {"weights_sha256": src.get("lm_sha256"), "onnx": str(folder), "notices": notices}
+    meta = {"weights_sha256": src.get("lm_sha256"), "onnx": str(folder), "precision": precision, "notices": notices}
     return LaraGenerator(lm, codec, text, sampling or AudioSampling(), emotion_as_text=m.get("emotion") == "text", meta=meta)

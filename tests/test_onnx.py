@@ -112,8 +112,20 @@ def test_manifest_names_shapes_rates_and_checksums(tiny_export):
     assert list(m["graphs"]["memory"]["outputs"]) == list(dec["inputs"])[1 + 2 * cfg.n_layer :]
     sess = ort.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == list(dec["inputs"])
-    assert max(m["parity"].values()) <= 1e-4
+    fp32 = {k: v for k, v in m["parity"].items() if "int8" not in k}
+    assert max(fp32.values()) <= 1e-4 and m["parity"]["decoder_int8_logits_max_abs"] > 0
     assert "text_encoder" not in m["files"]  # the stand-in text encoder stays in PyTorch
+
+
+def test_int8_decoder_is_smaller_and_generates(tiny_export):
+    folder, m = tiny_export
+    assert (folder / "decoder.int8.onnx").stat().st_size < (folder / "decoder.onnx").stat().st_size
+    gen = load_onnx_lara(folder, AudioSampling(top_k=4), text_encoder=FakeText(), precision="int8")
+    assert gen.meta["precision"] == "int8"
+    chunk, _ = gen.generate_chunk(gen.init_state(0), Conditions(Emotion(0.3, 0.3), 120.0, "x"))
+    assert np.isfinite(chunk.audio.pcm).all() and chunk.audio.frames == int(2.0 * CODEC.sample_rate)
+    with pytest.raises(ValueError, match="precision"):
+        load_onnx_lara(folder, text_encoder=FakeText(), precision="fp16")
 
 
 def test_missing_corrupt_and_mismatched_exports_are_named(tiny_export, tmp_path):

@@ -41,8 +41,9 @@ def render(tmp_path, capsys, name: str, *extra: str) -> tuple[np.ndarray, str]:
 
 def test_export_writes_the_manifest_and_onnx_renders_what_pytorch_renders(shipped_export, tmp_path, capsys):
     m = json.loads((shipped_export / "manifest.json").read_text())
-    assert set(m["files"]) == {"decoder", "memory", "codec_decoder", "text_encoder", "tokenizer"}
-    assert m["sample_rate"] == 24000 and m["codebooks"] == 4 and max(m["parity"].values()) < 1e-4
+    assert set(m["files"]) == {"decoder", "decoder_int8", "memory", "codec_decoder", "text_encoder", "tokenizer"}
+    assert m["sample_rate"] == 24000 and m["codebooks"] == 4
+    assert max(v for k, v in m["parity"].items() if "int8" not in k) < 1e-4
     torch_pcm, err = render(tmp_path, capsys, "torch", "--backend", "torch")
     assert "backend: torch" in err
     onnx_pcm, err = render(tmp_path, capsys, "onnx", "--backend", "onnx", "--onnx", str(shipped_export))
@@ -83,6 +84,11 @@ def test_missing_corrupt_and_mismatched_exports_fall_back_to_pytorch(shipped_exp
         f.write(b"\0" * 64)
     _, err = render(tmp_path, capsys, "corrupt", "--backend", "onnx", "--onnx", str(bad))
     assert f"{bad / 'memory.onnx'} is corrupt" in err and "backend: torch" in err
+
+
+def test_int8_renders_on_onnx_only(shipped_export, tmp_path, capsys):
+    pcm, err = render(tmp_path, capsys, "int8", "--backend", "onnx", "--onnx", str(shipped_export), "--precision", "int8")
+    assert "backend: onnx int8" in err and pcm.shape[0] == 2 * 2 * 24000 + 480 and np.abs(pcm).max() > 0.01
 
 
 def test_cuda_provider_asked_for_on_a_cpu_machine_is_a_notice(shipped_export, tmp_path, capsys):

@@ -93,7 +93,7 @@ def _stem_sha(path: str | os.PathLike) -> str | None:
         return None
 
 
-def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, threads: int):
+def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, threads: int, precision: str):
     """The ONNX-backed generator when an export matching the checkpoint is there; None (and
     a warning naming the file, unless `auto` found no export at all) means PyTorch."""
     try:
@@ -110,7 +110,7 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
         log.info("no ONNX export in %s (moodlane export onnx): using PyTorch", folder)
         return None
     try:
-        return load_onnx_lara(folder, sampling, lm_sha, codec_sha, providers, threads)
+        return load_onnx_lara(folder, sampling, lm_sha, codec_sha, providers, threads, precision=precision)
     except OnnxExportError as e:
         log.warning("%s: using PyTorch", e)
         return None
@@ -124,6 +124,7 @@ def load_lara(
     onnx_dir: str | os.PathLike | None = None,
     providers: list[str] | None = None,
     threads: int = 1,
+    precision: str = "fp32",
 ):
     """The audio generator: a MoodLane LM stem (default: the shipped one) with the codec it
     was trained on (default: the shipped codec) and its text encoder, or a MusicGen folder
@@ -132,7 +133,8 @@ def load_lara(
     `backend`: "onnx" runs the export in `onnx_dir` (default: the cache folder for this
     checkpoint, `export.runtime.default_folder`) on onnxruntime, "torch" PyTorch, "auto" the
     export when one matching the checkpoint exists. A missing, corrupt or mismatched export
-    falls back to PyTorch with a warning naming the file."""
+    falls back to PyTorch with a warning naming the file. `precision` "int8": the ONNX
+    decoder with int8 weights (PyTorch runs fp32 either way)."""
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.generator import AudioSampling, LaraGenerator
     from moodlane.engine.audio.text import load_text_encoder
@@ -144,7 +146,7 @@ def load_lara(
     if backend == "onnx" and musicgen:
         log.warning("ONNX export covers MoodLane LM stems; the MusicGen folder %s runs on PyTorch", lm)
     elif backend != "torch":
-        gen = _onnx_generator(lm, codec, sampling, backend, onnx_dir, providers, threads)
+        gen = _onnx_generator(lm, codec, sampling, backend, onnx_dir, providers, threads, precision)
         if gen is not None:
             return gen
     if musicgen:
