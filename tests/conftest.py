@@ -23,6 +23,18 @@ def _private_onnx_cache(tmp_path_factory):
         os.environ["MOODLANE_ONNX_CACHE"] = old
 
 
+@pytest.fixture(scope="session")
+def shipped_onnx(tmp_path_factory):
+    """The shipped LM, codec and text encoder exported to ONNX once per test session."""
+    pytest.importorskip("onnx", reason="the ONNX exporter needs the onnx package (the dev extra)")
+    pytest.importorskip("onnxruntime", reason="the runtime backend needs onnxruntime (the onnx extra)")
+    from moodlane.daw_bridge.cli import main
+
+    out = tmp_path_factory.mktemp("shipped-onnx") / "export"
+    assert main(["export", "onnx", "--out", str(out), "-q"]) == 0
+    return out
+
+
 def make_notes(rows, qpm=120.0, bpb=4.0):
     """rows: (start_beats, dur_beats, pitch, velocity)."""
     a = np.array(rows, dtype=np.float64).reshape(-1, 4)

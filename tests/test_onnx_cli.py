@@ -22,13 +22,9 @@ RAMP = str(PRESET_DIR / "automation" / "ramp_q3_q1.json")
 run = run_cli
 
 
-@pytest.fixture(scope="module")
-def shipped_export(tmp_path_factory):
-    from moodlane.daw_bridge.cli import main
-
-    out = tmp_path_factory.mktemp("shipped-onnx") / "export"
-    assert main(["export", "onnx", "--out", str(out), "-q"]) == 0
-    return out
+@pytest.fixture
+def shipped_export(shipped_onnx):
+    return shipped_onnx
 
 
 def render(tmp_path, capsys, name: str, *extra: str) -> tuple[np.ndarray, str]:

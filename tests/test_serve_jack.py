@@ -256,13 +256,17 @@ def test_mock_audio_engine_streams_to_a_jack_port(backend):
 
 
 @pytest.mark.slow
-def test_lara_gen_streams_to_a_jack_port_and_follows_lanes_and_prompt(backend):
+@pytest.mark.parametrize("lm_backend", ["onnx", "torch"])
+def test_lara_gen_streams_to_a_jack_port_and_follows_lanes_and_prompt(backend, lm_backend, request):
     """`serve --engine audio`: the shipped LARA-Gen through the same Session, scheduler and
-    audio sink as every engine, on 2 cores at the default settings. After the start, no
+    audio sink as every engine, on 2 cores at the default settings, on onnxruntime (what
+    the set-up makes the default) and on PyTorch (the fallback). After the start, no
     underrun; an arousal change and a /moodlane/prompt reach the next chunk made."""
     from moodlane.engine.registry import GeneratorOptions, load_generator
 
-    gen = load_generator(GeneratorOptions(engine="audio"))
+    onnx_dir = str(request.getfixturevalue("shipped_onnx")) if lm_backend == "onnx" else None
+    gen = load_generator(GeneratorOptions(engine="audio", backend=lm_backend, onnx_dir=onnx_dir))
+    assert gen.lm.name == lm_backend
     made: list[tuple[float, object]] = []  # (when the generator was asked, its conditions)
     generate = gen.generate_chunk
     gen.generate_chunk = lambda state, c: (made.append((time.monotonic(), c)), generate(state, c))[1]
