@@ -473,6 +473,7 @@ def cmd_serve(args) -> int:
         smooth_s=args.smooth,
         seed=args.seed,
         emotion=emotion,
+        prompt=_prompt(args),
         autoplay=not args.wait_for_play,
         soundfont=args.soundfont,
         audio_device=args.audio_device,
@@ -552,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--valence", type=finite("valence", -1, 1))
     s.add_argument("--arousal", type=finite("arousal", -1, 1))
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--prompt", help="text-conditioned engines: the starting prompt (default: the preset's; /moodlane/prompt changes it)")
     s.add_argument("--wait-for-play", action="store_true", help="stay stopped until /moodlane/play")
     s.add_argument("--soundfont")
     s.add_argument("--audio-device", help="sounddevice output device name or index")

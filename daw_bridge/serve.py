@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moodlane.daw_bridge.audio import SPLICE_S
 from moodlane.daw_bridge.clock import Clock, ClockUnavailable, LinkClock, MidiClock
 from moodlane.daw_bridge.control import LiveControl
 from moodlane.daw_bridge.live import LiveConfig, LiveScheduler, MidiSink
@@ -59,6 +60,7 @@ class ServeOptions:
     smooth_s: float = 0.3
     seed: int = 0
     emotion: Emotion = Emotion(0.0, 0.0)
+    prompt: str = ""  # text-conditioned engines: the starting prompt (/moodlane/prompt changes it)
     autoplay: bool = True
     soundfont: str | None = None
     audio_device: str | None = None
@@ -78,6 +80,8 @@ class Server:
         self.opts = opts
         self.generator = generator
         self.control = LiveControl(tau_s=opts.smooth_s)
+        if opts.prompt:
+            self.control.set_prompt(opts.prompt, source="start")
         self.control.set_emotion(opts.emotion, source="start", immediate=True)
         self.control.tempo = opts.tempo
         self.control.mode = opts.mode
@@ -369,15 +373,19 @@ class Server:
             )
         for part, why in self.unavailable.items():
             lines.append(f"unavailable: {part}: {why}")
-        notes = self.generator.kind == "notes"
-        beats = 4.0 if notes else self.config.audio_chunk_beats
-        chunk_ms = beats * 60000.0 / self.clock.tempo
-        now = "arousal reaches the next note's velocity at once; " if notes else ""
-        what = "a bar" if notes else f"{beats:g} beat{'s' * (beats != 1)}"
-        lines.append(
-            f"latency: {now}new content starts at the next chunk ({what}: at most {chunk_ms:.0f} ms at {self.clock.tempo:.0f} BPM)"
-            + (f"; audio adds {self.audio.output_latency_ms:.0f} ms of output buffer" if self.audio is not None else "")
-        )
+        tail = f"; audio adds {self.audio.output_latency_ms:.0f} ms of output buffer" if self.audio is not None else ""
+        if self.generator.kind == "notes":
+            bar_ms = 4 * 60000.0 / self.clock.tempo
+            lines.append(
+                "latency: arousal reaches the next note's velocity at once; new content starts at the next chunk "
+                f"(a bar: at most {bar_ms:.0f} ms at {self.clock.tempo:.0f} BPM){tail}"
+            )
+        else:
+            beats = self.config.audio_chunk_beats
+            lines.append(
+                f"latency: a lane change remakes the chunk that plays ({beats:g} beat{'s' * (beats != 1)}) and splices it in "
+                f"with a {SPLICE_S * 1000:.0f} ms crossfade: about one chunk's making time{tail}"
+            )
         return lines
 
 
