@@ -54,12 +54,13 @@ def peak_rss_mb() -> float:
 
 
 class _Timed:
-    """A function that adds up the seconds spent in it."""
+    """A function that adds up the seconds spent in it, and its calls."""
 
     def __init__(self, fn) -> None:
-        self.fn, self.seconds = fn, 0.0
+        self.fn, self.seconds, self.calls = fn, 0.0, 0
 
     def __call__(self, *a, **k):
+        self.calls += 1
         t = time.perf_counter()
         try:
             return self.fn(*a, **k)

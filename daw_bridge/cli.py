@@ -27,7 +27,7 @@ from moodlane.engine.audio.text import TextEncoderError
 from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
 from moodlane.engine.chunk import MAX_PROMPT
 from moodlane.engine.emotion import Emotion, EmotionError
-from moodlane.engine.registry import ENGINES, KINDS, PRECISIONS, GeneratorOptions, describe_backend, load_generator
+from moodlane.engine.registry import BACKENDS, ENGINES, KINDS, PRECISIONS, GeneratorOptions, describe_backend, load_generator
 from moodlane.engine.session import MAX_BEATS
 from moodlane.engine.symbolic.checkpoint import CheckpointError
 from moodlane.engine.symbolic.notes import MidiError
@@ -108,7 +108,7 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
     a.add_argument("--top-k", type=int_range("top-k", 1, 4096), default=250, help="sample from the k likeliest tokens (default 250)")
     a.add_argument(
         "--backend",
-        choices=("auto", "torch", "onnx"),
+        choices=BACKENDS,
         default="auto",
         help="LM runtime: onnx (moodlane export onnx first), torch, or auto (ONNX when an export matches the LM; default)",
     )

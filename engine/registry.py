@@ -17,6 +17,7 @@ from moodlane.engine.chunk import Generator
 KINDS = {"symbolic": "notes", "audio": "audio", "mock": "notes", "mock-audio": "audio"}  # what each engine's chunks hold
 ENGINES = tuple(KINDS)
 PRECISIONS = ("auto", "int8", "fp32")
+BACKENDS = ("auto", "torch", "onnx")  # the audio engine's runtime (auto: ONNX when an export matches the LM)
 # one token step is latency-bound: measured (bench audio, AMD EPYC) 3.4x real time with guidance on 1 thread, 3.6x on 2,
 # and 4.4x vs 4.2x without; the second core is left to the live audio path and the rest of the machine
 AUDIO_THREADS = 1
@@ -46,8 +47,8 @@ class GeneratorOptions:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.backend not in ("auto", "torch", "onnx"):
-            raise ValueError(f"backend must be auto, torch or onnx, got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         # sampling values are checked by the generator's own config (SamplingConfig)
 
 
@@ -57,14 +58,12 @@ def describe_backend(gen: Generator) -> str | None:
     if lm is None:
         return None
     d = lm.describe()
-    if d["backend"] == "onnx":
-        line = (
-            f"backend: onnx {gen.meta.get('precision', 'fp32')} ({gen.meta.get('onnx')}), providers used: {', '.join(d['providers_used'])}"
-        )
-        line += f" (available: {', '.join(d['providers_available'])}), {d['threads']} thread(s)"
-    else:
-        line = f"backend: torch {d.get('version', '')}, {d['threads']} thread(s)".replace("  ", " ")
-    return line
+    if d["backend"] != "onnx":
+        return f"backend: torch {d['version']}, {d['threads']} thread(s)"
+    return (
+        f"backend: onnx {gen.meta.get('precision', 'fp32')} ({gen.meta.get('onnx')}), providers used: "
+        f"{', '.join(d['providers_used'])} (available: {', '.join(d['providers_available'])}), {d['threads']} thread(s)"
+    )
 
 
 def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:

@@ -296,7 +296,8 @@ def test_lara_gen_streams_to_a_jack_port_and_follows_lanes_and_prompt(backend, l
     assert under == 0, f"{under} underruns after the start"
     assert len(heard) > 5 * 48000 and rms(heard) > 0.001  # ~6 s of real, non-silent audio at a JACK port
     after = [c for when, c in made if when > t_arousal + 0.1]
-    assert after and after[0].emotion.arousal > 0.5  # the next chunk made follows the lane
+    assert after and after[0].emotion.arousal > -0.6  # the next chunk made (the remake of the one playing) moves ...
+    assert all(c.emotion.arousal > 0.8 for when, c in made if when > t_arousal + 1.5)  # ... as the smoothed lane does
     after = [c for when, c in made if when > t_prompt + 0.1]
     assert after and all(c.prompt == "strings ensemble" for c in after)
     assert all(c.prompt != "strings ensemble" for when, c in made if when < t_prompt)

@@ -82,9 +82,6 @@ def load_lm(path: str | os.PathLike | None = None, warm_start: bool = False) -> 
     return model.eval(), meta
 
 
-BACKENDS = ("auto", "torch", "onnx")
-
-
 def _stem_sha(path: str | os.PathLike) -> str | None:
     """SHA-256 of a checkpoint's weights file (None: unreadable; the PyTorch load says why)."""
     try:
@@ -138,6 +135,7 @@ def load_lara(
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.generator import AudioSampling, LaraGenerator
     from moodlane.engine.audio.text import load_text_encoder
+    from moodlane.engine.registry import BACKENDS
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
