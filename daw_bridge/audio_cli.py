@@ -134,23 +134,37 @@ def cmd_eval_audio(args) -> int:
     return 0
 
 
-def _lm_label(spec: str) -> tuple[str, str | None]:
-    """`--lm LABEL=STEM`, `--lm STEM` (labelled by its file name) or `--lm shipped`."""
-    label, _, stem = spec.rpartition("=")
-    stem = stem or spec
-    if stem == "shipped":
-        return label or "shipped", None
-    return label or Path(stem).name, stem
+RUNTIMES = {"torch": ("torch", "fp32"), "onnx": ("onnx", "fp32"), "int8": ("onnx", "int8")}
+
+
+def _lm_label(spec: str) -> tuple[str, str | None, str, str]:
+    """`--lm [LABEL=]STEM[@RUNTIME]` -> (label, stem or None for the shipped LM, backend,
+    precision). STEM `shipped` is the shipped LM; RUNTIME torch (default), onnx (fp32) or
+    int8 (the ONNX int8 decoder; both need `moodlane export onnx` first)."""
+    label, _, rest = spec.rpartition("=")
+    stem, _, runtime = rest.partition("@")
+    if runtime and runtime not in RUNTIMES:
+        from moodlane.engine.audio.checkpoint import LMCheckpointError
+
+        raise LMCheckpointError(f"--lm {spec}: the runtime after @ must be one of {', '.join(RUNTIMES)}")
+    backend, precision = RUNTIMES[runtime or "torch"]
+    name = "shipped" if stem == "shipped" else Path(stem).name
+    return label or name + (f"@{runtime}" if runtime else ""), None if stem == "shipped" else stem, backend, precision
 
 
 def eval_lara(args, out: Path) -> dict:
-    from moodlane.engine.audio.checkpoint import load_lara
+    from moodlane.engine.audio.checkpoint import LMCheckpointError, load_lara
     from moodlane.engine.audio.generator import AudioSampling
     from moodlane.engine.audio.predictor import load_predictor
     from moodlane.engine.training.lara_eval import eval_audio
 
     sampling = AudioSampling(cfg=args.cfg, top_k=args.top_k)
-    gens = [(label, load_lara(stem, None, sampling)) for label, stem in map(_lm_label, args.lm or ["shipped"])]
+    gens = []
+    for label, stem, backend, precision in map(_lm_label, args.lm or ["shipped"]):
+        gen = load_lara(stem, None, sampling, backend=backend, precision=precision)
+        if gen.lm.name != backend:
+            raise LMCheckpointError(f"--lm {label}: no ONNX export matches {stem or 'the shipped LM'} (run moodlane export onnx)")
+        gens.append((label, gen))
     return eval_audio(
         gens,
         load_predictor(args.predictor),
@@ -223,7 +237,12 @@ def add_audio_commands(sub) -> None:
 
 def add_eval_options(e: argparse.ArgumentParser) -> None:
     e.add_argument("--audio", default="runs/audio", help="codec, audio: rendered (and encoded) audio folder (held-out split)")
-    e.add_argument("--lm", action="append", metavar="[LABEL=]STEM", help="audio: an LM to judge, repeatable (default: shipped)")
+    e.add_argument(
+        "--lm",
+        action="append",
+        metavar="[LABEL=]STEM",
+        help="audio: an LM to judge, repeatable (default: shipped); @torch (default), @onnx or @int8 picks the runtime",
+    )
     e.add_argument("--cfg", type=finite("cfg", 0, 20), default=3.0, help="audio: classifier-free guidance")
     e.add_argument("--top-k", type=positive_int("top-k"), default=250, help="audio: top-k sampling")
     e.add_argument("--ramp-seconds", type=finite("ramp seconds", 4, 600), default=32.0, help="audio: length of the Q3 -> Q1 ramp")

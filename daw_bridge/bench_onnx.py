@@ -195,11 +195,25 @@ def _in_process(kind: str, opts: GeneratorOptions, **kw) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _median_of(rows: list[dict]) -> dict:
+    """Per figure, the median over runs (peak RSS: the largest); a failed run is reported."""
+    ok = [r for r in rows if "failed" not in r]
+    if not ok:
+        return rows[0]
+    out = {}
+    for k, v in ok[0].items():
+        vals = [r[k] for r in ok]
+        out[k] = max(vals) if k == "peak_rss_mb" else round(float(np.median(vals)), 3) if isinstance(v, (int, float)) else v
+    out["runs"] = len(ok)
+    return out
+
+
 def bench_onnx(
     opts: GeneratorOptions, seconds: float = 10.0, repeats: int = 2, threads: tuple[int, ...] = (1, 2), trials: int = 8, live: bool = True
 ) -> dict:
-    """The side-by-side run. An export matching the LM is used where it is (`--onnx`, or
-    the cache folder); else one is made in a temporary folder for this run."""
+    """The side-by-side run: `repeats` rounds of every configuration, interleaved. An export
+    matching the LM is used where it is (`--onnx`, or the cache folder); else one is made in
+    a temporary folder for this run."""
     import onnxruntime
 
     from moodlane.engine.audio.checkpoint import load_lara
@@ -238,7 +252,13 @@ def bench_onnx(
     else:
         out["gpu"] = "none here: onnxruntime has no CUDA provider (install moodlane[gpu] on a GPU machine)"
     try:
-        out["speed"] = {label: _in_process("speed", o, seconds=seconds, repeats=repeats) for label, o in configs}
+        # rounds interleaved (every configuration once, then again), each run a fresh process:
+        # a machine whose speed drifts over minutes shifts every configuration alike
+        runs: dict[str, list[dict]] = {label: [] for label, _ in configs}
+        for _ in range(repeats):
+            for label, o in configs:
+                runs[label].append(_in_process("speed", o, seconds=seconds, repeats=1))
+        out["speed"] = {label: _median_of(rows) for label, rows in runs.items()}
         t1, o1 = out["speed"].get(configs[0][0], {}), out["speed"].get(configs[len(threads)][0], {})
         if "x_realtime" in t1 and "x_realtime" in o1:
             out["onnx_over_torch_1_thread"] = {

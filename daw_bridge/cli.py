@@ -412,7 +412,7 @@ def cmd_bench(args) -> int:
     elif args.what == "onnx":
         from moodlane.daw_bridge.bench_onnx import bench_onnx
 
-        result = bench_onnx(opts, seconds=args.seconds, repeats=min(args.repeats, 2), trials=args.trials, live=args.trials > 0)
+        result = bench_onnx(opts, seconds=args.seconds, repeats=args.repeats, trials=args.trials, live=args.trials > 0)
     elif args.what == "symbolic":
         result = bench.bench_symbolic(opts, bars=args.bars, repeats=args.repeats)
     else:
@@ -643,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx: LARA-Gen on PyTorch and onnxruntime side by side (speed, first audio, live latency, RSS)",
     )
     b.add_argument("--bars", type=positive_int("bars"), default=32, help="symbolic: bars per run")
-    b.add_argument("--repeats", type=positive_int("repeats"), default=3, help="symbolic, codec: runs")
+    b.add_argument("--repeats", type=positive_int("repeats"), default=3, help="symbolic, codec, audio: runs; onnx: interleaved rounds")
     b.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec, audio: audio per run")
     add_generator_options(b)
     b.add_argument("--tempo", type=finite("tempo", 20, 400), default=120.0, help="live: BPM")

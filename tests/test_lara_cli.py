@@ -98,3 +98,14 @@ def test_shipped_lm_records_how_it_was_trained():
     assert rec["command"].startswith("moodlane train audio") and rec["steps"] > 0 and rec["wall_s"] > 0
     assert meta["codec"]["n_q"] == meta["config"]["n_q"] and meta["emotion"] == "av"
     assert meta["history"][-1]["valid_ce"] < meta["history"][0]["valid_ce"]  # it learned
+
+
+def test_eval_lm_specs_name_the_runtime():
+    from moodlane.daw_bridge.audio_cli import _lm_label
+    from moodlane.engine.audio.checkpoint import LMCheckpointError
+
+    assert _lm_label("shipped") == ("shipped", None, "torch", "fp32")
+    assert _lm_label("q=shipped@int8") == ("q", None, "onnx", "int8")
+    assert _lm_label("runs/lara2/lm@onnx") == ("lm@onnx", "runs/lara2/lm", "onnx", "fp32")
+    with pytest.raises(LMCheckpointError, match="runtime after @"):
+        _lm_label("shipped@gpu")

@@ -94,3 +94,16 @@ def test_cuda_provider_asked_for_on_a_cpu_machine_is_a_notice(shipped_export, tm
         pytest.skip("this onnxruntime has CUDA")
     _, err = render(tmp_path, capsys, "cuda", "--backend", "onnx", "--onnx", str(shipped_export), "--providers", "cuda,cpu")
     assert "CUDAExecutionProvider is not available" in err and "providers used: CPUExecutionProvider" in err
+
+
+@pytest.mark.slow
+def test_bench_onnx_reports_both_backends_side_by_side(shipped_export, capsys):
+    code, out, err = run(["bench", "onnx", "--onnx", str(shipped_export), "--seconds", "2", "--repeats", "1", "--trials", "0"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    speed = result["speed"]
+    assert {"torch, 1 thread", "onnx cpu, 1 thread", "onnx cpu int8, 1 thread"} <= set(speed)
+    for row in speed.values():
+        assert row["x_realtime"] > 0 and row["lm_step_ms"] > 0 and row["first_audio_s"] > 0 and row["peak_rss_mb"] > 100, row
+    assert "onnx fp32" in speed["onnx cpu, 1 thread"]["backend"] and "torch" in speed["torch, 1 thread"]["backend"]
+    assert 0 < result["int8_fidelity"]["top1_agreement"] <= 1 and result["cpu"]
