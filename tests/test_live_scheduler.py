@@ -233,3 +233,20 @@ def test_audio_engines_get_short_chunks_and_a_lane_change_remakes_the_one_playin
     assert sched.regenerations == 1 and sink.cancelled == []
     remade = [(b, e) for b, e, _ in sink.scheduled[made:]]
     assert remade == [(1, wild), (2, wild), (3, wild)]  # the chunk that plays is remade first, then the ones after it
+
+
+def test_serve_starts_with_the_prompt_it_was_given_and_makes_chunks_with_it():
+    from moodlane.daw_bridge.serve import ServeOptions, Server
+    from moodlane.engine.mock import MockAudioGenerator
+
+    srv = Server(ServeOptions(prompt="warm strings", mode="audio", midi=False), MockAudioGenerator())
+    t = FakeTime()
+    clk = Clock(120, now=t)
+    clk.start()
+    sink = RecordingSink()
+    seen = []
+    gen = MockAudioGenerator()
+    make = gen.generate_chunk
+    gen.generate_chunk = lambda state, c: (seen.append(c.prompt), make(state, c))[1]
+    LiveScheduler(gen, srv.control, clk, [sink]).step()
+    assert srv.control.prompt == "warm strings" and seen and set(seen) == {"warm strings"}
