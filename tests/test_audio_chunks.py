@@ -209,3 +209,45 @@ def test_a_late_chunk_fades_in_where_it_lands():
     m.splice(3, 0, np.ones((1000, 1), np.float32), at=300, frames=100)  # its start passed: nothing of it before 300
     y = m.render(0, 1000)[:, 0]
     assert np.all(y[:300] == 0) and y[299:401].max() <= 1.0 and np.all(np.diff(y[300:400]) >= 0) and np.allclose(y[400:], 1.0)
+
+
+def test_audio_sink_splices_a_remake_into_the_chunk_it_plays(monkeypatch):
+    """The live sink (no device: its callback driven by hand): chunk 0 plays; its remake,
+    scheduled while it sounds, takes over at the next block with a crossfade, at the old
+    take's timeline position; no sample jumps."""
+    from types import SimpleNamespace
+
+    import moodlane.daw_bridge.audio as audio_mod
+    from moodlane.daw_bridge.audio import SPLICE_S, AudioSink
+    from moodlane.daw_bridge.clock import Clock
+    from moodlane.engine.chunk import Chunk
+    from moodlane.engine.emotion import Emotion
+
+    sd = SimpleNamespace(query_devices=lambda device, kind: {"name": "fake", "default_samplerate": 8000})
+    monkeypatch.setattr(audio_mod, "_sounddevice", lambda: sd)
+    clk = Clock(120.0)
+    clk.start()
+    sink = AudioSink(clk, synth=False, blocksize=256)
+    info, status = SimpleNamespace(outputBufferDacTime=0.0, currentTime=0.0), SimpleNamespace(output_underflow=False)
+
+    def block() -> np.ndarray:
+        out = np.zeros((256, 2), np.float32)
+        sink._callback(out, 256, info, status)
+        return out[:, 0]
+
+    def chunk(pcm: np.ndarray) -> Chunk:  # one beat at 120 BPM: 0.5 s, plus a 10 ms tail
+        return Chunk(0, Emotion(0, 0), 1.0, audio=Audio(pcm.astype(np.float32), 8000, 80))
+
+    ramp = -0.25 - 0.25 * np.arange(4080) / 4080  # where each sample lands shows
+    sink.schedule(chunk(np.full(4080, 0.5)), 0.0)
+    heard = [block() for _ in range(4)]
+    start = sink._placed_at[0]
+    info.outputBufferDacTime = 0.01  # the stream's timing moved by 80 frames: the remake must still land where chunk 0 is
+    sink.schedule(chunk(ramp), 0.0, version=1)  # the lane moved: chunk 0 remade while it sounds
+    heard += [block() for _ in range(8)]
+    y = np.concatenate(heard)
+    fade = int(SPLICE_S * 8000)
+    assert np.allclose(y[fade + 10 : 1024], 0.5)
+    np.testing.assert_allclose(y[1024 + fade :], ramp[1024 + fade - start : len(y) - start], atol=1e-6)
+    assert np.abs(np.diff(y)).max() < 0.01  # the late first chunk fades in, the remake crossfades: no click
+    assert sink.errors == 0 and len(sink._placed_at) == 1
