@@ -292,6 +292,7 @@ def cmd_info(args) -> int:
         if f.is_file():
             audio_meta = json.loads(f.read_text())
             info[name] = {"config": audio_meta.get("config"), "training": audio_meta.get("training")}
+    info["lara_onnx"] = _onnx_info()
     print(json.dumps(info, indent=1))
     if args.plot:
         history = (meta.get("training") or {}).get("history") or []
@@ -300,6 +301,21 @@ def cmd_info(args) -> int:
         _plot_history(history, Path(args.plot))
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def _onnx_info() -> dict:
+    """Whether the shipped LM has an ONNX export in the cache folder, and its parity."""
+    import hashlib
+
+    from moodlane.engine.audio.checkpoint import DEFAULT_LM
+    from moodlane.export.runtime import OnnxExportError, default_folder, read_manifest
+
+    folder = default_folder(hashlib.sha256(DEFAULT_LM.with_suffix(".safetensors").read_bytes()).hexdigest())
+    try:
+        m = read_manifest(folder)
+    except OnnxExportError as e:
+        return {"folder": str(folder), "exported": False, "why": str(e)}
+    return {"folder": str(folder), "exported": True, "opset": m["opset"], "files": sorted(m["files"]), "parity": m.get("parity")}
 
 
 def _plot_history(history: list[dict], path: Path) -> None:

@@ -53,6 +53,7 @@ def test_auto_uses_the_export_in_the_cache_folder(shipped_export, tmp_path, caps
 
     _, err = render(tmp_path, capsys, "auto-none")
     assert "backend: torch" in err and "WARNING" not in err  # no export: PyTorch, quietly
+    assert json.loads(run(["info"], capsys)[1])["lara_onnx"]["exported"] is False
     sha = json.loads((shipped_export / "manifest.json").read_text())["source"]["lm_sha256"]
     cache = default_folder(sha)
     assert str(cache.parent) == os.environ["MOODLANE_ONNX_CACHE"]
@@ -60,6 +61,8 @@ def test_auto_uses_the_export_in_the_cache_folder(shipped_export, tmp_path, caps
     try:
         _, err = render(tmp_path, capsys, "auto")
         assert "backend: onnx" in err
+        info = json.loads(run(["info"], capsys)[1])["lara_onnx"]
+        assert info["exported"] and info["folder"] == str(cache) and info["parity"]["decoder_max_abs"] < 1e-4
     finally:
         shutil.rmtree(cache)
 
