@@ -193,8 +193,9 @@ def cmd_export(args) -> int:
     out = Path(args.out) if args.out else default_folder(gen.meta["weights_sha256"])
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
-    steps = ["memory", "decoder", "codec decoder", "text encoder", "parity"]
-    with _progress(len(steps), "exporting", args.quiet) as bar:
+    from tqdm import tqdm
+
+    with tqdm(total=5, desc="exporting", unit="graph", disable=args.quiet, leave=False) as bar:  # memory, decoder, codec, text, parity
         manifest = export_lara(gen, out, opset=args.opset, progress=lambda what: (bar.set_postfix_str(what), bar.update(1)))
     if not args.quiet:
         sizes = {k: (out / v["file"]).stat().st_size / 1e6 for k, v in manifest["files"].items()}
@@ -207,12 +208,6 @@ def cmd_export(args) -> int:
         else:
             print("the audio engine now uses it by default (--backend torch to opt out)")
     return 0
-
-
-def _progress(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="graph", disable=quiet, leave=False)
 
 
 def cmd_render(args) -> int:

@@ -186,6 +186,8 @@ class LiveScheduler:
         paused: bool = False,
     ) -> None:
         self.generator = generator
+        # audio: short chunks, and a lane change remakes even the one that plays (the sink splices it in)
+        self.audio_engine = getattr(generator, "kind", "notes") == "audio"
         self.paused = paused  # serve starts paused: the first transport start places the first chunk
         self.control = source if isinstance(source, LiveControl) else None
         self.source = ClockedControl(source, clock) if self.control is not None else source
@@ -209,10 +211,8 @@ class LiveScheduler:
         self.error: BaseException | None = None
 
     def _new_session(self, beat: float) -> Session:
-        audio = getattr(self.generator, "kind", "notes") == "audio"
-        s = Session(
-            self.generator, self.source, self.seed, qpm=self.clock.tempo, chunk_beats=self.config.audio_chunk_beats if audio else None
-        )
+        beats = self.config.audio_chunk_beats if self.audio_engine else None
+        s = Session(self.generator, self.source, self.seed, qpm=self.clock.tempo, chunk_beats=beats)
         s.beat = beat
         return s
 
@@ -326,22 +326,18 @@ class LiveScheduler:
             return  # the lane is still moving: wait for it to settle (or for max_wait)
         read_ahead = max((s.read_ahead_s for s in self.sinks), default=0.0)
         recent = list(self.gen_times)[-16:]  # the first chunk (and a new prompt's) are slower: they age out
-        if getattr(self.generator, "kind", "notes") == "audio":
+        if self.audio_engine:
             # audio sinks splice a remake in where it lands (crossfaded) and play the old take
             # until then, so even the chunk that plays is remade if it likely outlasts its remake
-            splice = True
             horizon = self.clock.beat(t + float(np.median(recent or [0.05])) + read_ahead)
-            remakable = lambda m: m.start + m.chunk.beats > horizon  # noqa: E731
         else:
             # notes are cancelled, then remade: only if surely ready before their downbeat and
             # before any sink has committed them
-            splice = False
             horizon = max(now, self.clock.beat(t + 0.02 + 2.0 * max(recent, default=0.05) + read_ahead))
-            remakable = lambda m: m.start > horizon  # noqa: E731
         for i, m in enumerate(self.history):
-            if not remakable(m) or id(m) not in stale:
+            if (m.start + m.chunk.beats if self.audio_engine else m.start) <= horizon or id(m) not in stale:
                 continue  # sounding, too close, or made for this target
-            if not splice:
+            if not self.audio_engine:
                 self._each_sink(lambda s, b=m.bar: s.cancel_from(b))
             self.session.state = m.state
             self.session.beat = m.start

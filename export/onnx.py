@@ -242,6 +242,7 @@ def _example_memory(model: LaraLM, batch: int, m: int) -> tuple[torch.Tensor, ..
     return text, mask, va, av_on
 
 
+@torch.no_grad()
 def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict:
     """Write the ONNX files of a torch-backed `LaraGenerator` (a MoodLane LM stem) to `out`,
     all or none, and return the manifest. Parity against PyTorch is measured and recorded."""
@@ -272,9 +273,9 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
         mem_dyn[n] = {0: "batch", 2: "text_len"} if n.endswith(("text_key", "text_value")) else {0: "batch"}
     mem_dyn["memory.text_bias"] = {0: "batch", 3: "text_len"}
     files[FILES["memory"]] = _to_onnx(ConditionMemory(model), example, mem_in, mem_out_names, mem_dyn, opset)
-    mem = model.memory(*example)
-    flat_mem = flatten_memory(mem)
+    flat_mem = flatten_memory(model.memory(*example))
     graphs["memory"] = {"inputs": _shapes(mem_in, list(example), mem_dyn), "outputs": _shapes(mem_out_names, flat_mem, mem_dyn)}
+    checks = {"memory": ("memory", dict(zip(mem_in, example)), flat_mem)}  # parity: graph, feeds, PyTorch's outputs
 
     # decoder step: traced with 2 new steps after 3 cached ones (the general case: S = 1 and P = 0 run the same graph)
     step("decoder")
@@ -292,8 +293,11 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
     int8 = _quantize(files[FILES["decoder"]])
     if int8 is not None:
         files[FILES["decoder_int8"]] = int8
-    with torch.no_grad():
-        dec_example = DecoderStep(model)(ids, *past, *flat_mem)
+    dec_example = DecoderStep(model)(ids, *past, *flat_mem)
+    dec_feeds = dict(zip(dec_in, [ids, *past, *flat_mem]))
+    checks["decoder"] = ("decoder", dec_feeds, list(dec_example))
+    if int8 is not None:
+        checks["decoder_int8_logits"] = ("decoder_int8", dec_feeds, [dec_example[0]])
     graphs["decoder"] = {
         "inputs": _shapes(dec_in, [ids, *past, *flat_mem], dec_dyn),
         "outputs": _shapes(dec_out, list(dec_example), dec_dyn),
@@ -306,8 +310,8 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
     codec_mod = CodecDecoder(gen.codec.model)
     with _length_free_padding():
         files[FILES["codec_decoder"]] = _to_onnx(codec_mod, (codes,), ["codes"], ["audio"], codec_dyn, opset)
-    with torch.no_grad():
-        audio = codec_mod(codes)
+    audio = codec_mod(codes)
+    checks["codec_decoder"] = ("codec_decoder", {"codes": codes}, [audio])
     graphs["codec_decoder"] = {"inputs": _shapes(["codes"], [codes], codec_dyn), "outputs": _shapes(["audio"], [audio], codec_dyn)}
 
     text = None
@@ -317,10 +321,9 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
         text_dyn = {n: {0: "batch", 1: "text_len"} for n in ("input_ids", "attention_mask", "text_states")}
         t_in = ["input_ids", "attention_mask"]
         files[FILES["text_encoder"]] = _to_onnx(TextEncoder(text_enc), text, t_in, ["text_states"], text_dyn, opset)
-        graphs["text_encoder"] = {
-            "inputs": _shapes(t_in, list(text), text_dyn),
-            "outputs": _shapes(["text_states"], [text_enc.encode(*text)], text_dyn),
-        }
+        states = text_enc.encode(*text)
+        graphs["text_encoder"] = {"inputs": _shapes(t_in, list(text), text_dyn), "outputs": _shapes(["text_states"], [states], text_dyn)}
+        checks["text_encoder"] = ("text_encoder", dict(zip(t_in, text)), [states])
         files["tokenizer.json"] = (Path(text_enc.folder) / "tokenizer.json").read_bytes()
 
     manifest = {
@@ -347,41 +350,24 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
     step("parity")
     if text is not None:
         manifest["files"]["tokenizer"] = {"file": "tokenizer.json", "sha256": hashlib.sha256(files["tokenizer.json"]).hexdigest()}
-    manifest["parity"] = measure_parity(files, model, gen, example, ids, past, codes, text)
+    manifest["parity"] = measure_parity(files, checks)
     manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
     files["manifest.json"] = json.dumps(manifest, indent=1).encode()
     commit({out / name: data for name, data in files.items()})
     return manifest
 
 
-def measure_parity(files: dict[str, bytes], model: LaraLM, gen, mem_example, ids, past, codes, text) -> dict:
-    """Max abs difference between onnxruntime (CPU) and PyTorch on the export's examples."""
+def measure_parity(files: dict[str, bytes], checks: dict[str, tuple[str, dict, list[torch.Tensor]]]) -> dict:
+    """Max abs difference between onnxruntime (CPU) and PyTorch on the export's examples:
+    per check, the graph's first outputs against PyTorch's (`checks`: name -> graph, feeds,
+    PyTorch outputs)."""
     try:
         import onnxruntime as ort
     except ImportError:
         return {"skipped": "onnxruntime is not installed"}
-
-    def run(name: str, feeds: dict) -> list[np.ndarray]:
-        sess = ort.InferenceSession(files[FILES[name]], providers=["CPUExecutionProvider"])
-        return sess.run(None, {k: v.numpy() for k, v in feeds.items()})
-
-    def diff(a: list[np.ndarray], b: list[torch.Tensor]) -> float:
-        return float(max(np.abs(x - y.numpy()).max() for x, y in zip(a, b)))
-
-    with torch.no_grad():
-        mem_t = flatten_memory(model.memory(*mem_example))
-        dec_t = DecoderStep(model)(ids, *past, *mem_t)
-        audio_t = CodecDecoder(gen.codec.model)(codes)
-        text_t = None if text is None else gen.text.encode(*text)
-    mem_names = memory_names(model)
-    mem_o = run("memory", dict(zip(["text_states", "text_mask", "va", "av_on"], mem_example)))
-    dec_feeds = {"input_ids": ids, **dict(zip(past_names(model.cfg.n_layer), past)), **dict(zip(mem_names, mem_t))}
-    out = {
-        "memory_max_abs": diff(mem_o, mem_t),
-        "decoder_max_abs": diff(run("decoder", dec_feeds), list(dec_t)),
-        "decoder_int8_logits_max_abs": diff(run("decoder_int8", dec_feeds)[:1], [dec_t[0]]) if FILES["decoder_int8"] in files else None,
-        "codec_decoder_max_abs": diff(run("codec_decoder", {"codes": codes}), [audio_t]),
-    }
-    if text is not None:
-        out["text_encoder_max_abs"] = diff(run("text_encoder", {"input_ids": text[0], "attention_mask": text[1]}), [text_t])
+    out = {}
+    for name, (graph, feeds, want) in checks.items():
+        sess = ort.InferenceSession(files[FILES[graph]], providers=["CPUExecutionProvider"])
+        got = sess.run(None, {k: v.numpy() for k, v in feeds.items()})
+        out[f"{name}_max_abs"] = float(max(np.abs(g - w.numpy()).max() for g, w in zip(got, want)))
     return out

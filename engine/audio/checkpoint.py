@@ -83,10 +83,12 @@ def load_lm(path: str | os.PathLike | None = None, warm_start: bool = False) -> 
 
 
 def _stem_sha(path: str | os.PathLike) -> str | None:
-    """SHA-256 of a checkpoint's weights file (None: unreadable; the PyTorch load says why)."""
+    """SHA-256 of a checkpoint's weights file: the one its JSON records (the load verifies
+    it), else hashed here (None: unreadable; the PyTorch load says why)."""
     try:
-        return hashlib.sha256(stem_files(path, "", LMCheckpointError)[0].read_bytes()).hexdigest()
-    except (LMCheckpointError, OSError):
+        st, js = stem_files(path, "", LMCheckpointError)
+        return json.loads(js.read_text()).get("weights_sha256") or hashlib.sha256(st.read_bytes()).hexdigest()
+    except (LMCheckpointError, OSError, ValueError):
         return None
 
 
