@@ -20,6 +20,29 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def _transcriber(args):
+    """Basic Pitch when installed and wanted; None (and one line saying why) otherwise."""
+    from moodlane.engine.training.witness import TranscriberMissing, transcriber
+
+    if getattr(args, "no_transcribe", False):
+        return None
+    try:
+        return transcriber()
+    except TranscriberMissing as e:
+        _say(f"note F1 skipped: {e}")
+        return None
+
+
+def print_codec_rows(rows: dict) -> None:
+    cols = (("note_f1", "note F1", "{:.3f}"), ("chroma", "chroma", "{:.3f}"), ("lsd_db", "LSD dB", "{:.2f}"))
+    cols += (("mel_distance", "mel dist", "{:.3f}"), ("si_snr_db", "SI-SNR dB", "{:.2f}"))
+    cols += (("encode_x_realtime", "encode xRT", "{}"), ("decode_x_realtime", "decode xRT", "{}"))
+    cols = tuple(c for c in cols if any(c[0] in r for r in rows.values()))
+    print(f"{'':>16} " + " ".join(f"{h:>10}" for _, h, _ in cols))
+    for name, r in rows.items():
+        print(f"{name:>16} " + " ".join(f"{fmt.format(r[k]) if k in r else '':>10}" for k, _, fmt in cols))
+
+
 def cmd_codec(args) -> int:
     from moodlane.daw_bridge.files import wav_bytes
     from moodlane.engine.audio.codec import load_codec
@@ -31,19 +54,35 @@ def cmd_codec(args) -> int:
     codec = load_codec(args.codec_checkpoint)
     kbps = args.kbps if args.kbps is not None else codec.cfg.lm_codebooks * codec.cfg.kbps_per_codebook
     codec.cfg.codebooks_for(kbps)  # a bandwidth this codec has, checked before any work
+    ref_notes = None
+    if args.midi:
+        from moodlane.engine.symbolic.notes import parse_midi
+        from moodlane.engine.training.audio_data import notes_seconds
+
+        ref_notes = notes_seconds(parse_midi(Path(args.midi).read_bytes()))
     pcm, sr = read_audio(args.input)
     pcm = to_rate(pcm, sr, codec.sample_rate, args.input, _say)
-    rows, audio = codec_figures(codec, pcm, opus=not args.no_opus)
+    transcribe = _transcriber(args)
+    rows, audio = codec_figures(codec, pcm, opus=not args.no_opus, ref_notes=ref_notes, transcribe=transcribe)
     commit({out: wav_bytes(audio[f"codec {kbps:g} kbps"][:, None], codec.sample_rate)})
     if args.json:
-        print(json.dumps({"file": args.input, "codec": codec.cfg.name, "seconds": len(pcm) / codec.sample_rate, "rows": rows}))
+        print(
+            json.dumps(
+                {
+                    "file": args.input,
+                    "codec": codec.cfg.name,
+                    "codec_sha256": codec.sha256,
+                    "seconds": len(pcm) / codec.sample_rate,
+                    "rows": rows,
+                }
+            )
+        )
         return 0
-    print(f"{args.input}: {len(pcm) / codec.sample_rate:.1f} s, codec {codec.cfg.name} ({codec.frame_rate:g} frames/s)")
-    print(f"{'':>16} {'mel dist':>9} {'SI-SNR dB':>10} {'encode xRT':>11} {'decode xRT':>11}")
-    for name, r in rows.items():
-        enc = f"{r['encode_x_realtime']:>11}" if "encode_x_realtime" in r else f"{'':>11}"
-        dec = f"{r['decode_x_realtime']:>11}" if "decode_x_realtime" in r else f"{'':>11}"
-        print(f"{name:>16} {r['mel_distance']:>9.3f} {r['si_snr_db']:>10.2f} {enc} {dec}")
+    print(f"{args.input}: {len(pcm) / codec.sample_rate:.1f} s, codec {codec.label} ({codec.frame_rate:g} frames/s)")
+    print_codec_rows(rows)
+    if transcribe is not None:
+        against = args.midi if args.midi else "the input's own transcription (give --midi for the source notes)"
+        print(f"note F1: {transcribe.name}, against {against}; LSD: 4096-sample window, 0-8 kHz; chroma: frame cosine")
     if args.no_opus or not any(k.startswith("opus") for k in rows):
         print("(Opus skipped: " + ("--no-opus" if args.no_opus else "ffmpeg with libopus not found") + ")")
     print(f"wrote {out} (codec at {kbps:g} kbps)")
@@ -120,7 +159,11 @@ def cmd_eval_audio(args) -> int:
     elif args.what == "codec":
         from moodlane.engine.audio.codec import load_codec
 
-        result = audio_eval.eval_codec(load_codec(args.codec_checkpoint), args.audio, out, clips=args.clips, seconds=args.seconds)
+        codec = load_codec(args.codec_checkpoint)
+        transcribe = _transcriber(args)
+        data = args.data if transcribe is not None else None
+        result = audio_eval.eval_codec(codec, args.audio, out, clips=args.clips, seconds=args.seconds, data=data, transcribe=transcribe)
+        print_codec_rows(result["table"])
     else:
         from moodlane.engine.audio.predictor import load_predictor
 
@@ -203,10 +246,19 @@ def bench_codec(checkpoint: str | None, seconds: float, repeats: int) -> dict:
             "encode_x_realtime": round(seconds / float(np.median(enc)), 1),
             "decode_x_realtime": round(seconds / float(np.median(dec)), 1),
         }
+    # what live audio decodes per one-beat chunk at 120 BPM: 0.5 s, the generator's 0.5 s of left context, the codec's right context
+    frames = int(round(1.0 * codec.frame_rate)) + codec.context_frames
+    codes = codec.encode(pcm[: frames * codec.cfg.hop])
+    chunk = []
+    for _ in range(max(repeats, 5)):
+        t0 = time.perf_counter()
+        codec.decode(codes, first_frame=100)
+        chunk.append(time.perf_counter() - t0)
     return {
         "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(),
-        "codec": codec.cfg.name,
+        "codec": codec.label,
+        "live_chunk_decode_ms": round(1000 * float(np.median(chunk)), 1),
         "parameters_m": round(sum(p.numel() for p in codec.model.parameters()) / 1e6, 2),
         "seconds": seconds,
         "repeats": repeats,
@@ -221,7 +273,9 @@ def add_audio_commands(sub) -> None:
     c.add_argument("input", metavar="IN.wav")
     c.add_argument("-o", "--output", required=True, metavar="OUT.wav")
     c.add_argument("--kbps", type=float, help="bandwidth of OUT.wav (default: the language model's, 3 kbps)")
-    c.add_argument("--codec-checkpoint", help="MoodLane codec stem or official EnCodec .th (default: cached official, else shipped)")
+    c.add_argument("--codec-checkpoint", help="MoodLane codec stem or official EnCodec .th (default: the shipped spectral codec)")
+    c.add_argument("--midi", metavar="SOURCE.mid", help="score the note F1 against these notes (default: the input's transcription)")
+    c.add_argument("--no-transcribe", action="store_true", help="skip the note F1 (the transcriber is the [eval] extra)")
     c.add_argument("--no-opus", action="store_true", help="skip the Opus comparison")
     c.add_argument("--json", action="store_true", help="figures as one JSON object")
     c.set_defaults(func=cmd_codec)
@@ -247,7 +301,8 @@ def add_eval_options(e: argparse.ArgumentParser) -> None:
     e.add_argument("--top-k", type=positive_int("top-k"), default=250, help="audio: top-k sampling")
     e.add_argument("--ramp-seconds", type=finite("ramp seconds", 4, 600), default=32.0, help="audio: length of the Q3 -> Q1 ramp")
     e.add_argument("--no-symbolic", action="store_true", help="audio: skip the symbolic engine's reference grid")
-    e.add_argument("--codec-checkpoint", help="codec: the codec to judge (default: cached official, else shipped)")
+    e.add_argument("--codec-checkpoint", help="codec: the codec to judge (default: the shipped spectral codec)")
+    e.add_argument("--no-transcribe", action="store_true", help="codec: skip the note F1 (the transcriber is the [eval] extra)")
     e.add_argument("--clips", type=positive_int("clips"), default=24, help="codec: held-out excerpts; audio: held-out clips for FD")
     e.add_argument("--seconds", type=finite("seconds", 1, 600), default=10.0, help="codec: excerpt length; audio: grid clip length")
     e.add_argument("--predictor", help="predictor: checkpoint stem (default: the shipped one)")

@@ -282,7 +282,7 @@ def cmd_info(args) -> int:
 
     meta = json.loads(DEFAULT_SYMBOLIC.with_suffix(".json").read_text()) if DEFAULT_SYMBOLIC.with_suffix(".json").is_file() else {}
     info = {k: meta.get(k) for k in ("kind", "format_version", "training")}
-    for name in ("codec", "predictor", "lara"):  # the audio weights, beside the symbolic model's
+    for name in ("codec_spectral", "codec", "predictor", "lara"):  # the audio weights, beside the symbolic model's
         f = DEFAULT_SYMBOLIC.with_name(f"{name}.json")
         if f.is_file():
             audio_meta = json.loads(f.read_text())
@@ -360,6 +360,9 @@ def cmd_train(args) -> int:
         dim=args.dim,
         context=args.context,
         lr=args.lr,
+        codec_kind=args.codec_kind,
+        codec=args.codec_checkpoint,
+        max_hours=args.max_hours,
     )
     run = {
         "symbolic": jobs.train_symbolic,
@@ -604,17 +607,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--attributes", type=positive_int("attributes"), default=22, help="top-k attributes to condition on")
     t.add_argument("--tiny", action="store_true", help="a tiny model (for a smoke test)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    tcg = t.add_argument_group("codec")
+    tcg.add_argument(
+        "--kind", dest="codec_kind", choices=("spectral", "seanet"), default="spectral", help="codec family (default spectral)"
+    )
+    tcg.add_argument("--max-hours", type=finite("max-hours", 0.01, 1000), help="codec: hours of training audio held in memory (default 12)")
     la = t.add_argument_group("audio LM")
     la.add_argument("--lara-weight", type=finite("lara-weight", 0, 10), default=0.5, help="LARA loss weight lambda (0: cross-entropy only)")
     la.add_argument("--lara-layer", type=positive_int("lara-layer"), help="block whose hidden states the proxy aligns (default 2)")
     la.add_argument(
         "--emotion", choices=("av", "text"), default="av", help="av: the AV encoder; text: emotion words in the prompt (baseline)"
     )
+    la.add_argument("--codec-checkpoint", help="the codec that encoded the tokens (default: the shipped spectral codec)")
     la.add_argument("--init", help="start from a MusicGen folder (transformers format: fine-tune it with emotion control) or an LM stem")
     la.add_argument("--layers", type=positive_int("layers"), help="decoder blocks (default 4)")
     la.add_argument("--dim", type=positive_int("dim"), help="model width (default 256)")
     la.add_argument("--context", type=positive_int("context"), help="steps per training crop and attention window (default 300: 4 s)")
-    la.add_argument("--lr", type=finite("lr", 1e-6, 1.0), help="peak learning rate (default 6e-4)")
+    la.add_argument("--lr", type=finite("lr", 1e-6, 1.0), help="peak learning rate (default: audio LM 6e-4, codec 1e-3)")
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("data", help="prepare training data: render labelled audio, encode it to codec tokens")
@@ -634,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="symbolic: emotion control; codec: against Opus on held-out songs; predictor: on the symbolic renders")
     e.add_argument("what", choices=("symbolic", "codec", "predictor", "audio"))
-    e.add_argument("--data", help="data folder (or $MOODLANE_DATA)")
+    e.add_argument("--data", help="data folder (or $MOODLANE_DATA); codec: the MIDI the audio was rendered from (note F1)")
     e.add_argument("--n", type=positive_int("n"), default=25, help="pieces per quadrant (and ramps)")
     e.add_argument("--grid-n", type=positive_int("grid-n"), default=3, help="pieces per VA grid point")
     e.add_argument("--bars", type=positive_int("bars"), default=16)

@@ -136,11 +136,17 @@ class ConditionMemory(nn.Module):
 
 
 class CodecDecoder(nn.Module):
-    def __init__(self, codec_model: nn.Module) -> None:
+    """codes -> audio (SEANet), or codes -> log magnitude (spectral: the phase is
+    reconstructed by `spectral.griffin_lim` at run time, the same function PyTorch calls)."""
+
+    def __init__(self, codec_model: nn.Module, spectral: bool) -> None:
         super().__init__()
         self.codec = codec_model
+        self.spectral = spectral
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        if self.spectral:
+            return self.codec.decode_logmag(codes)
         emb = self.codec.quantizer.vq.decode(codes.transpose(0, 1))
         return self.codec.decoder(emb)[:, 0]
 
@@ -253,6 +259,9 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
         raise ExportError("export needs the PyTorch model (this generator runs on ONNX already)")
     if not hasattr(gen.codec, "model") or not hasattr(gen.codec, "cfg"):
         raise ExportError("ONNX export covers MoodLane LM stems and codecs; a MusicGen folder runs on PyTorch")
+    want = (gen.meta.get("codec") or {}).get("sha256")
+    if want and want != gen.codec.sha256:  # load_lara checks this too; an export must never pair them either
+        raise ExportError(f"the LM was trained with codec {want[:12]}, but the codec given is {gen.codec.label}: export them as trained")
     text_enc = gen.text if hasattr(gen.text, "encode") else None  # MiniLM; others stay in PyTorch at run time
     step = progress or (lambda what: None)
     cfg = model.cfg
@@ -306,13 +315,15 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
     # codec decoder
     step("codec decoder")
     codes = torch.randint(0, cfg.card, (1, cfg.n_q, 30), generator=g)
-    codec_dyn = {"codes": {0: "batch", 2: "frames"}, "audio": {0: "batch", 1: "samples"}}
-    codec_mod = CodecDecoder(gen.codec.model)
+    spectral = gen.codec.cfg.kind == "spectral"
+    out_name = "logmag" if spectral else "audio"
+    codec_dyn = {"codes": {0: "batch", 2: "frames"}, out_name: {0: "batch", (2 if spectral else 1): "frames" if spectral else "samples"}}
+    codec_mod = CodecDecoder(gen.codec.model, spectral)
     with _length_free_padding():
-        files[FILES["codec_decoder"]] = _to_onnx(codec_mod, (codes,), ["codes"], ["audio"], codec_dyn, opset)
+        files[FILES["codec_decoder"]] = _to_onnx(codec_mod, (codes,), ["codes"], [out_name], codec_dyn, opset)
     audio = codec_mod(codes)
     checks["codec_decoder"] = ("codec_decoder", {"codes": codes}, [audio])
-    graphs["codec_decoder"] = {"inputs": _shapes(["codes"], [codes], codec_dyn), "outputs": _shapes(["audio"], [audio], codec_dyn)}
+    graphs["codec_decoder"] = {"inputs": _shapes(["codes"], [codes], codec_dyn), "outputs": _shapes([out_name], [audio], codec_dyn)}
 
     text = None
     if text_enc is not None:
@@ -334,6 +345,7 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
         "lm_config": cfg.to_json(),
         "sample_rate": int(gen.codec.sample_rate),
         "frame_rate": float(gen.codec.frame_rate),
+        "codec_config": json.loads(json.dumps(gen.codec.cfg.to_json())),  # as read back (lists, not tuples)
         "codebooks": cfg.n_q,
         "card": cfg.card,
         "special_token": cfg.card,

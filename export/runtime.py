@@ -150,17 +150,32 @@ class OnnxLM:
 
 
 class OnnxCodec:
-    """The codec decoder on onnxruntime: `decode` codes (B, K, F) -> (B, T) float32."""
+    """The codec decoder on onnxruntime: `decode` codes (B, K, F) -> (B, T) float32. A
+    spectral codec's graph gives the log magnitude; its phase comes from the same
+    `griffin_lim` the PyTorch codec calls."""
 
-    def __init__(self, session, sample_rate: int, frame_rate: float, meta: dict) -> None:
-        self.sess, self.sample_rate, self.frame_rate, self.meta = session, sample_rate, frame_rate, meta
+    def __init__(self, session, sample_rate: int, frame_rate: float, meta: dict, cfg=None) -> None:
+        self.sess, self.sample_rate, self.frame_rate, self.meta, self.cfg = session, sample_rate, frame_rate, meta, cfg
 
-    def decode(self, codes, length: int | None = None) -> np.ndarray:
-        codes = np.asarray(codes, dtype=np.int64)
+    @property
+    def context_frames(self) -> int:
+        return self.cfg.context_frames if self.cfg is not None else 2
+
+    def decode(self, codes, length: int | None = None, first_frame: int = 0) -> np.ndarray:
+        from moodlane.engine.audio.codec import fit_length
+
+        codes = np.ascontiguousarray(np.asarray(codes, dtype=np.int64))
         if codes.ndim == 2:
             codes = codes[None]
-        y = self.sess.run(["audio"], {"codes": np.ascontiguousarray(codes)})[0]
-        return y if length is None else y[:, :length]
+        if self.cfg is not None and self.cfg.kind == "spectral":
+            from moodlane.engine.audio.spectral import griffin_lim
+
+            logmag = self.sess.run(["logmag"], {"codes": codes})[0]
+            with torch.inference_mode():
+                y = griffin_lim(torch.from_numpy(logmag), self.cfg, first_frame).numpy()
+        else:
+            y = self.sess.run(["audio"], {"codes": codes})[0]
+        return fit_length(y, length)
 
 
 class OnnxText:
@@ -265,7 +280,10 @@ def load_onnx_lara(
     memory = _session(*_read_checked(folder, files["memory"]), used, threads)
     src = m.get("source") or {}
     codec_sess = _session(*_read_checked(folder, files["codec_decoder"]), used, threads)
-    codec = OnnxCodec(codec_sess, int(m["sample_rate"]), float(m["frame_rate"]), {"weights_sha256": src.get("codec_sha256")})
+    from moodlane.engine.audio.codec import config_from_json
+
+    codec_cfg = config_from_json(m["codec_config"]) if m.get("codec_config") else None
+    codec = OnnxCodec(codec_sess, int(m["sample_rate"]), float(m["frame_rate"]), {"weights_sha256": src.get("codec_sha256")}, codec_cfg)
     if "text_encoder" in files:
         _read_checked(folder, files["tokenizer"])
         text = OnnxText(_session(*_read_checked(folder, files["text_encoder"]), used, threads), folder / "tokenizer.json")

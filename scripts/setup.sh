@@ -10,6 +10,8 @@
 #     (it declares sentence-transformers; MoodLane runs the model itself);
 #  5. the package itself with its test tools and onnxruntime: CPU (default), or with
 #     MOODLANE_ORT=gpu the CUDA build (never both: they share one module folder);
+#     With MOODLANE_EVAL=1, also the [eval] extra and the transcriber basic-pitch (--no-deps: it
+#     pins TensorFlow, which its ONNX model does not need): the note F1 of `eval codec`.
 #  6. the shipped LARA-Gen exported to ONNX in the cache folder (~/.cache/moodlane/onnx), so
 #     the audio engine runs on onnxruntime by default (about twice as fast as PyTorch here).
 set -euo pipefail
@@ -43,6 +45,10 @@ fi
 if ! .venv/bin/python -c "import onnxruntime" >/dev/null 2>&1; then  # one build's uninstall took the other's module folder
   pkg=$([ "${MOODLANE_ORT:-cpu}" = gpu ] && echo onnxruntime-gpu || echo onnxruntime)
   .venv/bin/python -m pip install -q --force-reinstall --no-deps "$pkg"
+fi
+if [ "${MOODLANE_EVAL:-0}" = 1 ]; then
+  .venv/bin/python -m pip install -q -e ".[eval]"
+  .venv/bin/python -m pip install -q --no-deps "basic-pitch==0.4.0"
 fi
 .venv/bin/moodlane export onnx -q || echo "setup: the ONNX export failed; the audio engine runs on PyTorch"
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

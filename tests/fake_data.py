@@ -53,3 +53,12 @@ def build(root: Path, songs_per_quadrant: int = 6) -> Path:
         style = QUAD_STYLE[1 + i % 4]
         (root / "pop909" / f"{i:03d}.mid").write_bytes(to_midi_bytes(piece(rng, *style, bars=12, offset=0.37)))
     return root
+
+
+def render_tiny_audio(root: Path) -> Path:
+    """A fake data folder rendered to audio at 8 kHz (the tiny codecs' rate): the manifest folder."""
+    from moodlane.engine.training.audio_data import RenderJob, render_audio
+
+    data = build(root / "data", songs_per_quadrant=2)
+    render_audio(RenderJob(data=str(data), out=str(root / "audio"), sample_rate=8000, jobs=1), progress=False)
+    return root / "audio"

@@ -39,14 +39,18 @@ def clips(tmp_path_factory):
 
 def test_codec_roundtrip_on_the_shipped_codec(clips, tmp_path, capsys):
     out = tmp_path / "rt.wav"
-    code, stdout, err = run(["codec", "roundtrip", str(clips / "fast.wav"), "-o", str(out), "--json"], capsys)
+    code, stdout, err = run(["codec", "roundtrip", str(clips / "fast.wav"), "-o", str(out), "--json", "--no-transcribe"], capsys)
     assert code == 0, err
     assert "resampled 44100 Hz -> 24000 Hz" in err
     res = json.loads(stdout)
     codec = load_codec()
+    assert codec.cfg.kind == "spectral" and res["codec_sha256"] == codec.sha256  # the default: the shipped spectral codec
     assert {f"codec {b:g} kbps" for b in codec.cfg.bandwidths} <= set(res["rows"])
     rows = [res["rows"][f"codec {b:g} kbps"] for b in codec.cfg.bandwidths]
-    assert rows[-1]["mel_distance"] < rows[0]["mel_distance"]  # more codebooks, closer
+    assert rows[-1]["lsd_db"] < rows[0]["lsd_db"] and rows[-1]["chroma"] > rows[0]["chroma"]  # more codebooks, closer
+    lm_rate = res["rows"][f"codec {codec.cfg.lm_codebooks * codec.cfg.kbps_per_codebook:g} kbps"]
+    if "opus 6 kbps" in res["rows"]:  # the shipped codec keeps the pitch classes at the LM's 3 kbps better than Opus at 6
+        assert lm_rate["chroma"] > res["rows"]["opus 6 kbps"]["chroma"]
     assert all(r["encode_x_realtime"] > 0 and r["decode_x_realtime"] > 0 for r in rows)  # speed: a benchmark figure
     y, sr = sf.read(out)
     assert sr == codec.sample_rate and abs(len(y) / sr - 12.5) < 0.1
@@ -119,3 +123,12 @@ def test_bad_checkpoints(bad_inputs, clips, capsys, tmp_path):
     assert code == 2 and "not a codec of this architecture" in err and not out.exists()
     code, _, err = run(["predict", "audio", wav, "--predictor", str(tmp_path / "none")], capsys)
     assert code == 2 and "predictor checkpoint" in err and "does not exist" in err
+
+
+def test_bench_codec_names_the_cpu_and_times_a_live_chunk(capsys):
+    code, stdout, err = run(["bench", "codec", "--seconds", "2", "--repeats", "1"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout[stdout.index("{") :])
+    assert res["cpu"] and res["codec"].startswith("moodlane-spectral-codec (")
+    assert set(res["speed"]) == {"1.5 kbps", "3 kbps", "6 kbps"} and res["live_chunk_decode_ms"] > 0
+    assert all(r["encode_x_realtime"] > 0 and r["decode_x_realtime"] > 0 for r in res["speed"].values())

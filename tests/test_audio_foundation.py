@@ -70,7 +70,7 @@ def test_label_at_reads_curves_and_quadrants():
 
 def _tiny_codec(seed=0) -> Codec:
     torch.manual_seed(seed)
-    return Codec(TINY, build_model(TINY).eval())
+    return Codec(TINY, build_model(TINY).eval(), {"weights_sha256": f"{seed:064x}"})
 
 
 def test_codec_shapes_and_bandwidths():
@@ -149,11 +149,15 @@ def test_train_codec_two_steps_on_tiny_audio(rendered, tmp_path):
     from moodlane.engine.training.codec import CodecTrainConfig, train_codec
 
     out, _ = rendered
-    rec = train_codec(out, tmp_path / "w", tmp_path / "c", CodecTrainConfig(steps=2, save_every=1), tiny=True, progress=False)
+    rec = train_codec(
+        out, tmp_path / "w", tmp_path / "c", CodecTrainConfig(steps=2, save_every=1), CodecConfig(), tiny=True, progress=False
+    )
     assert rec["steps"] == 2 and np.isfinite(rec["final"]["mel"])
     c = load_codec(tmp_path / "c")
     assert c.cfg == TINY and json.loads((tmp_path / "c.json").read_text())["training"]["steps"] == 2
-    rec2 = train_codec(out, tmp_path / "w", tmp_path / "c", CodecTrainConfig(steps=3, save_every=1), tiny=True, resume=True, progress=False)
+    rec2 = train_codec(
+        out, tmp_path / "w", tmp_path / "c", CodecTrainConfig(steps=3, save_every=1), CodecConfig(), tiny=True, resume=True, progress=False
+    )
     assert rec2["steps"] == 3 and len(json.loads((tmp_path / "c.json").read_text())["training"]["final"]) == 4
 
 
@@ -273,7 +277,7 @@ def test_fit_head_learns_a_planted_relation():
     assert fit["epochs"] >= 10
 
 
-def test_data_encode_writes_tokens_and_window_features(rendered):
+def test_data_encode_writes_tokens_and_window_features(rendered, monkeypatch):
     from moodlane.engine.training.encode import encode_all
 
     out, _ = rendered
@@ -285,4 +289,16 @@ def test_data_encode_writes_tokens_and_window_features(rendered):
     assert d["codes"].dtype == np.uint16 and d["codes"].shape[0] == 2
     assert abs(d["codes"].shape[1] - rec["duration"] * codec.frame_rate) <= 1
     assert d["features"].shape[1] == 200 and len(d["feature_times"]) == len(d["features"])
+    assert str(d["codec_sha256"]) == codec.sha256 and str(d["codec_name"]) == TINY.name  # provenance
     assert encode_all(codec, out, kbps=3.0, progress=False)["encoded_now"] == 0  # resumes
+    other = _tiny_codec(seed=1)  # another codec's tokens are not "already encoded": they are made again
+    import moodlane.engine.training.encode as enc
+
+    calls = []
+    monkeypatch.setattr(enc, "features_of", lambda *a, **k: calls.append(1) or pytest.fail("features computed again"))
+    assert encode_all(other, out, kbps=3.0, progress=False)["encoded_now"] == 24
+    assert not calls  # the music model's features do not depend on the codec: kept, not computed again
+    again = np.load(out / "encoded" / (rec["id"] + ".npz"))
+    assert str(again["codec_sha256"]) == other.sha256 and np.array_equal(again["features"], d["features"])
+    with pytest.raises(ValueError, match="no weights file"):
+        encode_all(Codec(TINY, other.model), out, kbps=3.0, progress=False)

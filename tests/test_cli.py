@@ -146,5 +146,7 @@ def test_info_reports_and_plots_the_training_record(tmp_path, capsys):
 
     info = json.loads(out)
     assert "train codec" in info["codec"]["training"]["command"] and info["codec"]["training"]["steps"] > 0
+    spectral = info["codec_spectral"]
+    assert spectral["config"]["kind"] == "spectral" and spectral["training"]["steps"] > 0 and spectral["training"]["init"]
     assert "train predictor" in info["predictor"]["training"]["command"] and info["predictor"]["training"]["results"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -44,7 +44,7 @@ def tiny_codec() -> Codec:
         for name, buf in model.named_buffers():
             if name.endswith(".embed"):
                 buf.normal_()
-    return Codec(CODEC, model.eval())
+    return Codec(CODEC, model.eval(), {"weights_sha256": "b" * 64})
 
 
 def tiny_generator(seed=0, sampling=AudioSampling()) -> LaraGenerator:
@@ -224,7 +224,7 @@ def test_checkpoint_roundtrip_and_bad_checkpoints(tmp_path):
         check_pair(CFG, wide, "lm")
 
 
-def fake_encoded(root, clips=6, seconds=2.0):
+def fake_encoded(root, clips=6, seconds=2.0, codec_sha="b" * 64):
     """A manifest and encoded tokens for the tiny codec: half labelled, one a VGMIDI-style curve."""
     from moodlane.engine.training.audio_data import PROGRAMS
 
@@ -249,6 +249,8 @@ def fake_encoded(root, clips=6, seconds=2.0):
             "frame_rate": np.array(fr),
             "feature_times": times.astype(np.float32),
             "features": rng.normal(size=(len(times), 200)).astype(np.float16),
+            "codec_sha256": np.array(codec_sha),
+            "codec_name": np.array(CODEC.name),
         }
         (root / "encoded" / "set").mkdir(parents=True, exist_ok=True)
         np.savez(root / "encoded" / "set" / f"c{i}.npz", **d)
@@ -368,3 +370,32 @@ def test_data_parallel_training_on_two_cpu_ranks(tmp_path):
     assert (tmp_path / "lm.safetensors").is_file() and not (tmp_path / "run1" / "train_state.pt").exists()
     meta = json.loads((tmp_path / "lm.json").read_text())
     assert meta["training"]["device"] == "cpu x 2" and meta["training"]["steps"] == 2
+
+
+def test_tokens_and_lms_are_tied_to_their_codec(tmp_path):
+    """Tokens of one codec never train an LM for another, and an LM refuses a codec it was
+    not trained with; both errors name both codecs."""
+    from moodlane.engine.audio.checkpoint import check_lm_codec, lm_codec
+    from moodlane.engine.audio.codec import LEGACY_CODEC, CodecError
+    from moodlane.engine.training.lara import LaraTrainConfig, train_lara
+
+    fake_encoded(tmp_path, codec_sha="e" * 64)
+    sig = codec_signature(tiny_codec())  # codec bbbb...: not the one that made the tokens
+    tc = LaraTrainConfig(steps=1, batch_size=2, valid_crops=2, save_every=1, warmup=1)
+    cfg = dataclasses.replace(CFG, feature_dim=200)
+    with pytest.raises(CodecError, match=r"made with codec moodlane-codec \(eeeeeeeeeeee\).*moodlane-codec \(bbbbbbbbbbbb\)"):
+        train_lara(tmp_path, tmp_path / "run", tmp_path / "lm", sig, tc, cfg, text_encoder=FakeText(), progress=False)
+    f = tmp_path / "encoded" / "set" / "c0.npz"
+    np.savez(f, **{**dict(np.load(f)), "codec_sha256": np.array("b" * 64)})  # one clip of codec b beside codec e's
+    with pytest.raises(ValueError, match="mixes the tokens of several codecs"):
+        train_lara(tmp_path, tmp_path / "run", tmp_path / "lm", sig, tc, cfg, text_encoder=FakeText(), progress=False)
+    # an LM records its codec; another codec of the same shapes is refused by name
+    meta = {"codec": sig}
+    check_lm_codec(CFG, meta, tiny_codec(), "lm")
+    other = tiny_codec()
+    other.meta = {"weights_sha256": "f" * 64}
+    with pytest.raises(LMCheckpointError, match=r"lm was made with codec moodlane-codec \(bbbbbbbbbbbb\).*\(ffffffffffff\)"):
+        check_lm_codec(CFG, meta, other, "lm")
+    # LMs from before codecs were recorded by file ran on the first shipped codec
+    assert lm_codec({"codec": {"name": "moodlane-codec"}}) == LEGACY_CODEC
+    assert lm_codec({"codec": {"file": "codec_spectral"}}).name == "codec_spectral"

@@ -92,6 +92,21 @@ def test_corrupt_or_mismatched_lm_checkpoints(tmp_path, capsys):
     assert code == 2 and "codec" in err and len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+def test_the_shipped_lm_refuses_a_codec_it_was_not_trained_with(tmp_path, capsys):
+    """The shipped LM's tokens are the first codec's: decoding them with the spectral codec
+    would be garbage, so it is an error that names both (and the default pairs them right)."""
+    from moodlane.engine.audio.checkpoint import lm_codec
+    from moodlane.engine.audio.codec import DEFAULT_CODEC, LEGACY_CODEC
+
+    meta = json.loads(DEFAULT_LM.with_suffix(".json").read_text())
+    assert lm_codec(meta) == LEGACY_CODEC and len(meta["codec"]["sha256"]) == 64
+    out = tmp_path / "o.wav"
+    code, _, err = run(["render", "--engine", "audio", "--codec-checkpoint", str(DEFAULT_CODEC), "--bars", "1", "-o", str(out)], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and not out.exists()
+    assert f"moodlane-codec ({meta['codec']['sha256'][:12]})" in last and "moodlane-spectral-codec" in last
+
+
 def test_shipped_lm_records_how_it_was_trained():
     meta = json.loads(DEFAULT_LM.with_suffix(".json").read_text())
     rec = meta["training"]

@@ -24,15 +24,31 @@ class LMCheckpointError(ValueError):
 
 
 def codec_signature(codec) -> dict:
-    """What an LM must agree on with the codec that decodes its tokens."""
+    """What an LM must agree on with the codec that decodes its tokens: the codec's weights
+    (SHA-256; `file`: its stem, relative to the package's weights when shipped) and shapes."""
     cfg = getattr(codec, "cfg", None)  # MoodLane's Codec, else a MusicGen folder's HFCodec
-    return {
+    sig = {
         "name": cfg.name if cfg is not None else codec.meta.get("source", "musicgen"),
         "sample_rate": int(codec.sample_rate),
         "frame_rate": float(codec.frame_rate),
         "n_q": int(cfg.lm_codebooks if cfg is not None else codec.n_q),
         "bins": int(cfg.bins if cfg is not None else codec.bins),
     }
+    if codec.sha256:
+        path = Path(codec.meta["path"]) if codec.meta.get("path") else None
+        sig["sha256"] = codec.sha256
+        if path is not None:
+            sig["file"] = path.name if path.parent.resolve() == PACKAGE_WEIGHTS.resolve() else str(path)
+    return sig
+
+
+def lm_codec(meta: dict) -> Path:
+    """The codec an LM was trained with: its recorded file (a shipped stem, or a path); LMs
+    written before codecs were recorded by file were all trained on the first shipped codec."""
+    from moodlane.engine.audio.codec import LEGACY_CODEC
+
+    f = (meta.get("codec") or {}).get("file")
+    return (PACKAGE_WEIGHTS / f if "/" not in f else Path(f)) if f else LEGACY_CODEC
 
 
 def check_pair(cfg: LMConfig, codec, where: str) -> None:
@@ -42,6 +58,19 @@ def check_pair(cfg: LMConfig, codec, where: str) -> None:
             f"{where} was trained for {cfg.n_q} codebooks of {cfg.card} at {cfg.frame_rate:g} frames/s, but the codec "
             f"({sig['name']}) gives {sig['n_q']} of {sig['bins']} at {sig['frame_rate']:g}: use the codec it was trained with"
         )
+
+
+def check_lm_codec(cfg: LMConfig, meta: dict, codec, where: str) -> None:
+    """The codec must be the one the LM was trained with (by SHA-256 when the LM records
+    it, else by name and shapes): an error naming both otherwise."""
+    from moodlane.engine.audio.codec import CodecError, check_codec
+
+    rec = meta.get("codec") or {}
+    try:
+        check_codec(rec.get("sha256"), rec.get("name"), codec, f"the LM {where}", missing_ok=True)
+    except CodecError as e:
+        raise LMCheckpointError(str(e)) from None
+    check_pair(cfg, codec, where)
 
 
 def save_lm(stem: str | os.PathLike, model: LaraLM, meta: dict, half: bool = True) -> None:
@@ -101,7 +130,10 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
         log.warning("the ONNX runtime backend cannot be imported (%s): using PyTorch", e)
         return None
     lm_sha = _stem_sha(lm or DEFAULT_LM)
-    codec_sha = _stem_sha(codec or PACKAGE_WEIGHTS / "codec")
+    try:
+        codec_sha = _stem_sha(codec or lm_codec(json.loads(stem_files(lm or DEFAULT_LM, "LM", LMCheckpointError)[1].read_text())))
+    except (LMCheckpointError, OSError, ValueError):
+        return None  # the PyTorch load reports the broken checkpoint
     if lm_sha is None:
         return None  # the PyTorch load reports the broken checkpoint
     folder = Path(onnx_dir) if onnx_dir else default_folder(lm_sha)
@@ -157,8 +189,8 @@ def load_lara(
         check_pair(model.cfg, dec, str(lm))
         return LaraGenerator(model, dec, load_text_encoder("t5", lm), sampling, meta={"source": str(lm)})
     model, meta = load_lm(lm)
-    dec = load_codec(codec or PACKAGE_WEIGHTS / "codec.safetensors")
-    check_pair(model.cfg, dec, str(lm or DEFAULT_LM))
+    dec = load_codec(codec or lm_codec(meta))
+    check_lm_codec(model.cfg, meta, dec, str(lm or DEFAULT_LM))
     return LaraGenerator(
         model, dec, load_text_encoder(model.cfg.text_encoder), sampling, emotion_as_text=meta.get("emotion") == "text", meta=meta
     )

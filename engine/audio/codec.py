@@ -1,12 +1,16 @@
-"""The audio codec: EnCodec's model classes (SEANet encoder/decoder + residual vector quantiser)
-from the `encodec` package, at one of two sizes:
+"""The audio codecs, one interface (`Codec`: arrays in, arrays out) over two families:
 
-* the official EnCodec 24 kHz weights, when present locally (`encodec_24khz-d7cc33bc.th` in
-  the torch hub cache, or an explicit path): 75 frames/s, up to 32 codebooks of 1024;
-* otherwise MoodLane's shipped codec of the same family, trained here (`moodlane train codec`):
-  24 kHz, 75 frames/s, 8 codebooks of 1024 trained with bandwidth dropout (1.5, 3 and 6 kbps),
+* **spectral** (`engine.audio.spectral`, the default): MoodLane's codec of the STFT
+  magnitude with a deterministic phase reconstruction, trained here; it carries the notes.
+  24 kHz, 75 frames/s, 8 codebooks of 1024 trained with bandwidth dropout (1.5, 3, 6 kbps),
   of which the language model uses the first 4.
+* **seanet**: EnCodec's model classes (SEANet encoder/decoder + residual vector quantiser)
+  from the `encodec` package: the codec the first LARA-Gen LM was trained on (`codec`, kept
+  for it: it loses the notes, see docs/audio/codec.md), or the official EnCodec 24 kHz
+  weights, only when asked for by path (`encodec_24khz-d7cc33bc.th`).
 
+Every MoodLane codec file records its weights' SHA-256; token files and LMs record the SHA-256
+of the codec that made them, so tokens are never decoded by another codec (`check_codec`).
 The engine does no I/O beyond reading weights; audio arrives and leaves as arrays.
 """
 
@@ -59,31 +63,17 @@ def _import_encodec():
     return encodec
 
 
-@dataclass(frozen=True)
-class CodecConfig:
-    sample_rate: int = 24000
-    channels: int = 1
-    n_filters: int = 16
-    dimension: int = 128
-    ratios: tuple[int, ...] = (8, 5, 4, 2)
-    lstm: int = 2
-    causal: bool = True
-    n_q: int = 8  # codebooks trained (bandwidth dropout picks 2, 4 or 8 per batch)
-    bins: int = 1024
-    bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0)  # kbps: 2, 4, 8 codebooks at 75 frames/s
-    lm_codebooks: int = 4  # what the language model uses (3 kbps)
-    name: str = "moodlane-codec"
+class CodecRates:
+    """What both codec families' configs derive from `sample_rate`, `hop`, `bins`, `n_q` and
+    `bandwidths`: rates, bit rates and the bandwidth check."""
 
     def __post_init__(self) -> None:
         for b in self.bandwidths:
             k = b / self.kbps_per_codebook
             if abs(k - round(k)) > 1e-6 or not 1 <= round(k) <= self.n_q:
-                per = f"{self.kbps_per_codebook:g} kbps each"
-                raise CodecError(f"bandwidth {b} kbps is not a whole number of codebooks (1..{self.n_q}) at {per}")
-
-    @property
-    def hop(self) -> int:
-        return int(np.prod(self.ratios))
+                raise CodecError(
+                    f"bandwidth {b} kbps is not a whole number of codebooks (1..{self.n_q}) at {self.kbps_per_codebook:g} kbps each"
+                )
 
     @property
     def frame_rate(self) -> float:
@@ -101,11 +91,39 @@ class CodecConfig:
     def to_json(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, d: dict) -> CodecConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
-        return cls(**d)
+
+@dataclass(frozen=True)
+class CodecConfig(CodecRates):
+    sample_rate: int = 24000
+    channels: int = 1
+    n_filters: int = 16
+    dimension: int = 128
+    ratios: tuple[int, ...] = (8, 5, 4, 2)
+    lstm: int = 2
+    causal: bool = True
+    n_q: int = 8  # codebooks trained (bandwidth dropout picks 2, 4 or 8 per batch)
+    bins: int = 1024
+    bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0)  # kbps: 2, 4, 8 codebooks at 75 frames/s
+    lm_codebooks: int = 4  # what the language model uses (3 kbps)
+    name: str = "moodlane-codec"
+    kind: str = "seanet"
+
+    @property
+    def hop(self) -> int:
+        return int(np.prod(self.ratios))
+
+    @property
+    def context_frames(self) -> int:
+        return 2  # the decoder's right context (its left context settles in `left_context_s`)
+
+
+def config_from_json(d: dict):
+    """A codec config of either family (files without `kind` are SEANet: written before it)."""
+    from moodlane.engine.audio.spectral import SpectralCodecConfig
+
+    cls = SpectralCodecConfig if d.get("kind") == "spectral" else CodecConfig
+    known = set(cls.__dataclass_fields__)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
 
 
 # 8 kHz, 250 frames/s, 6-bit codebooks: 1.5 kbps per codebook.
@@ -114,12 +132,19 @@ TINY = CodecConfig(
 )
 # The official EnCodec 24 kHz model (Défossez et al., 2022), when its weights are on disk.
 OFFICIAL_24K = CodecConfig(n_filters=32, n_q=32, bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0), name="encodec_24khz")
-OFFICIAL_FILE = "encodec_24khz-d7cc33bc.th"
+OFFICIAL_FILE = "encodec_24khz-d7cc33bc.th"  # the torch hub cache's name; used only when given by path
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_CODEC = PACKAGE_WEIGHTS / "codec_spectral"  # what codec commands use unless told
+LEGACY_CODEC = PACKAGE_WEIGHTS / "codec"  # SEANet, 8,000 steps: the first LARA-Gen LM's
 
 
-def build_model(cfg: CodecConfig) -> torch.nn.Module:
+def build_model(cfg) -> torch.nn.Module:
     import warnings
+
+    if cfg.kind == "spectral":
+        from moodlane.engine.audio.spectral import SpectralCodecModel
+
+        return SpectralCodecModel(cfg)
 
     enc = _import_encodec()
     m = enc.modules
@@ -136,7 +161,9 @@ def build_model(cfg: CodecConfig) -> torch.nn.Module:
 @dataclass
 class Codec:
     """Arrays in, arrays out. `encode` (B, T) or (T,) float audio at `cfg.sample_rate` ->
-    (B, K, F) int64 codes; `decode` codes -> (B, T) float32."""
+    (B, K, F) int64 codes; `decode` codes -> (B, T) float32. Frame f starts (SEANet) or is
+    centred (spectral) at sample f * hop, so decoded sample i of frames [first, ...) is sample
+    first * hop + i of the piece either way."""
 
     cfg: CodecConfig
     model: torch.nn.Module
@@ -150,6 +177,19 @@ class Codec:
     def frame_rate(self) -> float:
         return self.cfg.frame_rate
 
+    @property
+    def context_frames(self) -> int:
+        return self.cfg.context_frames
+
+    @property
+    def sha256(self) -> str | None:
+        """SHA-256 of the weights file (None: official EnCodec or an in-memory model)."""
+        return self.meta.get("weights_sha256")
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.name} ({self.sha256[:12]})" if self.sha256 else self.cfg.name
+
     def _to_tensor(self, pcm) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(pcm, dtype=np.float32)) if not isinstance(pcm, torch.Tensor) else pcm.float()
         if x.dim() == 1:
@@ -160,31 +200,54 @@ class Codec:
     def encode(self, pcm, kbps: float | None = None, n_q: int | None = None) -> torch.Tensor:
         n_q = n_q or (self.cfg.codebooks_for(kbps) if kbps else self.cfg.lm_codebooks)
         x = self._to_tensor(pcm)
+        if self.cfg.kind == "spectral":
+            return self.model.encode(x[:, 0], n_q).transpose(0, 1).contiguous()
         emb = self.model.encoder(x)
         codes = self.model.quantizer.vq.encode(emb, n_q=n_q)  # (K, B, F)
         return codes.transpose(0, 1).contiguous()
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor, length: int | None = None) -> np.ndarray:
+    def decode(self, codes: torch.Tensor, length: int | None = None, first_frame: int = 0) -> np.ndarray:
+        """`first_frame`: the absolute index of the first frame (the spectral codec's phase
+        start depends on it, so chunks decoded apart agree where they overlap)."""
         codes = torch.as_tensor(codes)
         if codes.dim() == 2:
             codes = codes[None]
-        emb = self.model.quantizer.vq.decode(codes.transpose(0, 1))
-        y = self.model.decoder(emb)[:, 0]
-        if length is not None:
-            y = y[:, :length]
-        return y.numpy()
+        if self.cfg.kind == "spectral":
+            from moodlane.engine.audio.spectral import griffin_lim
+
+            y = griffin_lim(self.model.decode_logmag(codes), self.cfg, first_frame)
+        else:
+            emb = self.model.quantizer.vq.decode(codes.transpose(0, 1))
+            y = self.model.decoder(emb)[:, 0]
+        return fit_length(y.numpy(), length)
 
     def roundtrip(self, pcm: np.ndarray, kbps: float | None = None) -> np.ndarray:
         return self.decode(self.encode(pcm, kbps=kbps), length=np.asarray(pcm).shape[-1])
 
 
-def official_checkpoint(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The official EnCodec 24 kHz weights if they are on disk (never downloaded)."""
-    if explicit:
-        return Path(explicit)
-    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints" / OFFICIAL_FILE
-    return hub if hub.is_file() else None
+def fit_length(y: np.ndarray, length: int | None) -> np.ndarray:
+    if length is None:
+        return y
+    return y[:, :length] if y.shape[1] >= length else np.pad(y, ((0, 0), (0, length - y.shape[1])))
+
+
+def check_codec(expected_sha: str | None, expected_name: str | None, codec, what: str, missing_ok: bool = False) -> None:
+    """`what` (tokens, an LM) was made with the codec of SHA-256 `expected_sha`; decoding it
+    with `codec` is an error that names both. None: made before codecs were recorded (an
+    error, unless `missing_ok`: the caller has checked names and shapes instead)."""
+    if not expected_sha:
+        if missing_ok:
+            return
+        raise CodecError(
+            f"{what} does not record which codec made its tokens (written before codec provenance): "
+            f"encode again with `moodlane data encode`, or name the codec it was made with"
+        )
+    if codec.sha256 != expected_sha:
+        raise CodecError(
+            f"{what} was made with codec {expected_name or '?'} ({expected_sha[:12]}), "
+            f"but the codec given is {codec.label}: tokens of one codec are not another's"
+        )
 
 
 def _load_state(model: torch.nn.Module, state: dict, where: Path, cfg: CodecConfig) -> None:
@@ -192,7 +255,7 @@ def _load_state(model: torch.nn.Module, state: dict, where: Path, cfg: CodecConf
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise CodecError(f"{where}: not a codec of this architecture ({cfg.name}, n_filters {cfg.n_filters}): {first}") from None
+        raise CodecError(f"{where}: not a codec of this architecture ({cfg.name}): {first}") from None
     missing = [k for k in missing if not k.endswith(("inited", "cluster_size", "embed_avg"))]
     if missing or unexpected:
         bad = f"{len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[0]}"
@@ -201,10 +264,9 @@ def _load_state(model: torch.nn.Module, state: dict, where: Path, cfg: CodecConf
 
 def load_codec(path: str | os.PathLike | None = None) -> Codec:
     """`path`: a MoodLane codec (`.safetensors` with a `.json` beside it, or their stem), an
-    official EnCodec `.th` file, or None: the official weights if cached, else the shipped codec."""
-    p = Path(path) if path else official_checkpoint()
-    if p is None:
-        p = PACKAGE_WEIGHTS / "codec.safetensors"
+    official EnCodec `.th` file, or None: the shipped default codec (never another one
+    silently; the official EnCodec weights only by path)."""
+    p = Path(path) if path else DEFAULT_CODEC
     if p.suffix == ".th":
         if not p.is_file():
             raise CodecError(f"codec checkpoint {p} does not exist")
@@ -215,11 +277,11 @@ def load_codec(path: str | os.PathLike | None = None) -> Codec:
         except Exception as e:
             raise CodecError(f"{p}: not a readable EnCodec checkpoint ({type(e).__name__})") from None
         _load_state(model, state, p, cfg)
-        return Codec(cfg, model.eval(), {"source": str(p)})
+        return Codec(cfg, model.eval(), {"source": str(p), "path": str(p), "weights_sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
     st, js = stem_files(p, "codec", CodecError)
     try:
         meta = json.loads(js.read_text())
-        cfg = CodecConfig.from_json(meta["config"])
+        cfg = config_from_json(meta["config"])
     except (ValueError, KeyError, TypeError) as e:
         raise CodecError(f"{js}: not a codec config ({type(e).__name__}: {e})") from None
     from safetensors import SafetensorError
@@ -230,9 +292,12 @@ def load_codec(path: str | os.PathLike | None = None) -> Codec:
         state = {k: v.float() for k, v in load(raw).items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CodecError(f"{st}: not a readable safetensors file ({e})") from None
+    sha = hashlib.sha256(raw).hexdigest()
+    if meta.get("weights_sha256") and meta["weights_sha256"] != sha:
+        raise CodecError(f"{st} does not match {js} (checksum differs: written by another run?)")
     model = build_model(cfg)
     _load_state(model, state, st, cfg)
-    return Codec(cfg, model.eval(), {**meta, "weights_sha256": hashlib.sha256(raw).hexdigest()})
+    return Codec(cfg, model.eval(), {**meta, "weights_sha256": sha, "path": str(st.with_suffix(""))})
 
 
 def export_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

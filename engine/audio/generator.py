@@ -36,7 +36,7 @@ class AudioSampling:
     top_k: int = 250
     temperature: float = 1.0
     tail_s: float = 0.02
-    lookahead: int = 2  # frames decoded past the tail (the decoder's right context)
+    lookahead: int = 2  # frames decoded past the tail (at least the codec's `context_frames`)
     left_context_s: float = 0.5  # frames decoded before the chunk (the decoder settles)
 
     def __post_init__(self) -> None:
@@ -239,12 +239,13 @@ class LaraGenerator:
         start = state.sample
         beats = conditions.beats or 4.0
         end = start + int(round(beats * conditions.seconds_per_beat * sr))
-        need = -(-(end + self.tail) // hop) + self.sampling.lookahead
+        need = -(-(end + self.tail) // hop) + max(self.sampling.lookahead, self.codec.context_frames)
         gen = torch.Generator().manual_seed(bar_seed(state.seed, state.bar))
         while self.frames_done(state) < need:
             self.step(state, mem, gen)
-        first = max(0, start // hop - int(round(self.sampling.left_context_s * self.codec.frame_rate)))
-        pcm = self.codec.decode(self.frames(state, first, need)[None])[0]
+        left = max(int(round(self.sampling.left_context_s * self.codec.frame_rate)), self.codec.context_frames)
+        first = max(0, start // hop - left)
+        pcm = self.codec.decode(self.frames(state, first, need)[None], first_frame=first)[0]
         seg = pcm[start - first * hop : end + self.tail - first * hop]
         seg = np.clip(seg, -1.0, 1.0).astype(np.float32)
         # keep what the next chunk can need: its left context and the cache refill's tokens

@@ -157,6 +157,10 @@ class HFCodec:
     def hop(self) -> int:
         return int(round(self.sample_rate / self.frame_rate))
 
+    @property
+    def sha256(self) -> str | None:
+        return None  # a MusicGen folder's EnCodec: the folder is the provenance
+
     @torch.inference_mode()
     def encode(self, pcm, kbps: float | None = None, n_q: int | None = None) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(pcm, dtype=np.float32))
@@ -164,8 +168,10 @@ class HFCodec:
         codes = self.model.encode(x, bandwidth=None).audio_codes  # (1, B, K, F)
         return codes[0][:, : n_q or self.n_q]
 
+    context_frames = 2  # frames decoded past a chunk (the decoder's right context)
+
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor, length: int | None = None) -> np.ndarray:
+    def decode(self, codes: torch.Tensor, length: int | None = None, first_frame: int = 0) -> np.ndarray:
         codes = torch.as_tensor(codes)
         codes = codes[None] if codes.dim() == 2 else codes
         y = self.model.decode(codes[None], [None])[0][:, 0]

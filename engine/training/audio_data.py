@@ -225,6 +225,31 @@ def render_audio(job: RenderJob, progress: bool = True) -> dict:
     return summary
 
 
+def notes_seconds(notes: NoteArray):
+    """A NoteArray as the witness's `Notes` in seconds, timed as `render_notes` plays it."""
+    from moodlane.engine.training.witness import Notes
+
+    spb = 60.0 / notes.qpm
+    return Notes.from_midi_pitches(notes.start * spb, (notes.start + notes.duration) * spb, notes.pitch)
+
+
+def source_notes(recs: list[dict], data: str | os.PathLike | None, max_seconds: float = RenderJob.max_seconds) -> dict:
+    """id -> the source MIDI's notes (witness `Notes`, seconds) of rendered clips, as they
+    were rendered (unlabelled clips cropped to `max_seconds`). Needs the data folder."""
+    data_dir = resolve_data_dir(data)
+    want = {r["id"] for r in recs}
+    sets = tuple(sorted({r["source"] for r in recs}))
+    out = {}
+    for it in _items(data_dir, RenderJob(str(data_dir), sets=sets)):
+        cid = _clip_id(it)
+        if cid in want:
+            notes = it.load()
+            if max_seconds and it.quadrant is None and it.valence is None:
+                notes = _crop(notes, max_seconds * notes.qpm / 60.0)
+            out[cid] = notes_seconds(notes)
+    return out
+
+
 def read_manifest(root: str | os.PathLike) -> list[dict]:
     p = Path(root) / "manifest.jsonl"
     if not p.is_file():

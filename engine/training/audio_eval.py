@@ -80,12 +80,22 @@ def _best_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> int:
     return max(lags, key=lambda k: float(np.dot(x[max(0, -k) : len(x) - max(0, k)], y[max(0, k) : len(y) - max(0, -k)])))
 
 
-def codec_figures(codec: Codec, pcm: np.ndarray, opus: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-    """Mel distance and SI-SNR at each bandwidth (and Opus), encode/decode x real time; and
-    each row's reconstruction, so callers never encode twice."""
+def codec_figures(codec: Codec, pcm: np.ndarray, opus: bool = True, ref_notes=None, transcribe=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Per bandwidth (and Opus 6 and 12 kbps): the witnesses (large-window log-spectral
+    distance, chroma similarity, and with `transcribe` the note F1 against `ref_notes`, or
+    against the input's own transcription when None), mel distance, SI-SNR, and the codec's
+    encode/decode x real time; and each row's reconstruction, so callers never encode twice.
+    With `transcribe`, an `original` row gives the input's own note F1 (the ceiling)."""
+    from moodlane.engine.training.witness import listen, note_f1
+
     sr = codec.sample_rate
     secs = len(pcm) / sr
     rows, audio = {}, {}
+    if transcribe is not None:
+        if ref_notes is None:
+            ref_notes = transcribe(pcm, sr)
+        else:
+            rows["original"] = {"note_f1": note_f1(ref_notes, transcribe(pcm, sr))["f1"], "lsd_db": 0.0, "chroma": 1.0}
     for kbps in codec.cfg.bandwidths:
         t0 = time.perf_counter()
         codes = codec.encode(pcm, kbps=kbps)
@@ -96,6 +106,7 @@ def codec_figures(codec: Codec, pcm: np.ndarray, opus: bool = True) -> tuple[dic
         rows[f"codec {kbps:g} kbps"] = {
             "kbps": kbps,
             "codebooks": int(codes.shape[1]),
+            **listen(pcm, y, sr, ref_notes, transcribe),
             "mel_distance": round(mel_distance(pcm, y, sr), 4),
             "si_snr_db": round(si_snr(pcm, y), 2),
             "encode_x_realtime": round(secs / (t1 - t0), 1),
@@ -108,21 +119,31 @@ def codec_figures(codec: Codec, pcm: np.ndarray, opus: bool = True) -> tuple[dic
                 audio[f"opus {kbps:g} kbps"] = y
                 rows[f"opus {kbps:g} kbps"] = {
                     "kbps": kbps,
+                    **listen(pcm, y, sr, ref_notes, transcribe),
                     "mel_distance": round(mel_distance(pcm, y, sr), 4),
                     "si_snr_db": round(si_snr(pcm, y), 2),
                 }
     return rows, audio
 
 
-def spectrogram_png(path: Path, sr: int, panels: dict[str, np.ndarray]) -> None:
+def spectrogram_png(path: Path, sr: int, panels: dict[str, np.ndarray], top_hz: float = 2500.0, n_fft: int = 4096) -> None:
+    """Spectrograms one above the other, 0 to `top_hz` with an `n_fft` window (4096 at
+    24 kHz: 5.9 Hz bins, so single partials show; a frame-rate comb shows as fixed lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import mlab
 
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), sharex=True)
+    ref_db = None
     for ax, (name, x) in zip(np.atleast_1d(axes), panels.items()):
-        ax.specgram(x + 1e-9, NFFT=1024, Fs=sr, noverlap=768, cmap="magma", vmin=-120)
+        spec, freqs, t = mlab.specgram(np.asarray(x, np.float64), NFFT=n_fft, Fs=sr, noverlap=n_fft - n_fft // 16)
+        db = 10 * np.log10(spec + 1e-20)
+        ref_db = db.max() if ref_db is None else ref_db  # one colour scale: the first panel's (the original)
+        keep = freqs <= top_hz
+        ax.pcolormesh(t, freqs[keep], db[keep], cmap="magma", vmin=ref_db - 90, vmax=ref_db, shading="auto")
+        ax.set_ylim(0, top_hz)
         ax.set_ylabel("Hz")
         ax.set_title(name, fontsize=9, loc="left")
     np.atleast_1d(axes)[-1].set_xlabel("seconds")
@@ -131,18 +152,29 @@ def spectrogram_png(path: Path, sr: int, panels: dict[str, np.ndarray]) -> None:
     plt.close(fig)
 
 
-def eval_codec(codec: Codec, audio_root: str | Path, out: Path, clips: int = 24, seconds: float = 10.0, progress: bool = True) -> dict:
+def eval_codec(
+    codec: Codec,
+    audio_root: str | Path,
+    out: Path,
+    clips: int = 24,
+    seconds: float = 10.0,
+    progress: bool = True,
+    data: str | Path | None = None,
+    transcribe=None,
+) -> dict:
     """Held-out songs (the manifest's valid split): mean figures over `clips` excerpts, and
-    a spectrogram PNG of the first one."""
+    a spectrogram PNG of the first one. With `transcribe` and the MIDI `data` folder, note
+    F1 against each excerpt's source notes."""
     import soundfile as sf
     from tqdm import tqdm
 
-    from moodlane.engine.training.audio_data import read_manifest
+    from moodlane.engine.training.audio_data import read_manifest, source_notes
 
     recs = [r for r in read_manifest(audio_root) if r["split"] == "valid" and r["duration"] >= seconds + 1]
     recs = sorted(recs, key=lambda r: r["id"])[:: max(1, len(recs) // clips)][:clips]
     if not recs:
         raise AudioFileError(f"{audio_root}: no held-out clips of {seconds:g} s")
+    notes = source_notes(recs, data) if transcribe is not None else {}
     per = []
     first = None
     for r in tqdm(recs, desc="codec vs opus", disable=not progress):
@@ -150,28 +182,35 @@ def eval_codec(codec: Codec, audio_root: str | Path, out: Path, clips: int = 24,
         pcm = resample(pcm, sr, codec.sample_rate)
         mid = max(0, len(pcm) // 2 - int(seconds * codec.sample_rate) // 2)
         pcm = pcm[mid : mid + int(seconds * codec.sample_rate)]
-        rows, audio = codec_figures(codec, pcm)
+        ref = notes[r["id"]].window(mid / codec.sample_rate, seconds) if r["id"] in notes else None
+        rows, audio = codec_figures(codec, pcm, ref_notes=ref, transcribe=transcribe)
         per.append(rows)
         if first is None:
             first = (r, pcm, audio)
-    keys = per[0].keys()
     table = {}
-    for k in keys:
+    for k in per[0]:
         vals = [p[k] for p in per if k in p]
-        table[k] = {m: (round(float(np.mean([v[m] for v in vals])), 3) if isinstance(vals[0][m], float) else vals[0][m]) for m in vals[0]}
-        for m in ("mel_distance", "si_snr_db"):
-            table[k][m + "_sd"] = round(float(np.std([v[m] for v in vals])), 3)
+        table[k] = {m: (round(float(np.mean([v[m] for v in vals])), 4) if isinstance(vals[0][m], float) else vals[0][m]) for m in vals[0]}
+        for m in ("note_f1", "chroma", "lsd_db", "mel_distance", "si_snr_db"):
+            if m in vals[0]:
+                table[k][m + "_sd"] = round(float(np.std([v[m] for v in vals])), 4)
     out.mkdir(parents=True, exist_ok=True)
     r, pcm, audio = first
     panels = {f"original: {r['id']} ({r['instrument']})": pcm}
-    panels.update({k: v for k, v in audio.items() if k != f"opus {OPUS_KBPS[1]:g} kbps"})
+    panels.update(audio)
     png = out / "codec_spectrograms.png"
     spectrogram_png(png, codec.sample_rate, {k: v[: 6 * codec.sample_rate] for k, v in panels.items()})
     result = {
         "codec": codec.cfg.name,
+        "codec_sha256": codec.sha256,
         "clips": len(per),
         "seconds_each": seconds,
         "held_out": "manifest split 'valid' (by song)",
+        "note_f1": f"{transcribe.name} against the source MIDI (onsets 50 ms, pitch 50 cents)"
+        if transcribe
+        else "skipped (--no-transcribe)",
+        "lsd": "log-spectral distance in dB, 4096-sample window, linear frequency, 0-8 kHz",
+        "chroma": "mean frame cosine of 12-bin pitch-class profiles (4096-sample window)",
         "table": table,
         "png": str(png),
         "training": codec.meta.get("training", {}).get("steps"),

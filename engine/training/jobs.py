@@ -46,6 +46,9 @@ class TrainJob:
     dim: int | None = None
     context: int | None = None
     lr: float | None = None
+    codec_kind: str = "spectral"  # train codec: spectral (default) or seanet
+    codec: str | None = None  # train audio: the codec whose tokens it learns (default: the shipped spectral codec)
+    max_hours: float | None = None  # train codec: hours of audio held in memory
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -114,12 +117,16 @@ def train_judge(args: TrainJob) -> dict:
 
 
 def train_codec(args: TrainJob) -> dict:
+    from moodlane.engine.audio.codec import CodecConfig
     from moodlane.engine.audio.music_model import PACKAGE_WEIGHTS as AUDIO_WEIGHTS
+    from moodlane.engine.audio.spectral import SpectralCodecConfig
     from moodlane.engine.training.codec import CodecTrainConfig, train_codec
 
-    tc = CodecTrainConfig(steps=args.steps, batch_size=args.batch_size, device=args.device)
-    stem = Path(args.export) if args.export else AUDIO_WEIGHTS / "codec"
-    return train_codec(args.audio, args.out, stem, tc, resume=args.resume, tiny=args.tiny, command=args.command)
+    over = {k: v for k, v in (("lr", args.lr), ("max_hours", args.max_hours)) if v is not None}
+    tc = CodecTrainConfig(steps=args.steps, batch_size=args.batch_size, device=args.device, **over)
+    cfg = SpectralCodecConfig() if args.codec_kind == "spectral" else CodecConfig()
+    stem = Path(args.export) if args.export else AUDIO_WEIGHTS / ("codec_spectral" if args.codec_kind == "spectral" else "codec")
+    return train_codec(args.audio, args.out, stem, tc, cfg, resume=args.resume, tiny=args.tiny, command=args.command)
 
 
 def train_predictor(args: TrainJob) -> dict:
@@ -133,7 +140,6 @@ def train_predictor(args: TrainJob) -> dict:
 def train_audio(args: TrainJob) -> dict:
     """The LARA-Gen LM, on the tokens `moodlane data encode` wrote under --audio."""
     from moodlane.engine.audio.checkpoint import DEFAULT_LM, codec_signature
-    from moodlane.engine.audio.checkpoint import PACKAGE_WEIGHTS as AUDIO_WEIGHTS
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.lm import LMConfig
     from moodlane.engine.training.lara import LaraTrainConfig, tiny_setup, train_lara
@@ -162,7 +168,7 @@ def train_audio(args: TrainJob) -> dict:
         cfg, sig = init.cfg, codec_signature(load_hf_codec(args.init))
         text_encoder = load_text_encoder("t5", args.init)
     else:
-        sig = codec_signature(load_codec(AUDIO_WEIGHTS / "codec.safetensors"))
+        sig = codec_signature(load_codec(args.codec))
         cfg = LMConfig(n_q=sig["n_q"], card=sig["bins"], frame_rate=sig["frame_rate"], **over)
     if args.tiny:
         tc, cfg = tiny_setup(tc, cfg, sig)

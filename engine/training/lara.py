@@ -85,6 +85,7 @@ class TokenSet:
     def __init__(self, root: str | Path, split: str, n_q: int, min_frames: int) -> None:
         root = Path(root)
         self.clips: list[Clip] = []
+        self.codecs: dict[tuple[str | None, str | None], Path] = {}  # (SHA-256, name) -> a file of it
         for r in read_manifest(root):
             f = root / "encoded" / (r["id"] + ".npz")
             if r["split"] != split or not f.is_file():
@@ -92,9 +93,14 @@ class TokenSet:
             d = np.load(f)
             if d["codes"].shape[1] < min_frames or d["codes"].shape[0] < n_q:
                 continue
+            codec = (str(d["codec_sha256"]) or None, str(d["codec_name"])) if "codec_sha256" in d.files else (None, None)
+            self.codecs.setdefault(codec, f)
             self.clips.append(Clip(r, d["codes"][:n_q], d["feature_times"], d["features"], float(d["frame_rate"])))
         if not self.clips:
             raise ValueError(f"{root}/encoded: no {split} clips of {min_frames}+ frames (run `moodlane data encode --out {root}` first)")
+        if len(self.codecs) > 1:
+            seen = ", ".join(f"{n or '?'} ({(s or 'unrecorded')[:12]}, e.g. {f.name})" for (s, n), f in self.codecs.items())
+            raise ValueError(f"{root}/encoded mixes the tokens of several codecs: {seen}; encode again with one codec")
         feats = np.concatenate([c.features for c in self.clips]).astype(np.float32)
         self.feature_mean, self.feature_std = feats.mean(0), feats.std(0) + 1e-3
         w = np.array([c.codes.shape[1] for c in self.clips], np.float64)
@@ -223,6 +229,14 @@ def _dist() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), world
 
 
+class _SigCodec:
+    """A codec signature (`checkpoint.codec_signature`) where `check_codec` wants a codec."""
+
+    def __init__(self, sig: dict) -> None:
+        self.sha256 = sig.get("sha256")
+        self.label = f"{sig.get('name')} ({(self.sha256 or 'unrecorded')[:12]})"
+
+
 def train_lara(
     audio: str | Path,
     out: str | Path,
@@ -252,6 +266,12 @@ def train_lara(
     frames = cfg.context - cfg.n_q + 1
     train = TokenSet(audio, "train", cfg.n_q, frames)
     valid = TokenSet(audio, "valid", cfg.n_q, frames)
+    from moodlane.engine.audio.codec import check_codec
+
+    for ts in (train, valid):
+        (sha, name), example = next(iter(ts.codecs.items()))
+        if sha != codec_sig.get("sha256"):  # the tokens must be the codec's the LM is trained for
+            check_codec(sha, name, _SigCodec(codec_sig), f"tokens in {example.parent} (e.g. {example.name})")
     texts = TextBank(text_encoder)
     vrng = np.random.default_rng(12345)
     norm = (train.feature_mean, train.feature_std)
