@@ -240,3 +240,20 @@ def test_eval_codec_scores_held_out_excerpts_against_their_midi(tmp_path):
     assert 0 <= table["original"]["note_f1"] <= 1 and {"note_f1", "chroma", "lsd_db"} <= set(table["codec 0.6 kbps"])
     assert (tmp_path / "eval" / "codec_spectrograms.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "eval" / "codec_results.json").read_text())["table"] == table
+
+
+def test_spectral_encode_frames_and_short_clips():
+    """Frame f is centred on sample f * hop: T // hop + 1 frames, even for a clip shorter than
+    half a window; `data encode` codes a long clip in one piece (no frame repeated at joins)."""
+    from moodlane.engine.training.encode import encode_clip
+
+    c = trained_tiny()
+    assert c.encode(tones([60], seconds=0.01)).shape[-1] == 80 // 160 + 1  # 80 samples < n_fft / 2
+    x = tones([60, 64], seconds=65.0)  # longer than the 30 s pieces a SEANet codec is encoded in
+
+    class NoModel:  # features passed in: the music model is not needed
+        pass
+
+    d = encode_clip(c, NoModel(), x, SR, 2, features={"feature_times": np.zeros(1), "features": np.zeros((1, 2))})
+    assert d["codes"].shape == (2, len(x) // 160 + 1)
+    np.testing.assert_array_equal(d["codes"], c.encode(x)[0].numpy())

@@ -158,7 +158,7 @@ def load_lara(
     precision: str = "fp32",
 ):
     """The audio generator: a MoodLane LM stem (default: the shipped one) with the codec it
-    was trained on (default: the shipped codec) and its text encoder, or a MusicGen folder
+    was trained on (default: the one its metadata names, checked by SHA-256) and its text encoder, or a MusicGen folder
     (decoder, its EnCodec and T5; `codec` then overrides the folder's EnCodec).
 
     `backend`: "onnx" runs the export in `onnx_dir` (default: the cache folder for this

@@ -130,7 +130,7 @@ def config_from_json(d: dict):
 TINY = CodecConfig(
     n_filters=4, dimension=16, ratios=(4, 4, 2), lstm=0, n_q=4, bins=64, bandwidths=(3.0, 6.0), lm_codebooks=2, sample_rate=8000
 )
-# The official EnCodec 24 kHz model (Défossez et al., 2022), when its weights are on disk.
+# The official EnCodec 24 kHz model (Défossez et al., 2022), when its weights are given by path.
 OFFICIAL_24K = CodecConfig(n_filters=32, n_q=32, bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0), name="encodec_24khz")
 OFFICIAL_FILE = "encodec_24khz-d7cc33bc.th"  # the torch hub cache's name; used only when given by path
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -183,7 +183,7 @@ class Codec:
 
     @property
     def sha256(self) -> str | None:
-        """SHA-256 of the weights file (None: official EnCodec or an in-memory model)."""
+        """SHA-256 of the weights file (None: an in-memory model)."""
         return self.meta.get("weights_sha256")
 
     @property

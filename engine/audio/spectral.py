@@ -104,7 +104,10 @@ def _blocks(cfg: SpectralCodecConfig, n: int) -> nn.Sequential:
 
 
 def stft_magnitude(x: torch.Tensor, cfg: SpectralCodecConfig) -> torch.Tensor:
-    """(B, T) audio -> (B, freq_bins, frames) magnitude, a full-scale sine peaking near 1."""
+    """(B, T) audio -> (B, freq_bins, T // hop + 1) magnitude, a full-scale sine peaking near 1
+    (frame f centred on sample f * hop; clips shorter than half a window are zero-padded)."""
+    if x.shape[-1] <= cfg.n_fft // 2:  # the centred STFT's reflection needs more than half a window
+        x = F.pad(x, (0, cfg.n_fft // 2 + 1 - x.shape[-1]))
     win = torch.hann_window(cfg.n_fft, device=x.device)
     s = torch.stft(x, cfg.n_fft, cfg.hop, window=win, return_complex=True, center=True)
     return s.abs() * (2.0 / win.sum())

@@ -22,7 +22,7 @@ from moodlane.engine.audio.codec import Codec
 from moodlane.engine.audio.music_model import features_of, load_music_model, resample
 from moodlane.engine.training.audio_data import read_manifest
 
-CHUNK_S = 30.0  # encode long clips in pieces (bounded memory); the codec is convolutional + LSTM
+CHUNK_S = 30.0  # a SEANet codec encodes long clips in pieces (bounded memory): it is convolutional + LSTM
 
 
 def encode_clip(
@@ -31,8 +31,11 @@ def encode_clip(
     """`features`: the music model's window features from an earlier encode (they depend on
     the audio, not the codec), reused instead of computed again."""
     x = resample(pcm, sr, codec.sample_rate)
-    step = int(CHUNK_S * codec.sample_rate)
-    codes = [codec.encode(x[i : i + step], n_q=n_q)[0] for i in range(0, len(x), step) if len(x[i : i + step]) >= codec.cfg.hop]
+    if codec.cfg.kind == "spectral":  # frames centred on multiples of the hop: pieces would repeat a frame at each join
+        codes = [codec.encode(x, n_q=n_q)[0]]  # and the whole clip's |STFT| is small (4 MB a minute)
+    else:
+        step = int(CHUNK_S * codec.sample_rate)
+        codes = [codec.encode(x[i : i + step], n_q=n_q)[0] for i in range(0, len(x), step) if len(x[i : i + step]) >= codec.cfg.hop]
     if features is None:
         f = features_of(music_model, pcm, sr, hop_s)
         features = {"feature_times": f.times.astype(np.float32), "features": f.embedding.astype(np.float16)}
