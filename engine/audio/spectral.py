@@ -1,9 +1,9 @@
 """MoodLane's spectral codec: the STFT magnitude is what carries the notes, so the codec
 codes it, and the phase is reconstructed deterministically.
 
-    audio -> |STFT| (n_fft 2048, hop 320: 75 frames/s at 24 kHz, 11.7 Hz bins)
-          -> log -> ConvNeXt encoder -> residual VQ (8 x 1024, bandwidth dropout)
-          -> ConvNeXt decoder -> log |STFT| on the linear frequency axis
+    audio -> |STFT| (n_fft 2048, hop 320: 75 frames/s at 24 kHz, 11.7 Hz bins) -> log
+          -> analysis (linear, PCA-initialised) -> ConvNeXt blocks -> residual VQ (8 x 1024)
+          -> ConvNeXt blocks -> synthesis (linear, PCA-initialised) -> log |STFT|
           -> fast Griffin-Lim (momentum 0.99, phase-advance start) -> audio
 
 Why this design (see docs/audio/codec.md for the short-run figures of the ones dropped): a
@@ -118,9 +118,9 @@ def log_magnitude(mag: torch.Tensor) -> torch.Tensor:
 
 
 def fast_kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """encodec's k-means (the codebooks' first-batch init) with distances as one matrix
+    """Lloyd's k-means as encodec's codebook init runs it, with distances as one matrix
     product: encodec's own materialises an (N, clusters, dim) difference tensor and takes
-    minutes per codebook on 2 cores; this takes well under a second. Same result."""
+    minutes per codebook on 2 cores for a batch of frames; this takes well under a second."""
     gen = torch.Generator(device=samples.device).manual_seed(0)
     n = samples.shape[0]
     idx = (
@@ -139,10 +139,6 @@ def fast_kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 10) -
     return means, bins
 
 
-def _patch_kmeans(enc) -> None:
-    enc.quantization.core_vq.kmeans = fast_kmeans
-
-
 class SpectralCodecModel(nn.Module):
     """A linear core with non-linear refinements around it:
 
@@ -158,7 +154,6 @@ class SpectralCodecModel(nn.Module):
     def __init__(self, cfg: SpectralCodecConfig) -> None:
         super().__init__()
         enc = _import_encodec()
-        _patch_kmeans(enc)
         self.cfg = cfg
         self.analysis = nn.Linear(cfg.freq_bins, cfg.dimension)
         self.encoder = _blocks(cfg, cfg.enc_blocks)
