@@ -23,7 +23,7 @@ import numpy as np
 
 from moodlane.daw_bridge.clock import Clock
 from moodlane.daw_bridge.control import LiveControl
-from moodlane.daw_bridge.live import EventQueue, LiveConfig, LiveExpression, chunk_events
+from moodlane.daw_bridge.live import EventQueue, LiveConfig, LiveExpression, NoteLog, chunk_events
 from moodlane.engine.chunk import Chunk
 from moodlane.engine.mixer import Mixer, resample
 
@@ -43,6 +43,34 @@ def _sounddevice():
     except OSError as e:  # PortAudio library missing
         raise AudioUnavailable(f"sounddevice cannot load PortAudio ({e}); install libportaudio2") from None
     return sd
+
+
+class Scope:
+    """The last `size` frames the stream played, mono: what a level meter and a spectrogram
+    strip read (the web page). Written by the audio callback (one copy a block), read by
+    the web thread; a read may see a block half written, which a display can afford."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.buf = np.zeros(size, dtype=np.float32)
+        self.pos = 0
+        self.frames = 0
+
+    def write(self, block: np.ndarray) -> None:
+        mono = block.mean(axis=1) if block.ndim == 2 else block
+        n = min(len(mono), len(self.buf))
+        end = self.pos + n
+        if end <= len(self.buf):
+            self.buf[self.pos : end] = mono[-n:]
+        else:
+            k = len(self.buf) - self.pos
+            self.buf[self.pos :] = mono[-n : -n + k]
+            self.buf[: end - len(self.buf)] = mono[-n + k :]
+        self.pos = end % len(self.buf)
+        self.frames += len(mono)
+
+    def last(self, n: int) -> np.ndarray:
+        n = min(n, len(self.buf))
+        return np.roll(self.buf, -self.pos)[-n:].copy()
 
 
 class AudioSink:
@@ -86,6 +114,8 @@ class AudioSink:
         self.overflow = 0
         self.late_dropped = 0
         self.peak = 0.0
+        self.scope = Scope()
+        self.played = NoteLog()  # a notes engine's notes, as the synth plays them
         self.expression = LiveExpression(control, config)
         self.latency_ms = self.expression.latency_ms
         self.callback_ms: deque[float] = deque(maxlen=5000)
@@ -170,10 +200,13 @@ class AudioSink:
                     out[pos:f] = self.synth.render_block(f - pos)
                     pos = f
                 if ev.kind:
-                    self.synth.note_on(ev.pitch, self.expression.velocity(ev))
+                    velocity = self.expression.velocity(ev)
+                    self.synth.note_on(ev.pitch, velocity)
                     self.expression.heard(dac)  # velocity follows the lane at once
+                    self.played.add(at, ev.pitch, velocity)
                 else:
                     self.synth.note_off(ev.pitch)
+                    self.played.add(at, ev.pitch, 0)
         if pos < frames:
             out[pos:] = self.synth.render_block(frames - pos)
 
@@ -192,6 +225,7 @@ class AudioSink:
                 self._place_due(dac, frames)
             self.mixer.mix_into(outdata, self.frame)
             np.clip(outdata, -1.0, 1.0, out=outdata)
+            self.scope.write(outdata)
             self.peak = max(self.peak, float(np.abs(outdata).max()) if frames else 0.0)
         except Exception as e:  # never let PortAudio see an exception: it stops the stream
             outdata.fill(0.0)

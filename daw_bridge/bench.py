@@ -225,6 +225,37 @@ def count_notes_per_arousal(client, mon, tempo: float, valence: float, levels: t
     return counts
 
 
+def control_to_output(send, server, mon, cfg: LiveBenchConfig) -> tuple[list[float], list[float], list[float]]:
+    """`cfg.trials` times: arousal to -1, then to +1 through `send`; milliseconds from the
+    send to the first note louder than the calm level on the monitor, to the start of the
+    first bar made for it, and to the first audio block that reflects it (the audio sink's
+    control-to-output time plus the transport's own: send to the control's change)."""
+    note, bar, audio = [], [], []
+    for _ in range(cfg.trials):
+        send(-1.0)
+        time.sleep(2.5)
+        calm = [m.velocity for _, m in mon.note_ons(time.monotonic() - 1.5)]
+        level = np.median(calm) if calm else 40
+        heard0 = len(server.audio.latency_ms) if server.audio else 0
+        t0 = time.monotonic()
+        send(1.0)
+        deadline = t0 + 4 * 60.0 / cfg.tempo * 4
+        hit = None
+        while time.monotonic() < deadline and hit is None:
+            loud = [t for t, m in mon.note_ons(t0) if m.velocity >= level * 1.3]
+            hit = loud[0] if loud else None
+            time.sleep(0.005)
+        if hit is not None:
+            note.append((hit - t0) * 1000.0)
+        starts = [m.start for m in list(server.scheduler.history) if m.chunk.emotion.arousal > 0]
+        if starts:
+            bar.append(max(0.0, (server.clock.time_of(min(starts)) - t0) * 1000.0))
+        event = server.control.last_event
+        if server.audio is not None and len(server.audio.latency_ms) > heard0 and event is not None:
+            audio.append((event.t - t0) * 1000.0 + server.audio.latency_ms[-1])
+    return note, bar, audio
+
+
 def bench_live(opts: GeneratorOptions, cfg: LiveBenchConfig = LiveBenchConfig()) -> dict:
     """Starts (or joins) a JACK server, runs `serve` in-process with MIDI and audio out,
     and measures it from outside: an OSC client changes arousal, a MIDI port connected to
@@ -240,13 +271,22 @@ def bench_live(opts: GeneratorOptions, cfg: LiveBenchConfig = LiveBenchConfig())
     from moodlane.daw_bridge.midi import MidiMonitor
     from moodlane.daw_bridge.osc import free_udp_port
     from moodlane.daw_bridge.serve import ServeOptions, Server
+    from moodlane.daw_bridge.web import WebOptions
 
     port = free_udp_port()
     gen = load_generator(opts)
     out: dict = {"cpu": cpu_name(), "engine": opts.engine, **asdict(cfg)}
     with ensure_jack() as started:
         out["jack"] = "started (dummy driver, 48 kHz, 512 frames)" if started else "already running"
-        sopts = ServeOptions(osc_port=port, midi_backend=JACK_MIDI, mode="both", tempo=cfg.tempo, status_line=False, emotion=Emotion(0, -1))
+        sopts = ServeOptions(
+            osc_port=port,
+            midi_backend=JACK_MIDI,
+            mode="both",
+            tempo=cfg.tempo,
+            status_line=False,
+            emotion=Emotion(0, -1),
+            web=WebOptions(port=0),
+        )
         server = Server(sopts, gen).start()
         runner = threading.Thread(target=server.run, daemon=True)
         runner.start()
@@ -273,32 +313,28 @@ def bench_live(opts: GeneratorOptions, cfg: LiveBenchConfig = LiveBenchConfig())
             time.sleep(0.5)
             out["cpu_percent_playing"] = _cpu_percent(cfg.cpu_seconds)
             # control-to-output: arousal -1 -> +1; the first note louder than the calm level
-            midi_lat, content_lat = [], []
-            for _ in range(cfg.trials):
-                client.send_message("/moodlane/arousal", -1.0)
-                time.sleep(2.5)
-                calm = [m.velocity for _, m in mon.note_ons(time.monotonic() - 1.5)]
-                level = np.median(calm) if calm else 40
-                t0 = time.monotonic()
-                client.send_message("/moodlane/arousal", 1.0)
-                deadline = t0 + 4 * 60.0 / cfg.tempo * 4
-                hit = None
-                while time.monotonic() < deadline and hit is None:
-                    loud = [t for t, m in mon.note_ons(t0) if m.velocity >= level * 1.3]
-                    hit = loud[0] if loud else None
-                    time.sleep(0.005)
-                if hit is not None:
-                    midi_lat.append((hit - t0) * 1000.0)
-                starts = [m.start for m in list(server.scheduler.history) if m.chunk.emotion.arousal > 0]
-                if starts:
-                    content_lat.append(max(0.0, (server.clock.time_of(min(starts)) - t0) * 1000.0))
             beat_ms = 60000.0 / cfg.tempo
+            midi_lat, content_lat, _ = control_to_output(lambda a: client.send_message("/moodlane/arousal", a), server, mon, cfg)
             out["midi_control_to_note_ms"] = {**_pcts(midi_lat), "one_beat_ms": round(beat_ms, 1)}
             out["midi_control_to_new_bar_ms"] = _pcts(content_lat)
             out["audio_control_to_note_ms"] = _pcts(list(server.audio.latency_ms)) if server.audio else None
             out["audio_output_buffer_ms"] = round(server.audio.output_latency_ms, 1) if server.audio else None
             out["midi_timing_error_ms"] = _pcts(np.abs(list(server.midi_sink.timing_error_ms)), 3) if server.midi_sink else None
             out["regenerations"] = server.scheduler.regenerations
+            # the same through the web page's WebSocket: pad to the first changed note and audio block
+            if server.web is not None:
+                from moodlane.daw_bridge.web import WebClient
+
+                pad = WebClient(server.web.url)
+                try:
+                    pad_note, pad_bar, pad_audio = control_to_output(lambda a: pad.send("/moodlane/va", [0.0, a]), server, mon, cfg)
+                finally:
+                    pad.close()
+                out["web_pad_to_note_ms"] = {**_pcts(pad_note), "one_beat_ms": round(beat_ms, 1)}
+                out["web_pad_to_new_bar_ms"] = _pcts(pad_bar)
+                out["web_pad_to_audio_block_ms"] = _pcts(pad_audio)
+            else:
+                out["web"] = server.unavailable.get("web", "not started")
             # the issue's sequence: notes in 10 s at valence 0.5 and arousal 0, +1, -1
             counts = count_notes_per_arousal(client, mon, cfg.tempo, 0.5, (0.0, 1.0, -1.0), 10.0)
             out["notes_in_10s_at_valence_0.5"] = {f"arousal {a:+.0f}": n for a, n in counts.items()}

@@ -496,8 +496,20 @@ def cmd_serve(args) -> int:
         duration=args.duration,
         status_line=not args.quiet,
         cc_map=cc_map,
+        web=_web_options(args),
     )
     return serve(opts, generator)
+
+
+def _web_options(args):
+    """serve --web: the page on loopback unless --web-host says otherwise."""
+    from moodlane.daw_bridge.web import WebOptions
+
+    if not args.web:
+        if args.web_host or args.web_port is not None or args.web_token:
+            raise UsageError("--web-host, --web-port and --web-token go with --web")
+        return None
+    return WebOptions(host=args.web_host or "127.0.0.1", port=9080 if args.web_port is None else args.web_port, token=args.web_token)
 
 
 def cmd_learn(args) -> int:
@@ -574,6 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blocksize", type=int_range("blocksize", 16, 16384), default=512, help="audio frames per callback")
     s.add_argument("--sample-rate", type=int_range("sample rate", 8000, 192000), help="audio stream rate (default: the device's)")
     s.add_argument("--duration", type=finite("duration", 0.1, 1e9), help="stop after this many seconds")
+    w = s.add_argument_group("web control surface")
+    w.add_argument("--web", action="store_true", help="serve the XY pad and status page (http://127.0.0.1:9080/)")
+    w.add_argument("--web-port", type=int_range("web port", 0, 65535), help="web page port (default 9080; 0: any free port)")
+    w.add_argument("--web-host", help="web page bind address (default 127.0.0.1; any other address needs the token printed at start)")
+    w.add_argument("--web-token", help="the token a non-loopback page requires (default: a fresh random one)")
     add_generator_options(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no status line")
     s.set_defaults(func=cmd_serve)

@@ -400,6 +400,24 @@ class LiveExpression:
         self.latency_ms.append((t - c.last_event.t) * 1000.0)
 
 
+class NoteLog:
+    """The last notes a sink played, for a display (the web page's piano roll): entries
+    (seq, monotonic time, pitch, velocity), velocity 0 for a note-off. Bounded; written by
+    one output thread, read by the web thread."""
+
+    def __init__(self, maxlen: int = 512) -> None:
+        self._log: deque[tuple[int, float, int, int]] = deque(maxlen=maxlen)
+        self.seq = 0
+
+    def add(self, t: float, pitch: int, velocity: int) -> None:
+        self.seq += 1
+        self._log.append((self.seq, t, int(pitch), int(velocity)))
+
+    def since(self, seq: int) -> list[tuple[int, float, int, int]]:
+        """Entries after `seq` (as many as are still kept), oldest first."""
+        return [e for e in list(self._log) if e[0] > seq]
+
+
 class SupervisedThread:
     """A sink's worker: an exception is logged and counted and the loop starts again, so a
     sink never dies silently while its queue fills."""
@@ -448,6 +466,7 @@ class MidiSink:
         self.latency_ms = self.expression.latency_ms
         self.sent_on = 0
         self.late_dropped = 0
+        self.played = NoteLog()
         self.worker = SupervisedThread("midi-out", self._loop)
 
     # -- ChunkSink ---------------------------------------------------------------------
@@ -494,11 +513,15 @@ class MidiSink:
                     if late > self.config.late_tolerance_s:  # behind (generator, transport jump): skip it
                         self.late_dropped += 1
                         continue
-                    self.out.note_on(ev.pitch, self._expression(ev))
+                    velocity = self._expression(ev)
+                    self.out.note_on(ev.pitch, velocity)
                     self.sent_on += 1
-                    self.expression.heard(time.monotonic())
+                    now = time.monotonic()
+                    self.expression.heard(now)
+                    self.played.add(now, ev.pitch, velocity)
                 else:
                     self.out.note_off(ev.pitch)  # offs always go out: nothing may hang
+                    self.played.add(time.monotonic(), ev.pitch, 0)
             self.timing_error_ms.append(late * 1000.0)
 
     @property

@@ -296,6 +296,20 @@ class _Dispatcher(Dispatcher):
 _STARS = re.compile(r"\*{2,}")
 
 
+class _Message:
+    """What python-osc's `Handler.invoke` reads of a message: its address and arguments."""
+
+    def __init__(self, address: str, params: tuple) -> None:
+        self.address, self.params = address, params
+
+    def __iter__(self):
+        return iter(self.params)
+
+
+def _source(sender: tuple[str, int] | None, addr: str) -> str:
+    return f"osc {addr}" if sender is not None else f"web {addr}"
+
+
 class OscRouter:
     """Address -> handler table (python-osc's Dispatcher), separate from the transport."""
 
@@ -353,9 +367,19 @@ class OscRouter:
             x = min(hi, max(lo, x))
         return x
 
-    def _seen(self, sender: tuple[str, int]) -> None:
+    def _seen(self, sender: tuple[str, int] | None) -> None:
         self.stats.received += 1
-        self.last_sender = sender
+        if sender is not None:  # None: another transport (the web page); feedback keeps its destination
+            self.last_sender = sender
+
+    def dispatch(self, address: str, args: list | tuple) -> None:
+        """A message from another transport (the web page's WebSocket): the same handlers,
+        value checks, clamping and counters as an OSC datagram to this address. It has no
+        sender address, so it never moves where feedback goes."""
+        message = _Message(address, tuple(args))
+        handlers = list(self.dispatcher.handlers_for_address(address)) or [self.dispatcher.fallback]
+        for h in handlers:
+            h.invoke(None, message)
 
     # -- handlers ---------------------------------------------------------------------
     def _lane(self, sender, addr, params, *args) -> None:
@@ -365,7 +389,7 @@ class OscRouter:
         if x is None:
             return
         v = 2.0 * x - 1.0 if unit else x
-        (self.control.set_valence if lane == "valence" else self.control.set_arousal)(v, source=f"osc {addr}")
+        (self.control.set_valence if lane == "valence" else self.control.set_arousal)(v, source=_source(sender, addr))
 
     def _va(self, sender, addr, params, *args) -> None:
         self._seen(sender)
@@ -375,13 +399,13 @@ class OscRouter:
         if v is None or a is None:
             return
         e = Emotion.from_unit(v, a) if unit else Emotion(v, a)
-        self.control.set_emotion(e, source=f"osc {addr}")
+        self.control.set_emotion(e, source=_source(sender, addr))
 
     def _tempo(self, sender, addr, *args) -> None:
         self._seen(sender)
         bpm = self._number(addr, args, 20.0, 400.0)
         if bpm is not None:
-            self.control.set_tempo(bpm, source=f"osc {addr}")
+            self.control.set_tempo(bpm, source=_source(sender, addr))
 
     def _play(self, sender, addr, *args) -> None:
         self._seen(sender)
@@ -391,13 +415,13 @@ class OscRouter:
             if x is None:
                 return
             on = x >= 0.5
-        self.control.set_playing(on, source=f"osc {addr}")
+        self.control.set_playing(on, source=_source(sender, addr))
 
     def _stop(self, sender, addr, *args) -> None:
         self._seen(sender)
         if args and self._number(addr, args, 0.0, 1.0) == 0.0:
             return  # a button's release (0) is not a second stop
-        self.control.set_playing(False, source=f"osc {addr}")
+        self.control.set_playing(False, source=_source(sender, addr))
 
     def _text(self, addr: str, args: tuple) -> str | None:
         if len(args) != 1 or not isinstance(args[0], str):
@@ -415,7 +439,7 @@ class OscRouter:
             self.stats.dropped += 1
             self.stats.warn_once((addr, "value"), "OSC %s: mode must be one of %s, got %s (dropped)", _clip(addr), self.modes, _clip(m))
             return
-        self.control.set_mode(m, source=f"osc {addr}")
+        self.control.set_mode(m, source=_source(sender, addr))
 
     def _preset(self, sender, addr, *args) -> None:
         self._seen(sender)
@@ -428,7 +452,7 @@ class OscRouter:
         self._seen(sender)
         text = self._text(addr, args)
         if text is not None:
-            self.control.set_prompt(text, source=f"osc {addr}")
+            self.control.set_prompt(text, source=_source(sender, addr))
 
     def _status(self, sender, addr, *args) -> None:
         self._seen(sender)

@@ -32,6 +32,7 @@ from moodlane.daw_bridge.midi import (
     open_backend,
 )
 from moodlane.daw_bridge.osc import MODES, Feedback, OscRouter, OscServer
+from moodlane.daw_bridge.web import WebError, WebOptions, WebSurface, levels
 from moodlane.engine.emotion import Emotion
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,23 @@ class ServeOptions:
     duration: float | None = None
     status_line: bool = True
     cc_map: CCMapping | None = None
+    web: WebOptions | None = None  # the web control surface (serve --web)
 
 
 def _pct(x, q: float) -> float | None:
     return round(float(np.percentile(list(x), q)), 2) if len(x) else None
+
+
+PROBLEMS = ("sink_errors", "late", "overflow", "underruns", "osc_dropped", "web_dropped")
+
+
+def status_line(s: dict) -> str:
+    """The status dict as one line: the terminal's status line and a surface's label."""
+    mode = "playing" if s["playing"] else "stopped"
+    va = f"V {s['va'][0]:+.2f} A {s['va'][1]:+.2f}"
+    problems = " ".join(f"{k} {s[k]}" for k in PROBLEMS if s.get(k))
+    line = f"{va} | {s['tempo']:.1f} BPM {mode} | {s['mode']} | ahead {s['buffer']:.1f} beats | latency p50 {s['latency']:.0f} ms"
+    return line + (f" | {problems}" if problems else "")
 
 
 class Server:
@@ -96,7 +110,9 @@ class Server:
             except ClockUnavailable as e:
                 self.unavailable["link"] = f"{e}; using the internal clock"
         self.config = LiveConfig(lookahead_beats=opts.lookahead_beats, audio_chunk_beats=opts.audio_chunk_beats)
+        self.router: OscRouter | None = None
         self.osc: OscServer | None = None
+        self.web: WebSurface | None = None
         self.feedback: Feedback | None = None
         self.midi_in_port = self.midi_out_port = None
         self.midi_sink: MidiSink | None = None
@@ -127,14 +143,67 @@ class Server:
             on_preset=on_preset,
             on_status=lambda s: self.send_status(force=True),
             on_learn=self.midi_input.learn,
-            modes=MODES if self.generator.kind == "notes" else tuple(m for m in MODES if m != "midi"),
+            modes=self.modes,
         )
+        self.router = router  # the web page's messages take this path too, with or without the OSC socket
         try:
             self.osc = OscServer(router, self.opts.osc_host, self.opts.osc_port).start()
         except OSError as e:
             self.unavailable["osc"] = f"cannot listen on {self.opts.osc_host}:{self.opts.osc_port} ({e.strerror})"
             return
         self.feedback = Feedback(router, self.opts.feedback, self.opts.feedback_hz)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return MODES if self.generator.kind == "notes" else tuple(m for m in MODES if m != "midi")
+
+    def _start_web(self) -> None:
+        if self.opts.web is None:
+            return
+        try:
+            self.web = WebSurface(self.router, self, self.opts.web).start()
+        except WebError as e:
+            self.unavailable["web"] = str(e)
+
+    def web_info(self) -> dict:
+        """What the page needs once: the engine, its outputs and the presets."""
+        from moodlane.engine import __version__
+        from moodlane.engine.registry import describe_backend
+        from moodlane.presets import load_emotion_presets
+
+        presets = [
+            {"name": p.name, "valence": p.emotion.valence, "arousal": p.emotion.arousal, "description": p.description}
+            for p in load_emotion_presets().values()
+        ]
+        osc = f"{self.osc.address[0]}:{self.osc.address[1]}" if self.osc is not None else None
+        return {
+            "version": __version__,
+            "engine": self.generator.name,
+            "kind": self.generator.kind,
+            "backend": describe_backend(self.generator) or "",
+            "modes": list(self.modes),
+            "presets": presets,
+            "osc": osc,
+            "smooth_s": self.control.tau_s,
+        }
+
+    def activity(self, since: dict[str, int]) -> dict:
+        """For the page: the lane targets, the notes played since `since` (updated in place)
+        and, while audio plays, its level and one spectrum column."""
+        t = self.control.target()
+        out: dict = {"target": [round(t.valence, 3), round(t.arousal, 3)], "notes": [], "audio": None}
+        active = self.scheduler.sinks if self.scheduler is not None else []
+        for key, sink in (("midi", self.midi_sink), ("audio", self.audio)):
+            if sink is None or sink not in active or (key == "audio" and sink.synth is None):
+                continue
+            new = sink.played.since(since.get(key, 0))
+            if new:
+                since[key] = new[-1][0]
+                out["notes"] = [[round(at, 4), pitch, vel] for _, at, pitch, vel in new]
+            break  # one sink's notes: in "both" mode the two play the same ones
+        if self.audio is not None and self.audio in active:
+            out["audio"] = levels(self.audio.scope.last(2048), self.audio.sample_rate)
+        return out
 
     def _start_midi(self) -> None:
         if not self.opts.midi:
@@ -212,6 +281,7 @@ class Server:
         if self.generator.kind == "audio" and self.opts.mode == "midi":
             raise ServeError(f"the {self.generator.name} engine makes audio: use --mode audio")
         self._start_osc()
+        self._start_web()
         self._start_midi()
         sinks = self.sinks_for(self.opts.mode)
         self.scheduler = LiveScheduler(self.generator, self.control, self.clock, sinks, self.opts.seed, self.config, paused=True).start()
@@ -230,14 +300,16 @@ class Server:
             "overflow": (m.queue.overflow if m else 0) + (a.queue.overflow + a.overflow if a else 0),
             "underruns": a.underruns if a else 0,
             "osc_dropped": osc.dropped if osc else 0,
+            "web_dropped": self.web.stats.dropped if self.web else 0,
         }
 
     def status(self) -> dict:
+        """What `/moodlane/status/<key>` sends, key by key, and what the web page shows."""
         e = self.control.current()
         lat = list(self.midi_sink.latency_ms) if self.midi_sink else []
         if self.audio is not None:
             lat += list(self.audio.latency_ms)
-        return {
+        s = {
             "va": [round(e.valence, 3), round(e.arousal, 3)],
             "tempo": round(self.clock.tempo, 2),
             "playing": int(self.clock.running),
@@ -247,6 +319,8 @@ class Server:
             "notes": self.midi_sink.sent_on if self.midi_sink else 0,  # note-ons sent so far
             **self.counters(),
         }
+        s["text"] = status_line(s)  # one line for a surface's status label (TouchOSC, Open Stage Control)
+        return s
 
     def send_status(self, force: bool = False) -> None:
         if self.feedback is not None:
@@ -281,13 +355,7 @@ class Server:
                 sink.clear()
 
     def status_text(self) -> str:
-        s = self.status()
-        mode = "playing" if s["playing"] else "stopped"
-        va = f"V {s['va'][0]:+.2f} A {s['va'][1]:+.2f}"
-        problems = " ".join(f"{k} {v}" for k, v in self.counters().items() if v)
-        return f"{va} | {s['tempo']:.1f} BPM {mode} | {s['mode']} | ahead {s['buffer']:.1f} beats | latency p50 {s['latency']:.0f} ms" + (
-            f" | {problems}" if problems else ""
-        )
+        return self.status()["text"]
 
     def _watch(self) -> None:
         """Once a second: named ports, the audio stream, the mode."""
@@ -342,6 +410,8 @@ class Server:
                     pass
         if self.osc is not None:
             self.osc.stop()
+        if self.web is not None:
+            self.web.stop()
         if self.feedback is not None:
             self.feedback.close()
         if isinstance(self.clock, LinkClock):
@@ -371,6 +441,8 @@ class Server:
                 f"audio out: {self.audio.device_name} at {self.audio.sample_rate} Hz, block {self.audio.blocksize}, "
                 f"output latency {self.audio.output_latency_ms:.1f} ms"
             )
+        if self.web is not None:
+            lines += self.web.startup_lines()
         for part, why in self.unavailable.items():
             lines.append(f"unavailable: {part}: {why}")
         tail = f"; audio adds {self.audio.output_latency_ms:.0f} ms of output buffer" if self.audio is not None else ""

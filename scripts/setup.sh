@@ -12,11 +12,14 @@
 #     MOODLANE_ORT=gpu the CUDA build (never both: they share one module folder);
 #     With MOODLANE_EVAL=1, also the [eval] extra and the transcriber basic-pitch (--no-deps: it
 #     pins TensorFlow, which its ONNX model does not need): the note F1 of `eval codec`.
+#     With MOODLANE_BROWSER=1 (scripts/test.sh sets it), also Debian's Chromium and the
+#     [browser] extra (Playwright, driving that Chromium): the web page's browser test.
 #  6. the shipped LARA-Gen exported to ONNX in the cache folder (~/.cache/moodlane/onnx), so
 #     the audio engine runs on onnxruntime by default (about twice as fast as PyTorch here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PACKAGES="libfluidsynth3 fluidr3mono-gm-soundfont jackd2 libportaudio2 jack-midi-clock ffmpeg"
+[ "${MOODLANE_BROWSER:-0}" = 1 ] && APT_PACKAGES="$APT_PACKAGES chromium"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""
   for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
@@ -45,6 +48,9 @@ fi
 if ! .venv/bin/python -c "import onnxruntime" >/dev/null 2>&1; then  # one build's uninstall took the other's module folder
   pkg=$([ "${MOODLANE_ORT:-cpu}" = gpu ] && echo onnxruntime-gpu || echo onnxruntime)
   .venv/bin/python -m pip install -q --force-reinstall --no-deps "$pkg"
+fi
+if [ "${MOODLANE_BROWSER:-0}" = 1 ]; then
+  .venv/bin/python -m pip install -q -e ".[browser]"
 fi
 if [ "${MOODLANE_EVAL:-0}" = 1 ]; then
   .venv/bin/python -m pip install -q -e ".[eval]"
