@@ -377,6 +377,8 @@ class WebSurface:
     def startup_lines(self) -> list[str]:
         lines = [f"web control surface on {self.url} (XY pad, presets, lane recorder, status)"]
         if not self.loopback:
+            port = self.address[1] if self.address else self.opts.port
+            lines.append(f"from another device: http://<this machine's address>:{port}/?token={self.token}")
             lines.append(
                 f"warning: the web page listens on {self.opts.host}, beyond this machine: anyone who can reach it and has the "
                 "token can steer the music; keep the token to yourself"

@@ -215,6 +215,15 @@ def test_audio_flows_to_a_jack_port_without_underruns(server):
     assert server.audio.underruns == under0 and server.audio.errors == 0
     assert len(heard) > 48000 and rms(heard) > 0.001  # real, non-silent audio at a JACK port
     assert rec.link[0] in graph[rec.link[1]]  # heard through the JACK graph
+    # what the web page shows of it: the notes played and the stream's level and spectrum
+    since: dict = {}
+    first = server.activity(since)
+    assert first["notes"] and 0 < since["midi"] <= server.midi_sink.played.seq
+    assert -60 < first["audio"]["rms_db"] <= first["audio"]["peak_db"] <= 0.0
+    assert len(first["audio"]["bands"]) == 48 and max(first["audio"]["bands"]) > -80
+    time.sleep(0.5)
+    second = server.activity(since)
+    assert second["notes"] and all(n[0] > first["notes"][-1][0] for n in second["notes"])  # only what is new
 
 
 @pytest.mark.slow

@@ -331,3 +331,18 @@ def test_websocket_fuzz_keeps_fds_and_memory_flat(server):
     assert st.clients == 0 or st.clients <= 1
     assert st.malformed > 0 and st.oversized > 0 and st.messages > 0
     assert server.scheduler.error is None
+
+
+def test_web_client_sends_as_the_page_does(server):
+    from moodlane.daw_bridge.web import WebClient
+
+    c = WebClient(server.web.url)
+    try:
+        c.send("/moodlane/va", [-0.5, 0.25])
+        deadline = time.monotonic() + 2
+        while server.control.target().valence != -0.5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        c.close()
+    assert (server.control.target().valence, server.control.target().arousal) == (-0.5, 0.25)
+    assert server.control.last_event.source == "web /moodlane/va"

@@ -114,8 +114,10 @@ function onStatus(m) {
   $("s-notes").dataset.n = s.notes;
   $("play").classList.toggle("on", !!s.playing);
   for (const b of $("modes").children) b.classList.toggle("on", b.dataset.mode === s.mode);
+  const notes = !state.hello || state.hello.kind === "notes";  // an audio engine plays no notes
+  $("roll").hidden = !notes;
   $("audiobox").hidden = !m.audio;
-  $("activity-title").textContent = m.audio ? "Playing: notes, level and spectrum" : "Playing: notes";
+  $("activity-title").textContent = "Playing: " + [notes && "notes", m.audio && "level and spectrum"].filter(Boolean).join(", ");
   if (m.audio) {
     const pct = (db) => Math.max(0, Math.min(100, (db + 60) / 60 * 100));
     $("meter-rms").style.width = pct(m.audio.rms_db) + "%";
