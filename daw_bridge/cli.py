@@ -25,7 +25,7 @@ from moodlane.engine.audio.musicgen import MusicGenFolderError
 from moodlane.engine.audio.predictor import PredictorError
 from moodlane.engine.audio.text import TextEncoderError
 from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
-from moodlane.engine.chunk import MAX_PROMPT
+from moodlane.engine.chunk import AUDIO_CHUNK_BEATS, MAX_PROMPT
 from moodlane.engine.emotion import Emotion, EmotionError
 from moodlane.engine.registry import BACKENDS, ENGINES, KINDS, PRECISIONS, GeneratorOptions, describe_backend, load_generator
 from moodlane.engine.session import MAX_BEATS
@@ -240,8 +240,8 @@ def cmd_render(args) -> int:
     curve, tempo = _emotion_source(args, generator)
     qpm = tempo or generator.default_tempo(curve.at(0.0))
     beats = _length_beats(args, curve, qpm)
-    bar = tqdm(total=int(beats // 4), desc="generating", unit="chunk", disable=args.quiet, leave=False)
-    chunks, qpm = render_chunks(generator, curve, beats, args.seed, qpm, on_chunk=lambda c: bar.update(1), prompt=prompt)
+    bar = tqdm(total=round(beats, 2), desc="generating", unit="beat", disable=args.quiet, leave=False)
+    chunks, qpm = render_chunks(generator, curve, beats, args.seed, qpm, on_chunk=lambda c: bar.update(c.beats), prompt=prompt)
     bar.close()
     piece = join(chunks, qpm)
     writes: dict = {}
@@ -571,8 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--chunk-beats",
         type=finite("chunk-beats", 0.25, 16),
-        default=1.0,
-        help="audio engines: beats per chunk; a lane change is heard at the next chunk (default 1; notes engines make bars)",
+        default=AUDIO_CHUNK_BEATS,
+        help=f"audio engines: beats per chunk; a lane change is heard at the next chunk (default {AUDIO_CHUNK_BEATS:g}, as "
+        "offline, so the same seed gives the same chunks; notes engines make bars)",
     )
     s.add_argument("--smooth", type=finite("smooth", 0, 10), default=0.3, help="control smoothing time constant, seconds")
     s.add_argument("--preset", help="starting emotion")

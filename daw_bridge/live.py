@@ -32,7 +32,7 @@ import numpy as np
 
 from moodlane.daw_bridge.clock import Clock
 from moodlane.daw_bridge.control import LiveControl
-from moodlane.engine.chunk import Chunk, Generator
+from moodlane.engine.chunk import AUDIO_CHUNK_BEATS, Chunk, Generator
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.session import EmotionSource, Session
 from moodlane.engine.symbolic.dynamics import DEPTH, scale_velocity
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LiveConfig:
     lookahead_beats: float = 2.0  # music kept ready ahead of the play head
-    audio_chunk_beats: float = 1.0  # chunk length asked of audio engines: a lane change waits for at most one (notes: a bar)
+    audio_chunk_beats: float = AUDIO_CHUNK_BEATS  # chunk length asked of audio engines, as offline (notes: a bar)
     regenerate_distance: float = 0.1  # target VA distance that makes queued chunks stale
     debounce_s: float = 0.04  # remake once a lane has been still this long ...
     max_wait_s: float = 0.15  # ... or once it has been moving this long

@@ -33,6 +33,7 @@ from moodlane.daw_bridge.midi import (
 )
 from moodlane.daw_bridge.osc import MODES, Feedback, OscRouter, OscServer
 from moodlane.daw_bridge.web import WebError, WebOptions, WebSurface, levels
+from moodlane.engine.chunk import AUDIO_CHUNK_BEATS
 from moodlane.engine.emotion import Emotion
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class ServeOptions:
     clock: str = "internal"  # internal | midi
     tempo: float = 120.0
     lookahead_beats: float = 2.0
-    audio_chunk_beats: float = 1.0  # audio engines: chunk length (a lane change is heard at the next chunk)
+    audio_chunk_beats: float = AUDIO_CHUNK_BEATS  # audio engines: chunk length (a lane change is heard at the next chunk)
     smooth_s: float = 0.3
     seed: int = 0
     emotion: Emotion = Emotion(0.0, 0.0)

@@ -19,6 +19,7 @@ from moodlane.engine.symbolic.notes import NoteArray
 
 KINDS = ("notes", "audio")
 MAX_PROMPT = 500
+AUDIO_CHUNK_BEATS = 1.0  # audio engines' chunk, offline and live alike: a lane change waits at most one
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from moodlane.engine.chunk import Audio, Chunk, Conditions, Generator
+from moodlane.engine.chunk import AUDIO_CHUNK_BEATS, Audio, Chunk, Conditions, Generator
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.mixer import join_audio
 from moodlane.engine.symbolic.notes import NoteArray
@@ -41,6 +41,8 @@ class Session:
         self.state = generator.init_state(seed)
         self.qpm = float(qpm) if qpm is not None else generator.default_tempo(source.at(0.0))
         self.prompt = prompt
+        if chunk_beats is None and getattr(generator, "kind", "notes") == "audio":
+            chunk_beats = AUDIO_CHUNK_BEATS  # as live: the same chunks, so the same seeds, offline and live
         self.chunk_beats = chunk_beats  # None: the generator's own (a bar)
         self.beat = 0.0  # start of the next chunk
 

@@ -116,7 +116,7 @@ def test_mock_audio_chunks_continue_each_other():
 def test_session_renders_audio_with_automation():
     curve = EmotionCurve.from_points([(0.0, Emotion(0, -1)), (12.0, Emotion(0, 1))])
     chunks, tempo = render_chunks(MockAudioGenerator(sample_rate=SR), curve, 16.0, seed=1, qpm=120.0)
-    assert [c.kind for c in chunks] == ["audio"] * 4 and tempo == 120.0
+    assert [c.kind for c in chunks] == ["audio"] * 16 and tempo == 120.0  # one-beat chunks, as live
     piece = join(chunks, tempo)
     assert piece.sample_rate == SR and piece.pcm.shape[0] == 8 * SR + chunks[-1].audio.tail  # 16 beats at 120 BPM
     bars = piece.pcm[: 8 * SR, 0].reshape(4, -1)

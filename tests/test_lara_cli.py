@@ -124,3 +124,45 @@ def test_eval_lm_specs_name_the_runtime():
     assert _lm_label("runs/lara2/lm@onnx") == ("lm@onnx", "runs/lara2/lm", "onnx", "fp32")
     with pytest.raises(LMCheckpointError, match="runtime after @"):
         _lm_label("shipped@gpu")
+
+
+def test_train_audio_flags_reach_the_training_config(tmp_path, capsys, monkeypatch):
+    """`--lr`, `--dim`, `--layers`, `--context`, `--lara-layer` reach the trainer; a warm
+    start refuses a new shape (one line naming both) and applies context and LARA layer."""
+    import dataclasses
+
+    import torch
+
+    from moodlane.engine.audio.checkpoint import codec_signature, save_lm
+    from moodlane.engine.audio.codec import TINY, Codec, build_model
+    from moodlane.engine.audio.lm import TINY_LM, LaraLM
+
+    seen: dict = {}
+
+    def fake_train(audio, out, stem, sig, tc, cfg, **kw):
+        seen.update(tc=tc, cfg=cfg, init=kw.get("init"))
+        return {"ok": True}
+
+    monkeypatch.setattr("moodlane.engine.training.lara.train_lara", fake_train)
+    base = ["train", "audio", "--audio", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "5"]
+    code, _, err = run([*base, "--lr", "1e-3", "--dim", "64", "--layers", "3", "--context", "200", "--lara-layer", "2"], capsys)
+    assert code == 0, err
+    tc, cfg = seen["tc"], seen["cfg"]
+    assert tc.lr == 1e-3 and tc.steps == 5 and tc.label_jitter > 0
+    assert (cfg.dim, cfg.ffn, cfg.n_layer, cfg.context, cfg.lara_layer) == (64, 256, 3, 200, 2)
+    assert (cfg.av_freqs, cfg.av_max_freq) == (2, 1.0)  # new LMs get the smooth AV encoder
+    code, _, err = run(base, capsys)
+    assert code == 0 and seen["tc"].lr == 6e-4  # the default when not given
+
+    torch.manual_seed(0)
+    small = LaraLM(dataclasses.replace(TINY_LM, context=48, lara_layer=1))
+    save_lm(tmp_path / "small", small, {"codec": codec_signature(Codec(TINY, build_model(TINY))), "emotion": "av"}, half=False)
+    code, _, err = run([*base, "--init", str(tmp_path / "small"), "--dim", "64"], capsys)
+    assert code == 2 and "keeps its shape (dim 32, ffn 64; asked dim 64, ffn 256)" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run([*base, "--init", str(tmp_path / "small"), "--context", "40", "--lara-layer", "2", "--lr", "2e-4"], capsys)
+    assert code == 0, err
+    assert (seen["cfg"].context, seen["cfg"].lara_layer, seen["tc"].lr) == (40, 2, 2e-4)
+    assert seen["init"].cfg == seen["cfg"] and seen["init"].pos_table.shape[0] == 40
+    for k, v in small.state_dict().items():
+        if k != "pos_table":
+            assert torch.equal(seen["init"].state_dict()[k], v), k  # the same weights

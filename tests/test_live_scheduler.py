@@ -250,3 +250,29 @@ def test_serve_starts_with_the_prompt_it_was_given_and_makes_chunks_with_it():
     gen.generate_chunk = lambda state, c: (seen.append(c.prompt), make(state, c))[1]
     LiveScheduler(gen, srv.control, clk, [sink]).step()
     assert srv.control.prompt == "warm strings" and seen and set(seen) == {"warm strings"}
+
+
+def test_live_audio_chunks_equal_the_offline_ones():
+    """An audio engine makes the same chunks live as offline for the same seed and lanes:
+    both use one chunk length (engine.chunk.AUDIO_CHUNK_BEATS), so chunk k has the same
+    start, conditions and seed either way."""
+    from moodlane.engine.chunk import AUDIO_CHUNK_BEATS
+    from moodlane.engine.session import render_chunks
+    from tests.test_lara import tiny_generator
+
+    gen = tiny_generator(seed=1)
+    calm, up = Emotion(-0.5, -0.5), Emotion(0.5, 0.8)
+    curve = EmotionCurve.from_points([(0.0, calm), (2.999, calm), (3.0, up)])
+    offline, _ = render_chunks(gen, curve, 6.0, seed=4, qpm=120)
+    assert [c.beats for c in offline] == [AUDIO_CHUNK_BEATS] * 6
+
+    t = FakeTime()
+    clk = Clock(120, now=t)
+    clk.start()
+    sched = LiveScheduler(gen, curve, clk, [], seed=4, config=LiveConfig(lookahead_beats=8))
+    sched.step()
+    live = {c.bar: c for c in sched.generated}
+    assert len(live) >= 6
+    for k, c in enumerate(offline):
+        assert live[k].emotion == c.emotion and live[k].beats == c.beats
+        assert np.array_equal(live[k].audio.pcm, c.audio.pcm), f"chunk {k} differs"

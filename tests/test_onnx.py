@@ -190,6 +190,25 @@ def test_export_refuses_what_it_cannot_write(tiny_export):
         export_lara(gen, folder / "again")
 
 
+def test_export_enforces_parity_and_needs_onnxruntime_to_check_it(tmp_path, monkeypatch):
+    import moodlane.export.onnx as ex
+
+    gen = tiny_generator(seed=3, sampling=GREEDY)
+    gen.meta = {"weights_sha256": "a" * 64, "format_version": 1}
+    gen.codec.meta = {"weights_sha256": "b" * 64}
+    real = ex.measure_parity
+    monkeypatch.setattr(ex, "measure_parity", lambda files, checks: {**real(files, checks), "decoder_logits_max_abs": 0.5})
+    with pytest.raises(ex.ExportError, match="does not match PyTorch.*decoder_logits 5.00e-01"):
+        export_lara(gen, tmp_path / "off")
+    assert not list((tmp_path / "off").glob("*"))  # nothing written
+    monkeypatch.setattr(ex, "measure_parity", lambda files, checks: {**real(files, checks), "decoder_int8_logits_max_abs": 0.5})
+    assert export_lara(gen, tmp_path / "int8")["parity"]["decoder_int8_logits_max_abs"] == 0.5  # int8: reported only
+    monkeypatch.setattr(ex, "measure_parity", real)
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # not installed
+    with pytest.raises(ex.ExportError, match="onnxruntime is not installed"):
+        export_lara(gen, tmp_path / "unchecked")
+
+
 def test_spectral_codec_exports_its_network_and_shares_the_phase_step(tmp_path):
     """A spectral codec: the graph gives the log magnitude (parity within 1e-4 at any length),
     the phase comes from the same Griffin-Lim on both backends, so chunks agree."""

@@ -1,6 +1,7 @@
 """`moodlane export onnx` and `render --backend onnx` on the shipped LM: the ONNX render
-reproduces PyTorch's with greedy decoding, and a missing, corrupt or mismatched export
-falls back to PyTorch with a warning that names the file."""
+reproduces PyTorch's with greedy decoding; a missing, corrupt or mismatched export is an
+error naming the file with `--backend onnx`, and a fallback to PyTorch with a warning that
+names it with `--backend auto`."""
 
 from __future__ import annotations
 
@@ -67,21 +68,32 @@ def test_auto_uses_the_export_in_the_cache_folder(shipped_export, tmp_path, caps
         shutil.rmtree(cache)
 
 
-def test_missing_corrupt_and_mismatched_exports_fall_back_to_pytorch(shipped_export, tmp_path, capsys):
-    _, err = render(tmp_path, capsys, "missing", "--backend", "onnx", "--onnx", str(tmp_path / "nowhere"))
-    assert "nowhere/manifest.json does not exist" in err and "using PyTorch" in err and "backend: torch" in err
+def refused(tmp_path, capsys, name: str, *extra: str) -> str:
+    out = tmp_path / f"{name}.wav"
+    args = ["render", "--engine", "audio", "--automation", RAMP, "--bars", "2", "--top-k", "1", "-o", str(out), *extra]
+    code, _, err = run(args, capsys)
+    assert code == 2 and not out.exists(), err
+    assert "--backend onnx" in err and "--backend auto" in err  # says what to do instead
+    return err
+
+
+def test_explicit_onnx_refuses_missing_corrupt_and_mismatched_exports_and_auto_falls_back(shipped_export, tmp_path, capsys):
+    err = refused(tmp_path, capsys, "missing", "--backend", "onnx", "--onnx", str(tmp_path / "nowhere"))
+    assert "nowhere/manifest.json does not exist" in err
     bad = tmp_path / "bad"
     shutil.copytree(shipped_export, bad)
     m = json.loads((bad / "manifest.json").read_text())
     m["source"]["lm_sha256"] = "0" * 64
     (bad / "manifest.json").write_text(json.dumps(m))
-    _, err = render(tmp_path, capsys, "mismatch", "--backend", "onnx", "--onnx", str(bad))
-    assert "exported from another LM checkpoint" in err and "backend: torch" in err
+    assert "exported from another LM checkpoint" in refused(tmp_path, capsys, "mismatch", "--backend", "onnx", "--onnx", str(bad))
+    _, err = render(tmp_path, capsys, "mismatch-auto", "--backend", "auto", "--onnx", str(bad))
+    assert "exported from another LM checkpoint" in err and "using PyTorch" in err and "backend: torch" in err
     shutil.copy(shipped_export / "manifest.json", bad / "manifest.json")
     with open(bad / "memory.onnx", "r+b") as f:
         f.seek(1000)
         f.write(b"\0" * 64)
-    _, err = render(tmp_path, capsys, "corrupt", "--backend", "onnx", "--onnx", str(bad))
+    assert f"{bad / 'memory.onnx'} is corrupt" in refused(tmp_path, capsys, "corrupt", "--backend", "onnx", "--onnx", str(bad))
+    _, err = render(tmp_path, capsys, "corrupt-auto", "--onnx", str(bad))
     assert f"{bad / 'memory.onnx'} is corrupt" in err and "backend: torch" in err
 
 

@@ -121,14 +121,23 @@ def _stem_sha(path: str | os.PathLike) -> str | None:
         return None
 
 
+def _onnx_failed(backend: str, why: str):
+    """An ONNX backend that cannot run: an explicit `--backend onnx` is an error (it never
+    silently becomes PyTorch); `auto` warns and falls back."""
+    if backend == "onnx":
+        raise LMCheckpointError(f"--backend onnx: {why} (run `moodlane export onnx`, or use --backend auto to fall back to PyTorch)")
+    log.warning("%s: using PyTorch", why)
+    return None
+
+
 def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, threads: int, precision: str):
-    """The ONNX-backed generator when an export matching the checkpoint is there; None (and
-    a warning naming the file, unless `auto` found no export at all) means PyTorch."""
+    """The ONNX-backed generator when an export matching the checkpoint is there. With
+    `auto`, None (and a warning naming the file, unless no export is there at all) means
+    PyTorch; with `onnx`, any problem is an LMCheckpointError naming the file."""
     try:
         from moodlane.export.runtime import OnnxExportError, default_folder, load_onnx_lara
     except ImportError as e:  # pragma: no cover - the package ships export/
-        log.warning("the ONNX runtime backend cannot be imported (%s): using PyTorch", e)
-        return None
+        return _onnx_failed(backend, f"the ONNX runtime backend cannot be imported ({e})")
     lm_sha = _stem_sha(lm or DEFAULT_LM)
     try:
         codec_sha = _stem_sha(codec or lm_codec(json.loads(stem_files(lm or DEFAULT_LM, "LM", LMCheckpointError)[1].read_text())))
@@ -143,8 +152,7 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
     try:
         return load_onnx_lara(folder, sampling, lm_sha, codec_sha, providers, threads, precision=precision)
     except OnnxExportError as e:
-        log.warning("%s: using PyTorch", e)
-        return None
+        return _onnx_failed(backend, str(e))
 
 
 def load_lara(
@@ -164,8 +172,9 @@ def load_lara(
     `backend`: "onnx" runs the export in `onnx_dir` (default: the cache folder for this
     checkpoint, `export.runtime.default_folder`) on onnxruntime, "torch" PyTorch, "auto" the
     export when one matching the checkpoint exists. A missing, corrupt or mismatched export
-    falls back to PyTorch with a warning naming the file. `precision` "int8": the ONNX
-    decoder with int8 weights (PyTorch runs fp32 either way)."""
+    is an LMCheckpointError naming the file with "onnx", and falls back to PyTorch with a
+    warning naming it with "auto". `precision` "int8": the ONNX decoder with int8 weights
+    (PyTorch runs fp32 either way)."""
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.generator import AudioSampling, LaraGenerator
     from moodlane.engine.audio.text import load_text_encoder
@@ -176,15 +185,16 @@ def load_lara(
     sampling = sampling or AudioSampling()
     musicgen = lm is not None and Path(lm).is_dir()
     if backend == "onnx" and musicgen:
-        log.warning("ONNX export covers MoodLane LM stems; the MusicGen folder %s runs on PyTorch", lm)
-    elif backend != "torch":
+        raise LMCheckpointError(f"--backend onnx: ONNX export covers MoodLane LM stems; run the MusicGen folder {lm} with --backend torch")
+    if backend != "torch" and not musicgen:
         gen = _onnx_generator(lm, codec, sampling, backend, onnx_dir, providers, threads, precision)
         if gen is not None:
             return gen
     if musicgen:
         from moodlane.engine.audio.musicgen import load_decoder, load_hf_codec
 
-        model, _ = load_decoder(lm)
+        model, _ = load_decoder(lm, av_tokens=0)  # not fine-tuned with AV: fresh AV tokens would be noise in every layer
+        log.info("MusicGen folder %s: text conditioning only (no emotion control until fine-tuned with `train audio --init`)", lm)
         dec = load_codec(codec) if codec else load_hf_codec(lm)
         check_pair(model.cfg, dec, str(lm))
         return LaraGenerator(model, dec, load_text_encoder("t5", lm), sampling, meta={"source": str(lm)})

@@ -42,7 +42,8 @@ class LMConfig:
     text_dim: int = 384  # width of the text encoder's states (MiniLM 384, T5-base 768)
     text_encoder: str = "minilm"  # "minilm" (the package's) or "t5" (from a MusicGen folder)
     av_tokens: int = 2  # AV encoder output tokens (0: a plain MusicGen, no emotion control)
-    av_freqs: int = 8  # Fourier features per AV coordinate
+    av_freqs: int = 2  # Fourier features per AV coordinate, an octave apart, the highest at av_max_freq
+    av_max_freq: float = 1.0  # the highest, in half-turns per unit (pi * this, rad): 1.0 keeps the map smooth
     av_add: bool = True  # also add an AV embedding to every position's input (zero-initialised)
     lara_layer: int = 2  # the block whose output the proxy reads (1-based)
     feature_dim: int = 200  # the external model's feature width (musicnn's penultimate layer)
@@ -72,6 +73,8 @@ class LMConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> LMConfig:
+        if "av_max_freq" not in d:  # written before the field: 8 octaves up to 64 pi (not smooth)
+            d = {**d, "av_max_freq": 64.0}
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -215,8 +218,10 @@ class Block(nn.Module):
 
 
 class AVEncoder(nn.Module):
-    """(valence, arousal) in [-1, 1]^2 -> `n` conditioning tokens: Fourier features and a
-    two-layer MLP, so nearby emotions get nearby tokens and the map stays smooth. With
+    """(valence, arousal) in [-1, 1]^2 -> `n` conditioning tokens: the raw values and a few
+    low Fourier features (`av_freqs` octaves up to pi * `av_max_freq`), then a two-layer
+    MLP, so nearby emotions get nearby tokens. The first LM's encoder ran to 64 pi: its token
+    for (0.8, 0.8) had cosine 0.37 with (0.6, 0.6) and 0.64 with (-0.6, 0.6). With
     `av_add`, also one embedding that is added to the input of every position (a linear map
     of the same features, zero at the start, so a loaded MusicGen is unchanged): measured
     here, a 4-block LM trained 1,250 steps with the cross-attention tokens alone did not use
@@ -226,7 +231,8 @@ class AVEncoder(nn.Module):
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
         self.n = cfg.av_tokens
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(cfg.av_freqs, dtype=torch.float32) / 2.0, persistent=False)
+        octaves = torch.arange(cfg.av_freqs, dtype=torch.float32) - (cfg.av_freqs - 1)
+        self.register_buffer("freqs", math.pi * cfg.av_max_freq * 2.0**octaves, persistent=False)
         self.mlp = nn.Sequential(nn.Linear(2 + 4 * cfg.av_freqs, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.av_tokens * cfg.dim))
         self.add = nn.Linear(2 + 4 * cfg.av_freqs, cfg.dim) if cfg.av_add else None
 

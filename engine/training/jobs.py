@@ -137,6 +137,29 @@ def train_predictor(args: TrainJob) -> dict:
     return train_predictor(args.audio, args.out, stem, command=args.command)
 
 
+def warm_start_config(init, over: dict, where: str):
+    """A warm start keeps the LM's shape: `--dim`/`--layers` that differ are an error naming
+    both; `--context` and `--lara-layer` apply (the same weights in a model rebuilt with
+    them). Returns the model to train and its config."""
+    from moodlane.engine.audio.checkpoint import LMCheckpointError
+    from moodlane.engine.audio.lm import LaraLM
+
+    shape = {k: v for k, v in over.items() if k in ("dim", "ffn", "n_layer") and getattr(init.cfg, k) != v}
+    if shape:
+        have = ", ".join(f"{k} {getattr(init.cfg, k)}" for k in shape)
+        asked = ", ".join(f"{k} {v}" for k, v in shape.items())
+        raise LMCheckpointError(
+            f"a warm start from {where} keeps its shape ({have}; asked {asked}): drop --dim/--layers, or train from scratch without --init"
+        )
+    apply = {k: v for k, v in over.items() if k in ("context", "lara_layer") and getattr(init.cfg, k) != v}
+    if not apply:
+        return init, init.cfg
+    cfg = replace(init.cfg, **apply)
+    model = LaraLM(cfg)
+    model.load_state_dict(init.state_dict())
+    return model, cfg
+
+
 def train_audio(args: TrainJob) -> dict:
     """The LARA-Gen LM, on the tokens `moodlane data encode` wrote under --audio."""
     from moodlane.engine.audio.checkpoint import DEFAULT_LM, codec_signature
@@ -152,14 +175,20 @@ def train_audio(args: TrainJob) -> dict:
     if "dim" in over:
         over["ffn"] = 4 * over["dim"]
     tc = LaraTrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lara_weight=args.lara_weight, emotion=args.emotion, device=args.device
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lara_weight=args.lara_weight,
+        emotion=args.emotion,
+        device=args.device,
+        **({"lr": args.lr} if args.lr is not None else {}),
     )
     init, text_encoder, init_meta = None, None, None
     if args.init and not Path(args.init).is_dir():  # warm start from a MoodLane LM
         from moodlane.engine.audio.checkpoint import load_lm
 
         init, init_meta = load_lm(args.init, warm_start=True)
-        cfg, sig = init.cfg, init_meta["codec"]
+        init, cfg = warm_start_config(init, over, args.init)
+        sig = init_meta["codec"]
     elif args.init:
         from moodlane.engine.audio.musicgen import load_decoder, load_hf_codec
         from moodlane.engine.audio.text import load_text_encoder

@@ -56,6 +56,7 @@ class LaraTrainConfig:
     p_text_drop: float = 0.3
     p_av_drop: float = 0.3
     p_short_text: float = 0.5  # the instrument only, without tempo/register/density words
+    label_jitter: float = 0.3  # quadrant-centre labels (EMOPIA) spread over their quadrant's middle (0: as labelled)
     save_every: int = 250
     valid_crops: int = 48
     seed: int = 0
@@ -108,13 +109,22 @@ class TokenSet:
         self.hours = float(w.sum() / self.clips[0].frame_rate / 3600)
         self.labelled = sum(1 for c in self.clips if c.rec.get("labels"))
 
-    def crop(self, rng: np.random.Generator, frames: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    def crop(
+        self, rng: np.random.Generator, frames: int, steps: int, jitter: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         """codes (K, frames), VA per step (steps, 2; NaN if unlabelled), features per step
-        (steps, D; the frame's, held after the last frame), text."""
+        (steps, D; the frame's, held after the last frame), text. `jitter`: a clip labelled
+        only by its quadrant's centre gets one uniform offset of up to this per coordinate,
+        kept inside the quadrant (a coarse label is a region, not a point); per-bar curves
+        (VGMIDI) are kept as they are."""
         c = self.clips[rng.choice(len(self.clips), p=self.p)]
         start = int(rng.integers(0, c.codes.shape[1] - frames + 1))
         t = (start + np.minimum(np.arange(steps), frames - 1) + 0.5) / c.frame_rate
         va = label_at(c.rec, t).astype(np.float32)
+        if jitter > 0 and (c.rec.get("labels") or {}).get("kind") == "quadrant":
+            centre = va[0]
+            moved = centre + rng.uniform(-jitter, jitter, 2)
+            va[:] = np.where(centre >= 0, np.clip(moved, 0.05, 1.0), np.clip(moved, -1.0, -0.05))
         return c.codes[:, start : start + frames].astype(np.int64), va, interp_rows(c.feature_times, c.features, t), c.rec["text"]
 
 
@@ -188,7 +198,7 @@ def make_batch(
     frames = steps - cfg.n_q + 1
     codes, vas, feats, txt = [], [], [], []
     for _ in range(n):
-        c, va, f, text = data.crop(rng, frames, steps)
+        c, va, f, text = data.crop(rng, frames, steps, tc.label_jitter if dropout else 0.0)
         short = bool(rng.random() < tc.p_short_text) if dropout else False
         codes.append(c)
         vas.append(va)
