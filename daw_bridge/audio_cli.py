@@ -218,6 +218,10 @@ def eval_lara(args, out: Path) -> dict:
         ramp_seconds=args.ramp_seconds,
         real_clips=args.clips,
         symbolic=not args.no_symbolic,
+        seeds=args.seeds,
+        paired=not args.no_paired,
+        witnesses=not args.no_witness,
+        piano_clips=args.piano_clips,
     )
 
 
@@ -301,6 +305,12 @@ def add_eval_options(e: argparse.ArgumentParser) -> None:
     e.add_argument("--top-k", type=positive_int("top-k"), default=250, help="audio: top-k sampling")
     e.add_argument("--ramp-seconds", type=finite("ramp seconds", 4, 600), default=32.0, help="audio: length of the Q3 -> Q1 ramp")
     e.add_argument("--no-symbolic", action="store_true", help="audio: skip the symbolic engine's reference grid")
+    e.add_argument("--seeds", type=positive_int("seeds"), default=1, help="audio: clips per grid point (intervals resample points)")
+    e.add_argument("--no-paired", action="store_true", help="audio: skip the paired-seed test (each grid clip flipped and dropped)")
+    e.add_argument(
+        "--no-witness", action="store_true", help="audio: skip the aiSFX Fréchet distance and the transcription (the [eval] extra)"
+    )
+    e.add_argument("--piano-clips", type=positive_int("piano clips"), default=20, help="audio: held-out piano renders the witnesses use")
     e.add_argument("--codec-checkpoint", help="codec: the codec to judge (default: the shipped spectral codec)")
     e.add_argument("--no-transcribe", action="store_true", help="codec: skip the note F1 (the transcriber is the [eval] extra)")
     e.add_argument("--clips", type=positive_int("clips"), default=24, help="codec: held-out excerpts; audio: held-out clips for FD")

@@ -10,8 +10,9 @@
 #     (it declares sentence-transformers; MoodLane runs the model itself);
 #  5. the package itself with its test tools and onnxruntime: CPU (default), or with
 #     MOODLANE_ORT=gpu the CUDA build (never both: they share one module folder);
-#     With MOODLANE_EVAL=1, also the [eval] extra and the transcriber basic-pitch (--no-deps: it
-#     pins TensorFlow, which its ONNX model does not need): the note F1 of `eval codec`.
+#     With MOODLANE_EVAL=1, also the [eval] extra, the transcriber basic-pitch (--no-deps: it
+#     pins TensorFlow, which its ONNX model does not need) and the aiSFX embedding (--no-deps:
+#     it pins an old numpy and librosa): the listening witnesses of `eval codec` / `eval audio`.
 #     With MOODLANE_BROWSER=1 (scripts/test.sh sets it), also Debian's Chromium and the
 #     [browser] extra (Playwright, driving that Chromium): the web page's browser test.
 #  6. the shipped LARA-Gen exported to ONNX in the cache folder (~/.cache/moodlane/onnx), so
@@ -54,7 +55,7 @@ if [ "${MOODLANE_BROWSER:-0}" = 1 ]; then
 fi
 if [ "${MOODLANE_EVAL:-0}" = 1 ]; then
   .venv/bin/python -m pip install -q -e ".[eval]"
-  .venv/bin/python -m pip install -q --no-deps "basic-pitch==0.4.0"
+  .venv/bin/python -m pip install -q --no-deps "basic-pitch==0.4.0" "aisfx==0.1.2"
 fi
 .venv/bin/moodlane export onnx -q || echo "setup: the ONNX export failed; the audio engine runs on PyTorch"
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -257,3 +257,37 @@ def test_spectral_encode_frames_and_short_clips():
     d = encode_clip(c, NoModel(), x, SR, 2, features={"feature_times": np.zeros(1), "features": np.zeros((1, 2))})
     assert d["codes"].shape == (2, len(x) // 160 + 1)
     np.testing.assert_array_equal(d["codes"], c.encode(x)[0].numpy())
+
+
+def test_note_stats_see_keys_density_and_spread():
+    from moodlane.engine.training.witness import Notes, note_stats
+
+    def notes(pitches, step=0.5):
+        t = np.arange(len(pitches)) * step
+        return Notes.from_midi_pitches(t, t + 0.4, pitches)
+
+    scale = note_stats(notes([60, 62, 64, 65, 67, 69, 71, 72] * 2), 8.0)
+    chromatic = note_stats(notes(list(range(60, 72)) * 2), 12.0)
+    triad = note_stats(notes([57, 60, 64] * 4, step=0.25), 3.0)  # A minor, 4 notes a second
+    assert scale["notes_per_s"] == 2.0 and triad["notes_per_s"] == 4.0
+    assert scale["key_clarity"] > 0.85 and triad["key_clarity"] > 0.6 and chromatic["key_clarity"] == 0.0
+    assert abs(chromatic["pc_entropy"] - np.log2(12)) < 1e-3 and triad["pc_entropy"] == pytest.approx(np.log2(3), abs=1e-3)
+    empty = note_stats(notes([]), 5.0)
+    assert empty["notes_per_s"] == 0.0 and np.isnan(empty["key_clarity"])
+
+
+def test_sfx_embedding_is_512_wide_per_block_and_tells_sounds_apart():
+    pytest.importorskip("aisfx", reason="the aiSFX embedding is an [eval] witness (MOODLANE_EVAL=1 bash scripts/setup.sh)")
+    pytest.importorskip("librosa", reason="the aiSFX spectrogram needs librosa (the [eval] extra)")
+    from moodlane.engine.training.witness import sfx_embedding
+
+    sr = 24000
+    t = np.arange(6 * sr) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    noise = (0.1 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+    e = sfx_embedding()
+    a, a2, b = e(tone, sr), e(tone * 0.5, sr), e(noise, sr)
+    assert a.shape == (4, 512) and e(tone[: sr // 2], sr).shape == (1, 512)  # 6 s: blocks at 0, 1.16, 2.32, 3.48 s
+    assert np.allclose(a, a2, atol=1e-4)  # peak-normalised: loudness is not timbre
+    d_same, d_other = np.linalg.norm(a.mean(0) - a2.mean(0)), np.linalg.norm(a.mean(0) - b.mean(0))
+    assert d_other > 10 * max(d_same, 1e-3)

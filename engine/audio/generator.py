@@ -133,6 +133,7 @@ class LaraGenerator:
         self.sampling = sampling
         self.cfg = self.lm.cfg
         self.emotion_as_text = emotion_as_text  # the text-prompting baseline: words, no AV tokens
+        self.av_dropped = False  # the emotion switched off (as trained with AV dropout): the paired-seed test's third arm
         self.meta = meta or {}
         self.sample_rate = int(codec.sample_rate)
         self.hop = int(round(codec.sample_rate / codec.frame_rate))
@@ -163,13 +164,13 @@ class LaraGenerator:
         prompt = prompt or DEFAULT_PROMPT
         if self.emotion_as_text:
             prompt = f"{prompt}, {emotion_words(emotion)}"
-        key = (prompt, emotion)
+        key = (prompt, emotion, self.av_dropped)
         if key == self._mem_key:
             return self._mem
         states, mask = self._text(prompt)
         rows = self.sampling.rows
         text_on = torch.tensor([True, False, True][:rows])
-        av_on = torch.tensor([not self.emotion_as_text, False, False][:rows])
+        av_on = torch.tensor([not (self.emotion_as_text or self.av_dropped), False, False][:rows])
         mem = self.lm.memory(
             states.expand(rows, -1, -1),
             mask.expand(rows, -1) & text_on[:, None],

@@ -12,6 +12,16 @@ For each LM:
 * **Fréchet distance** in that embedding space to held-out renders (windows from the encoded
   features), beside the codec's ceiling: its own reconstructions of those renders.
 The symbolic engine's audio on the same grid is the reference row.
+
+musicnn is the LARA target and the predictor's backbone, so it must not be the only judge:
+* **seeds**: several per grid point, with bootstrap 95 % intervals over the points;
+* **paired seeds** (`paired_seed`): each grid clip again with its emotion flipped and with
+  it dropped, same seed; the predicted change along the requested direction, with intervals;
+* **independent witnesses** (`witness`): a Fréchet distance in aiSFX's embedding (a CNN
+  trained on sound-effects libraries) from the grid clips to held-out piano renders, beside
+  the codec's own reconstructions of those renders, and a transcription of both (notes per
+  second, key clarity, pitch-class entropy). Both come with the `[eval]` extra; without it
+  they say why they are missing.
 """
 
 from __future__ import annotations
@@ -53,6 +63,22 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
         covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
     covmean = np.real(covmean)
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def bootstrap_ci(stat, groups: list[np.ndarray], reps: int = 1000, seed: int = 0) -> list[float | None]:
+    """95 % interval of `stat(rows)` over `groups` (arrays of row indices, e.g. one per grid
+    point with all its seeds) resampled with replacement; [None, None] where undefined."""
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(reps):
+        pick = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        v = stat(pick)
+        if v is not None and np.isfinite(v):
+            vals.append(v)
+    if len(vals) < reps // 2:
+        return [None, None]
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return [round(float(lo), 3), round(float(hi), 3)]
 
 
 def held_out(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
@@ -100,26 +126,35 @@ def centroids(clips: list) -> dict[str, np.ndarray]:
 
 
 def eval_lm(
-    gen, predictor, music_model, cents: dict[str, np.ndarray], grid: int, seconds: float, ramp_seconds: float, progress: bool = True
-) -> tuple[dict, np.ndarray, list]:
-    """One LM: grid, ramp, prompts. Returns the figures, the grid rows and all generated embeddings."""
+    gen,
+    predictor,
+    music_model,
+    cents: dict[str, np.ndarray],
+    grid: int,
+    seconds: float,
+    ramp_seconds: float,
+    progress: bool = True,
+    seeds: int = 1,
+) -> tuple[dict, np.ndarray, list, list]:
+    """One LM: grid (`seeds` clips per point), ramp, prompts. Returns the figures, the grid
+    rows (requested V, A, predicted V, A, point, seed), all generated embeddings and the grid
+    clips' audio."""
     from tqdm import tqdm
 
     from moodlane.engine.audio.music_model import features_of
 
     sr = gen.sample_rate
     axis = np.linspace(-0.8, 0.8, grid)
-    rows, embs = [], []
+    rows, embs, pcms = [], [], []
     t0, audio_s = time.time(), 0.0
-    for i, (v, a) in enumerate(
-        tqdm([(v, a) for v in axis for a in axis], desc=f"{gen.meta.get('label', 'lm')}: grid", disable=not progress, leave=False)
-    ):
-        pcm = render_pcm(gen, EmotionCurve.constant(Emotion(float(v), float(a))), seconds, i, GRID_PROMPT)
+    todo = [(i, float(v), float(a), k) for i, (v, a) in enumerate((v, a) for v in axis for a in axis) for k in range(seeds)]
+    for i, v, a, k in tqdm(todo, desc=f"{gen.meta.get('label', 'lm')}: grid", disable=not progress, leave=False):
+        pcm = render_pcm(gen, EmotionCurve.constant(Emotion(v, a)), seconds, grid_seed(i, k), GRID_PROMPT)
         audio_s += len(pcm) / sr
-        f, x = predictor.window_features(pcm, sr)
-        pv, pa = predictor.predict_features(f, x).mean
-        rows.append((v, a, pv, pa))
+        pv, pa = predict_mean(predictor, pcm, sr)
+        rows.append((v, a, pv, pa, i, k))
         embs.append(features_of(music_model, pcm, sr, HOP_S).embedding)
+        pcms.append(pcm)
     r = np.array(rows)
     # ramp: Q3 -> Q1 over `ramp_seconds`
     beats = ramp_seconds * TEMPO / 60.0
@@ -148,13 +183,122 @@ def eval_lm(
         hits.append(nearest == p)
         top = np.argsort(-f.tags.mean(0))[:3] if f.tags is not None else []
         prompts[p] = {"nearest_real_instrument": nearest, "top_tags": [music_model.tag_names[k] for k in top]}
+    groups = [np.flatnonzero(r[:, 4] == i) for i in range(grid * grid)]
+    rho = lambda col: lambda pick: correlation(r[pick, col], r[pick, col + 2])  # noqa: E731
     figures = {
-        "grid": {"points": grid * grid, "seconds_each": seconds, "prompt": GRID_PROMPT, **grid_stats(r)},
+        "grid": {
+            "points": grid * grid,
+            "seeds_per_point": seeds,
+            "seconds_each": seconds,
+            "prompt": GRID_PROMPT,
+            **grid_stats(r[:, :4]),
+            "valence_spearman_ci95": bootstrap_ci(rho(0), groups),
+            "arousal_spearman_ci95": bootstrap_ci(rho(1), groups),
+            **({"note": "one sample per point: intervals resample the points only"} if seeds == 1 else {}),
+        },
         "ramp": ramp,
         "prompts": {"accuracy": round(float(np.mean(hits)), 3), "chance": round(1 / len(PROMPTS), 3), "clips": prompts},
         "generation_x_realtime": round(audio_s / (time.time() - t0), 2),
     }
-    return figures, r, embs
+    return figures, r, embs, pcms
+
+
+def grid_seed(point: int, k: int) -> int:
+    return point + 1000 * k  # k = 0: the seed one clip per point always had
+
+
+def predict_mean(predictor, pcm: np.ndarray, sr: int) -> tuple[float, float]:
+    f, x = predictor.window_features(pcm, sr)
+    pv, pa = predictor.predict_features(f, x).mean
+    return float(pv), float(pa)
+
+
+def paired_seed(gen, predictor, rows: np.ndarray, seconds: float, progress: bool = True) -> dict:
+    """Each grid clip's seed again with the emotion flipped (-v, -a) and with it dropped (no AV
+    tokens). Per clip, the predicted change along the requested direction: sign(a) x
+    (predicted arousal with the true emotion - with the flipped one), likewise for valence and
+    for dropped; the mean over clips whose request is off the axis, with a bootstrap 95 %
+    interval over clips. An LM that ignores its emotion gives intervals around 0."""
+    from tqdm import tqdm
+
+    sr = gen.sample_rate
+    flip, drop = [], []
+    for v, a, _, _, i, k in tqdm(rows, desc=f"{gen.meta.get('label', 'lm')}: paired seeds", disable=not progress, leave=False):
+        seed = grid_seed(int(i), int(k))
+        flip.append(predict_mean(predictor, render_pcm(gen, EmotionCurve.constant(Emotion(-v, -a)), seconds, seed, GRID_PROMPT), sr))
+        gen.av_dropped = True
+        try:
+            drop.append(predict_mean(predictor, render_pcm(gen, EmotionCurve.constant(Emotion(v, a)), seconds, seed, GRID_PROMPT), sr))
+        finally:
+            gen.av_dropped = False
+    flip, drop = np.array(flip), np.array(drop)
+    out = {"clips": len(rows)}
+    for col, name in ((0, "valence"), (1, "arousal")):
+        use = np.abs(rows[:, col]) > 0.1
+        sign = np.sign(rows[use, col])
+        for other, kind in ((flip, "flipped"), (drop, "dropped")):
+            d = sign * (rows[use, col + 2] - other[use, col])
+            idx = [np.array([j]) for j in range(len(d))]
+            out[f"{name}_vs_{kind}"] = {"mean": round(float(d.mean()), 4), "ci95": bootstrap_ci(lambda p, d=d: float(d[p].mean()), idx)}
+    return out
+
+
+def piano_renders(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(audio, codes, sample rate) of held-out acoustic-piano renders: the first `seconds`."""
+    import soundfile as sf
+
+    root = Path(audio)
+    out = []
+    for r in read_manifest(root):
+        f = root / "encoded" / (r["id"] + ".npz")
+        if r["split"] != "valid" or r.get("instrument") != "acoustic piano" or not f.is_file() or r.get("duration", 0) < seconds:
+            continue
+        pcm, sr = sf.read(root / r["path"], dtype="float32", frames=int(seconds * r["sample_rate"]))
+        d = np.load(f)
+        out.append((pcm if pcm.ndim == 1 else pcm.mean(1), d["codes"][:, : int(seconds * float(d["frame_rate"]))], sr))
+        if len(out) >= max_clips:
+            break
+    return out
+
+
+def witness(pcms: list[np.ndarray], sr: int, renders: list, codec, n_q: int, seconds: float, transcribe=None, embed=None) -> dict:
+    """The independent judges of `pcms` (grid clips) against held-out piano renders: aiSFX
+    Fréchet distances (generated -> renders, and the codec's own reconstructions -> renders
+    as the ceiling; their ratio) and transcription statistics of both."""
+    from moodlane.engine.training.witness import TranscriberMissing, note_stats, sfx_embedding, transcriber
+
+    recon = [codec.decode(codes[:n_q].astype(np.int64)[None])[0][: len(pcm)] for pcm, codes, _ in renders]
+    out: dict = {"renders": len(renders), "seconds_each": seconds}
+    try:
+        embed = embed or sfx_embedding()
+        real = np.concatenate([embed(pcm, r_sr) for pcm, _, r_sr in renders])
+        gen_e = np.concatenate([embed(p, sr) for p in pcms])
+        rec_e = np.concatenate([embed(p, codec.sample_rate) for p in recon])
+        fd_gen, fd_rec = frechet(gen_e, real), frechet(rec_e, real)
+        out["sfx_fd"] = {
+            "embedding": getattr(embed, "name", "aisfx"),
+            "generated_to_renders": round(fd_gen, 2),
+            "codec_reconstructions_to_renders": round(fd_rec, 2),
+            "ratio": round(fd_gen / max(fd_rec, 1e-9), 3),
+        }
+    except TranscriberMissing as e:
+        out["sfx_fd"] = f"skipped: {e}"
+    try:
+        transcribe = transcribe or transcriber()
+
+        def stats(clips: list, rate: int) -> dict:
+            rows = [note_stats(transcribe(p, rate), len(p) / rate) for p in clips]
+            return {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in ("notes_per_s", "key_clarity", "pc_entropy")}
+
+        out["transcription"] = {
+            "transcriber": getattr(transcribe, "name", "basic-pitch"),
+            "generated": stats(pcms, sr),
+            "renders": stats([p for p, _, _ in renders], renders[0][2]) if renders else None,
+            "codec_reconstructions": stats(recon, codec.sample_rate),
+        }
+    except TranscriberMissing as e:
+        out["transcription"] = f"skipped: {e}"
+    return out
 
 
 def eval_audio(
@@ -168,6 +312,10 @@ def eval_audio(
     real_clips: int = 60,
     symbolic: bool = True,
     progress: bool = True,
+    seeds: int = 1,
+    paired: bool = True,
+    witnesses: bool = True,
+    piano_clips: int = 20,
 ) -> dict:
     """Every LM in `generators` ((label, LaraGenerator)) through the same tests; JSON and PNGs into `out`."""
     out = Path(out)
@@ -183,10 +331,17 @@ def eval_audio(
         "fd_codec_ceiling": round(frechet(recon, real), 3),
         "models": {},
     }
+    renders = piano_renders(audio, seconds, piano_clips) if witnesses else []
     grids, ramps = {}, {}
     for label, gen in generators:
         gen.meta["label"] = label
-        figures, r, embs = eval_lm(gen, predictor, music_model, cents, grid, seconds, ramp_seconds, progress)
+        figures, r, embs, pcms = eval_lm(gen, predictor, music_model, cents, grid, seconds, ramp_seconds, progress, seeds)
+        if paired:
+            figures["paired_seed"] = paired_seed(gen, predictor, r, seconds, progress)
+        if witnesses and renders:
+            figures["witness"] = witness(pcms, gen.sample_rate, renders, gen.codec, gen.cfg.n_q, seconds)
+        elif witnesses:
+            figures["witness"] = "skipped: no held-out acoustic-piano renders"
         gen_emb = np.concatenate(embs)
         figures["fd_to_held_out"] = round(frechet(gen_emb, real), 3)
         figures["fd_to_codec_reconstructions"] = round(frechet(gen_emb, recon), 3)
@@ -197,7 +352,7 @@ def eval_audio(
         figures["sampling"] = {"cfg": gen.sampling.cfg, "top_k": gen.sampling.top_k, "temperature": gen.sampling.temperature}
         result["models"][label] = figures
         grids[label], ramps[label] = r, figures["ramp"]["windows"]
-        grid_png(out / f"grid_{label}.png", r, f"LARA-Gen ({label}): requested (o) -> predictor hears (x)")
+        grid_png(out / f"grid_{label}.png", r[:, :4], f"LARA-Gen ({label}): requested (o) -> predictor hears (x)")
     if symbolic:
         from moodlane.engine.training.audio_eval import eval_predictor_on_symbolic
 

@@ -1,12 +1,18 @@
-"""Listening witnesses for codecs: figures that see the notes, built on nothing the codec
-trains toward.
+"""Listening witnesses: figures that see the notes and the sound, built on nothing the codec
+or the LM trains toward (musicnn is the LARA target, so it cannot be the only judge).
 
 * **note F1**: an automatic transcription of the audio (Basic Pitch, Spotify, Apache-2.0: its
   ONNX model on onnxruntime, from the `[eval]` extra) scored against the source MIDI with
   mir_eval (onsets within 50 ms, pitch within 50 cents, offsets ignored);
 * **large-window log-spectral distance** (dB): 4096-sample STFT (5.9 Hz bins at 24 kHz) on
   a linear frequency axis, where single partials are resolved (64-band mels are not);
-* **chroma similarity**: frame-wise cosine of 12 pitch-class profiles from the same STFT.
+* **chroma similarity**: frame-wise cosine of 12 pitch-class profiles from the same STFT;
+* **transcription statistics** (`note_stats`): notes per second, key clarity (the best
+  correlation of the duration-weighted pitch-class profile with the 24 Krumhansl-Kessler key
+  profiles) and pitch-class entropy, of generated audio beside held-out renders;
+* **an embedding trained on other data** (`SfxEmbedding`): aiSFX (Ma and Lerch, ISMIR 2022,
+  MIT licence, weights in its PyPI wheel), a CNN trained on sound-effects libraries, for a
+  Fréchet distance that neither musicnn nor MoodLane's data shaped.
 
 The transcriber is optional: without it the other figures are still reported and the note F1
 says why it is missing.
@@ -25,7 +31,12 @@ EVAL_HINT = 'pip install -e ".[eval]" && pip install --no-deps basic-pitch==0.4.
 
 
 class TranscriberMissing(RuntimeError):
-    """Basic Pitch (the `[eval]` extra) is not installed."""
+    """Basic Pitch or aiSFX (the `[eval]` extra) is not installed."""
+
+
+# Krumhansl and Kessler's probe-tone profiles (1982), C major and C minor
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,74 @@ class BasicPitch:
             return Notes(np.zeros(0), np.zeros(0), np.zeros(0))
         ev = np.array([(e[0], e[1], e[2]) for e in events], np.float64)
         return Notes.from_midi_pitches(ev[:, 0], ev[:, 1], ev[:, 2])
+
+
+def note_stats(notes: Notes, seconds: float) -> dict:
+    """What a transcription says about the music: notes per second, key clarity (the best
+    Pearson correlation of the duration-weighted pitch-class profile with the 24 major and
+    minor Krumhansl-Kessler profiles, 1 for a scale-like profile, near 0 for noise) and the
+    pitch-class entropy in bits (0: one pitch class, log2 12 = 3.58: all equally)."""
+    if len(notes) == 0:
+        return {"notes_per_s": 0.0, "key_clarity": float("nan"), "pc_entropy": float("nan")}
+    midi = np.round(69.0 + 12.0 * np.log2(notes.hz / 440.0)).astype(np.int64)
+    dur = np.maximum(notes.offset - notes.onset, 0.01)
+    pc = np.bincount(midi % 12, weights=dur, minlength=12)
+    p = pc / pc.sum()
+    profiles = [np.roll(prof, k) for prof in (KK_MAJOR, KK_MINOR) for k in range(12)]
+    flat = pc.std() <= 1e-6 * pc.mean()  # every pitch class alike: no key at all
+    clarity = 0.0 if flat else max(float(np.corrcoef(pc, prof)[0, 1]) for prof in profiles)
+    entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
+    return {"notes_per_s": round(len(notes) / seconds, 3), "key_clarity": round(clarity, 4), "pc_entropy": round(entropy, 4)}
+
+
+class SfxEmbedding:
+    """aiSFX's embedding (its X-Sequential-CE CNN, `aisfx` 0.1.2 on PyPI, MIT; the weights ship
+    in the wheel): one 512-d vector per 100 frames (2.3 s) of 96 log-mel bands at 44.1 kHz,
+    blocks at half overlap, computed as its librosa path does (peak-normalised audio, HTK
+    mels, log10(1 + 10^4 x power), its "original" min-max scaling), with time on the first
+    axis as its network expects. Installed `--no-deps` by `MOODLANE_EVAL=1 bash
+    scripts/setup.sh` (it pins an old numpy and librosa it does not need)."""
+
+    name = "aisfx 0.1.2 (ISMIR 2022, MIT)"
+    rate = 44100
+    block, hop = 100, 50  # spectrogram frames per embedding, and between embeddings
+
+    def __init__(self) -> None:
+        try:
+            import torch
+            from aisfx.inference import get_path_modelWeights, load_bestModel
+        except ImportError as e:
+            raise TranscriberMissing(f"the aiSFX embedding is not installed ({e}): MOODLANE_EVAL=1 bash scripts/setup.sh") from None
+        # the checkpoint pickles its class counts with numpy scalars: a file from the pinned wheel
+        weights, datasets = torch.load(get_path_modelWeights(), map_location="cpu", weights_only=False)
+        self.model = load_bestModel(weights, datasets, "cpu")
+
+    def spectrogram(self, pcm: np.ndarray, sr: int) -> np.ndarray:
+        import librosa
+
+        y = librosa.resample(np.asarray(pcm, np.float32), orig_sr=sr, target_sr=self.rate) if sr != self.rate else pcm
+        y = y / (np.abs(y).max() or 1.0)
+        mel = librosa.feature.melspectrogram(
+            y=y, sr=self.rate, n_mels=96, norm=1.0, fmin=0.0, fmax=22050.0, htk=True, power=2.0, hop_length=1024, win_length=2048
+        )
+        return (np.log10(mel * 10000.0 + 1.0) / 9.457798957824707).T.astype(np.float32)  # (frames, 96)
+
+    def __call__(self, pcm: np.ndarray, sr: int) -> np.ndarray:
+        """(blocks, 512): one row per 2.3 s block, at half overlap; a clip shorter than a block
+        gives one zero-padded block."""
+        import torch
+
+        spec = self.spectrogram(pcm, sr)
+        starts = range(0, max(len(spec) - self.block, 0) + 1, self.hop)
+        pad = np.vstack([spec, np.zeros((self.block, spec.shape[1]), np.float32)])
+        blocks = np.stack([pad[i : i + self.block] for i in starts])
+        with torch.no_grad():
+            return self.model.get_embedding(torch.from_numpy(blocks)).numpy()
+
+
+@functools.cache
+def sfx_embedding() -> SfxEmbedding:
+    return SfxEmbedding()
 
 
 @functools.cache
