@@ -94,7 +94,7 @@ class AudioSink:
         self.clock, self.control, self.config = clock, control, config
         self.synth = None
         if synth:  # notes need a SoundFont synth; a PCM-only engine does not
-            from moodlane.daw_bridge.synth import FluidSynth
+            from moodlane.engine.synth import FluidSynth
 
             self.synth = FluidSynth(soundfont, self.sample_rate)
         self.queue = EventQueue(config.max_events)

@@ -113,7 +113,7 @@ def bench_audio(opts: GeneratorOptions, seconds: float = 10.0, repeats: int = 3,
 
 
 def bench_symbolic(opts: GeneratorOptions, bars: int = 32, repeats: int = 3) -> dict:
-    from moodlane.daw_bridge.synth import render_notes
+    from moodlane.engine.synth import render_notes
 
     rss0 = peak_rss_mb()
     gen = load_generator(opts)

@@ -217,8 +217,8 @@ def bench_onnx(
     import onnxruntime
 
     from moodlane.engine.audio.checkpoint import load_lara
+    from moodlane.engine.audio.onnx_runtime import OnnxExportError, default_folder, read_manifest
     from moodlane.export.onnx import export_lara
-    from moodlane.export.runtime import OnnxExportError, default_folder, read_manifest
 
     opts = replace(opts, engine="audio")
     out: dict = {"cpu": cpu_name(), "cfg": opts.cfg, "top_k": opts.top_k, "seconds": seconds, "repeats": repeats}

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from moodlane.daw_bridge.argtypes import finite, int_range, positive_int
 from moodlane.daw_bridge.audio_cli import add_audio_commands, add_eval_options, bench_codec, cmd_data_encode, cmd_eval_audio
-from moodlane.daw_bridge.synth import SynthError
 from moodlane.engine.audio.checkpoint import LMCheckpointError
 from moodlane.engine.audio.codec import CodecError
 from moodlane.engine.audio.music_model import MusicModelError
 from moodlane.engine.audio.musicgen import MusicGenFolderError
+from moodlane.engine.audio.onnx_runtime import OnnxExportError
 from moodlane.engine.audio.predictor import PredictorError
 from moodlane.engine.audio.text import TextEncoderError
 from moodlane.engine.automation import AutomationError, EmotionCurve, parse_automation
@@ -31,10 +31,10 @@ from moodlane.engine.registry import BACKENDS, ENGINES, KINDS, PRECISIONS, Gener
 from moodlane.engine.session import MAX_BEATS
 from moodlane.engine.symbolic.checkpoint import CheckpointError
 from moodlane.engine.symbolic.notes import MidiError
+from moodlane.engine.synth import SynthError
 from moodlane.engine.training.audio_eval import AudioFileError
 from moodlane.engine.training.data import DataError
 from moodlane.export.onnx import ExportError
-from moodlane.export.runtime import OnnxExportError
 from moodlane.presets import PRESET_DIR, PresetError, get_emotion_preset, load_emotion_presets
 
 USER_ERRORS = (
@@ -184,8 +184,8 @@ def _say_backend(generator, quiet: bool) -> None:
 def cmd_export(args) -> int:
     """Export the LM (default: the shipped one), its codec decoder and text encoder to ONNX."""
     from moodlane.engine.audio.checkpoint import load_lara
+    from moodlane.engine.audio.onnx_runtime import default_folder
     from moodlane.export.onnx import export_lara
-    from moodlane.export.runtime import default_folder
 
     gen = load_lara(args.lm_checkpoint, args.codec_checkpoint, backend="torch")
     if gen.model is None or not gen.meta.get("weights_sha256"):
@@ -231,7 +231,7 @@ def cmd_render(args) -> int:
     if audio_engine and (out.suffix.lower() != ".wav" or args.wav):
         raise UsageError(f"the {opts.engine} engine makes audio: write it with -o FILE.wav")
     if wav is not None and not audio_engine:
-        from moodlane.daw_bridge.synth import _fluidsynth, find_soundfont
+        from moodlane.engine.synth import _fluidsynth, find_soundfont
 
         find_soundfont(args.soundfont)
         _fluidsynth()
@@ -249,7 +249,7 @@ def cmd_render(args) -> int:
         if out.suffix.lower() != ".wav":
             writes[out] = to_midi_bytes(piece)
         if wav is not None:
-            from moodlane.daw_bridge.synth import render_notes
+            from moodlane.engine.synth import render_notes
 
             sbar = tqdm(total=100, desc="synthesising", unit="%", disable=args.quiet, leave=False)
             audio = render_notes(piece, args.soundfont, args.sample_rate, progress=lambda f: sbar.update(int(f * 100) - sbar.n))
@@ -303,7 +303,7 @@ def _onnx_info() -> dict:
     import hashlib
 
     from moodlane.engine.audio.checkpoint import DEFAULT_LM
-    from moodlane.export.runtime import OnnxExportError, default_folder, read_manifest
+    from moodlane.engine.audio.onnx_runtime import OnnxExportError, default_folder, read_manifest
 
     folder = default_folder(hashlib.sha256(DEFAULT_LM.with_suffix(".safetensors").read_bytes()).hexdigest())
     try:

@@ -241,7 +241,7 @@ class Server:
         if self.audio is not None or "audio" in self.unavailable:
             return
         from moodlane.daw_bridge.audio import AudioSink, AudioUnavailable
-        from moodlane.daw_bridge.synth import SynthError
+        from moodlane.engine.synth import SynthError
 
         try:
             self.audio = AudioSink(

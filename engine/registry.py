@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moodlane.engine.audio.checkpoint import BACKENDS
 from moodlane.engine.chunk import Generator
 
 KINDS = {"symbolic": "notes", "audio": "audio", "mock": "notes", "mock-audio": "audio"}  # what each engine's chunks hold
 ENGINES = tuple(KINDS)
 PRECISIONS = ("auto", "int8", "fp32")
-BACKENDS = ("auto", "torch", "onnx")  # the audio engine's runtime (auto: ONNX when an export matches the LM)
 # one token step is latency-bound: measured (bench audio, AMD EPYC) 3.4x real time with guidance on 1 thread, 3.6x on 2,
 # and 4.4x vs 4.2x without; the second core is left to the live audio path and the rest of the machine
 AUDIO_THREADS = 1
@@ -37,7 +37,7 @@ class GeneratorOptions:
     cfg: float = 3.0  # audio: classifier-free guidance
     av_cfg: float = 0.0  # audio: extra guidance on the emotion alone
     top_k: int = 250  # audio
-    backend: str = "auto"  # audio: torch, onnx (export.runtime), or auto (ONNX when an export matches the LM)
+    backend: str = "auto"  # audio: torch, onnx (engine.audio.onnx_runtime), or auto (ONNX when an export matches the LM)
     onnx_dir: str | None = None  # audio: the export folder (None: the cache folder for this LM)
     providers: tuple[str, ...] | None = None  # audio on ONNX: provider preference (None: CUDA, then CPU)
     threads: int | None = None  # audio: intra-op threads of torch or onnxruntime (None: AUDIO_THREADS)

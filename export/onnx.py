@@ -1,6 +1,6 @@
 """ONNX export of LARA-Gen: the LM decoder step with its KV cache as inputs and outputs, the
 conditioning memory (text projection + AV encoder -> cross-attention keys/values), the codec
-decoder and the text encoder, plus a manifest. `export.runtime` runs them.
+decoder and the text encoder, plus a manifest. `engine.audio.onnx_runtime` runs them.
 
 Graphs (names follow the PyTorch modules; `L` layers, `H` heads, `hd` head width):
 
@@ -42,10 +42,10 @@ import torch
 from torch import nn
 
 from moodlane.engine.audio.lm import LaraLM, Memory
+from moodlane.engine.audio.onnx_runtime import MANIFEST_VERSION, past_names
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
 OPSET = 17
 FILES = {
     "decoder": "decoder.onnx",
@@ -61,10 +61,6 @@ PARITY_TOLERANCE = 1e-3  # max abs difference from PyTorch an fp32 graph may sho
 
 class ExportError(ValueError):
     """A model this exporter cannot write (a MusicGen folder, no onnx package)."""
-
-
-def past_names(n_layer: int, prefix: str = "past") -> list[str]:
-    return [f"{prefix}.layers.{i}.self_attn.{kv}" for i in range(n_layer) for kv in ("key", "value")]
 
 
 def memory_names(model: LaraLM) -> list[str]:

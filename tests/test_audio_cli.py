@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from moodlane.daw_bridge.synth import render_notes
 from moodlane.engine.audio.codec import load_codec
+from moodlane.engine.synth import render_notes
 from tests.conftest import make_notes
 from tests.test_cli import run
 

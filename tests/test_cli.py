@@ -50,7 +50,7 @@ def test_seconds_round_up_to_bars(tmp_path, capsys):
 
 def test_wav_is_real_audio_at_the_right_pitch(tmp_path, capsys):
     pytest.importorskip("fluidsynth", reason="pyfluidsynth/libfluidsynth not installed")
-    from moodlane.daw_bridge.synth import SynthError, render_notes
+    from moodlane.engine.synth import SynthError, render_notes
     from tests.conftest import make_notes
 
     try:

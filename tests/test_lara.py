@@ -450,7 +450,7 @@ def test_a_musicgen_folder_renders_without_untrained_av_tokens_and_never_on_onnx
     from moodlane.engine.audio.musicgen import load_decoder
 
     tiny_musicgen(tmp_path)
-    monkeypatch.setattr("moodlane.engine.audio.text.load_text_encoder", lambda kind, folder=None: None)
+    monkeypatch.setattr("moodlane.engine.audio.checkpoint.load_text_encoder", lambda kind, folder=None: None)
     seen = {}
 
     def spy(folder, **kw):

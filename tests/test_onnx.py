@@ -22,8 +22,8 @@ from moodlane.engine.emotion import Emotion
 pytest.importorskip("onnx", reason="the ONNX exporter needs the onnx package (the dev extra)")
 ort = pytest.importorskip("onnxruntime", reason="the runtime backend needs onnxruntime (the onnx extra)")
 
+from moodlane.engine.audio.onnx_runtime import OnnxExportError, choose_providers, load_onnx_lara  # noqa: E402
 from moodlane.export.onnx import export_lara, memory_names, past_names  # noqa: E402
-from moodlane.export.runtime import OnnxExportError, choose_providers, load_onnx_lara  # noqa: E402
 
 GREEDY = AudioSampling(top_k=1)
 
@@ -169,7 +169,7 @@ def test_cuda_asked_for_without_it_falls_back_to_cpu_with_a_notice(tiny_export, 
     assert choose_providers(None)[2] == []  # the default order: no CUDA is the everyday case, not news
     # an onnxruntime that lists CUDA but cannot start it (onnxruntime-gpu without the CUDA libraries)
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    with caplog.at_level(logging.WARNING, logger="moodlane.export.runtime"):
+    with caplog.at_level(logging.WARNING, logger="moodlane.engine.audio.onnx_runtime"):
         gen = load_onnx_lara(folder, GREEDY, text_encoder=FakeText())
     assert gen.lm.describe()["providers_used"] == ["CPUExecutionProvider"] and gen.lm.device == "cpu"
     assert any("CUDAExecutionProvider could not start" in r.message for r in caplog.records)

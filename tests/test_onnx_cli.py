@@ -50,7 +50,7 @@ def test_export_writes_the_manifest_and_onnx_renders_what_pytorch_renders(shippe
 
 
 def test_auto_uses_the_export_in_the_cache_folder(shipped_export, tmp_path, capsys):
-    from moodlane.export.runtime import default_folder
+    from moodlane.engine.audio.onnx_runtime import default_folder
 
     _, err = render(tmp_path, capsys, "auto-none")
     assert "backend: torch" in err and "WARNING" not in err  # no export: PyTorch, quietly

@@ -13,6 +13,7 @@ from moodlane.engine.atomic import save_stem, stem_files, weights_pair
 from moodlane.engine.audio.lm import LaraLM, LMConfig
 
 log = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "onnx")  # the audio engine's runtime (auto: ONNX when an export matches the LM)
 
 FORMAT_VERSION = 1
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -135,7 +136,7 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
     `auto`, None (and a warning naming the file, unless no export is there at all) means
     PyTorch; with `onnx`, any problem is an LMCheckpointError naming the file."""
     try:
-        from moodlane.export.runtime import OnnxExportError, default_folder, load_onnx_lara
+        from moodlane.engine.audio.onnx_runtime import OnnxExportError, default_folder, load_onnx_lara
     except ImportError as e:  # pragma: no cover - the package ships export/
         return _onnx_failed(backend, f"the ONNX runtime backend cannot be imported ({e})")
     lm_sha = _stem_sha(lm or DEFAULT_LM)
@@ -155,6 +156,20 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
         return _onnx_failed(backend, str(e))
 
 
+def load_text_encoder(kind: str = "minilm", musicgen: str | os.PathLike | None = None):
+    """The frozen encoder an LM config names: "minilm" (the package's) or "t5" (a MusicGen
+    folder's)."""
+    from moodlane.engine.audio.text import MiniLM, TextEncoderError
+
+    if kind == "minilm":
+        return MiniLM()
+    if musicgen is None:
+        raise TextEncoderError("this LM reads T5 text states: give the MusicGen folder (--lm-checkpoint DIR)")
+    from moodlane.engine.audio.musicgen import load_t5
+
+    return load_t5(musicgen)
+
+
 def load_lara(
     lm: str | os.PathLike | None = None,
     codec: str | os.PathLike | None = None,
@@ -170,15 +185,13 @@ def load_lara(
     (decoder, its EnCodec and T5; `codec` then overrides the folder's EnCodec).
 
     `backend`: "onnx" runs the export in `onnx_dir` (default: the cache folder for this
-    checkpoint, `export.runtime.default_folder`) on onnxruntime, "torch" PyTorch, "auto" the
+    checkpoint, `engine.audio.onnx_runtime.default_folder`) on onnxruntime, "torch" PyTorch, "auto" the
     export when one matching the checkpoint exists. A missing, corrupt or mismatched export
     is an LMCheckpointError naming the file with "onnx", and falls back to PyTorch with a
     warning naming it with "auto". `precision` "int8": the ONNX decoder with int8 weights
     (PyTorch runs fp32 either way)."""
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.generator import AudioSampling, LaraGenerator
-    from moodlane.engine.audio.text import load_text_encoder
-    from moodlane.engine.registry import BACKENDS
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

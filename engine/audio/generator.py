@@ -65,7 +65,7 @@ class LaraState:
     sample: int = 0
     tokens: torch.Tensor | None = None
     offset: int = 0  # absolute step of tokens[:, 0]
-    cache: object | None = None  # the backend's KV cache (KVCache, or export.runtime.OrtCache)
+    cache: object | None = None  # the backend's KV cache (KVCache, or onnx_runtime.OrtCache)
 
     @property
     def steps(self) -> int:
@@ -91,7 +91,7 @@ def emotion_words(e: Emotion) -> str:
 
 class TorchLM:
     """The PyTorch backend of the LM: conditioning memory, a cache, one step's logits.
-    `export.runtime.OnnxLM` is the other; the generation loop below drives either."""
+    `engine.audio.onnx_runtime.OnnxLM` is the other; the generation loop below drives either."""
 
     name = "torch"
 

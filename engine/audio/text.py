@@ -156,14 +156,3 @@ class T5Text:
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_TEXT_TOKENS)
         out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
         return out, enc["attention_mask"].bool()
-
-
-def load_text_encoder(kind: str = "minilm", musicgen: str | Path | None = None):
-    """The frozen encoder an LM config names: "minilm" (the package's) or "t5" (the folder's)."""
-    if kind == "minilm":
-        return MiniLM()
-    if musicgen is None:
-        raise TextEncoderError("this LM reads T5 text states: give the MusicGen folder (--lm-checkpoint DIR)")
-    from moodlane.engine.audio.musicgen import load_t5
-
-    return load_t5(musicgen)

@@ -110,7 +110,7 @@ _SYNTH = None  # one FluidSynth per worker process: loading the SoundFont takes 
 
 def _worker_synth(job: RenderJob):
     global _SYNTH
-    from moodlane.daw_bridge.synth import FluidSynth
+    from moodlane.engine.synth import FluidSynth
 
     if _SYNTH is None or _SYNTH.sample_rate != job.sample_rate:
         _SYNTH = FluidSynth(job.soundfont, job.sample_rate)
@@ -121,7 +121,7 @@ def render_clip(it: Item, job: RenderJob, out: Path) -> dict:
     """Render one item (in a worker) and write its FLAC and sidecar; returns the record."""
     import soundfile as sf
 
-    from moodlane.daw_bridge.synth import render_notes
+    from moodlane.engine.synth import render_notes
 
     cid = _clip_id(it)
     sidecar = out / "audio" / f"{cid}.json"

@@ -226,11 +226,11 @@ def eval_predictor_on_symbolic(
     ask the Emotion Predictor what it hears: how well the two paths agree."""
     from tqdm import tqdm
 
-    from moodlane.daw_bridge.synth import FluidSynth, render_notes
     from moodlane.engine.automation import EmotionCurve
     from moodlane.engine.emotion import Emotion
     from moodlane.engine.registry import GeneratorOptions, load_generator
     from moodlane.engine.session import render
+    from moodlane.engine.synth import FluidSynth, render_notes
 
     gen = load_generator(GeneratorOptions(engine="symbolic"))
     synth = FluidSynth(sample_rate=sample_rate)

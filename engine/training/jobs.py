@@ -190,8 +190,8 @@ def train_audio(args: TrainJob) -> dict:
         init, cfg = warm_start_config(init, over, args.init)
         sig = init_meta["codec"]
     elif args.init:
+        from moodlane.engine.audio.checkpoint import load_text_encoder
         from moodlane.engine.audio.musicgen import load_decoder, load_hf_codec
-        from moodlane.engine.audio.text import load_text_encoder
 
         init, _ = load_decoder(args.init, **{k: v for k, v in over.items() if k in ("lara_layer", "context")})
         cfg, sig = init.cfg, codec_signature(load_hf_codec(args.init))

@@ -17,7 +17,7 @@ Text and AV are dropped independently (classifier-free guidance can then use eit
 Loss: cross-entropy over the K codebooks + lambda x the LARA loss (REPA's negative cosine
 through the proxy MLP on block `lara_layer`). AdamW, warm-up then cosine decay.
 Resumable from OUT/train_state.pt; CPU, one CUDA GPU (bf16), or several through torchrun
-(each rank its own crops, gradients averaged by all-reduce, rank 0 writes).
+(DistributedDataParallel: each rank its own crops, gradients averaged, rank 0 writes).
 """
 
 from __future__ import annotations
@@ -224,6 +224,18 @@ def losses(model: LaraLM, b: Batch, layer: int) -> tuple[torch.Tensor, torch.Ten
     return ce_loss(logits.float(), b.targets), lara_loss(model.proxy, hidden.float(), b.features, b.valid)
 
 
+class LossStep(torch.nn.Module):
+    """The training step's forward (memory, LM, proxy) as one module, so
+    DistributedDataParallel sees every parameter the losses use."""
+
+    def __init__(self, model: LaraLM, layer: int) -> None:
+        super().__init__()
+        self.model, self.layer = model, layer
+
+    def forward(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return losses(self.model, b, self.layer)
+
+
 def _lr(step: int, tc: LaraTrainConfig) -> float:
     if step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
@@ -270,7 +282,7 @@ def train_lara(
     dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if tc.device == "cuda" and world > 1 else tc.device)
     torch.manual_seed(tc.seed)
     if text_encoder is None:
-        from moodlane.engine.audio.text import load_text_encoder
+        from moodlane.engine.audio.checkpoint import load_text_encoder
 
         text_encoder = load_text_encoder(cfg.text_encoder)
     frames = cfg.context - cfg.n_q + 1
@@ -301,6 +313,11 @@ def train_lara(
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, history, wall = st["step"], st["history"], st["wall_s"]
+    step_fn: torch.nn.Module = LossStep(model, cfg.lara_layer)
+    if world > 1:  # data parallel: DDP averages the ranks' gradients (dropped AV or text leave some unused)
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_fn = DistributedDataParallel(step_fn, find_unused_parameters=True)
     rng = np.random.default_rng([tc.seed, step, rank])
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     bar = tqdm(total=tc.steps, initial=step, desc="train audio LM", disable=not progress or rank != 0)
@@ -345,16 +362,10 @@ def train_lara(
             g["lr"] = _lr(step, tc)
         b = make_batch(train, texts, cfg, tc, rng, tc.batch_size, norm=norm).to(dev)
         with amp:
-            ce, la = losses(model, b, cfg.lara_layer)
+            ce, la = step_fn(b)
         loss = ce + tc.lara_weight * la if tc.lara_weight > 0 else ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if world > 1:  # data parallel: average the gradients of the ranks' batches
-            for p in model.parameters():
-                if p.grad is None:  # every rank reduces every tensor, used or not
-                    p.grad = torch.zeros_like(p)
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= world
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1

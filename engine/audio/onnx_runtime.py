@@ -27,7 +27,14 @@ import numpy as np
 import torch
 
 from moodlane.engine.audio.lm import LMConfig
-from moodlane.export.onnx import MANIFEST_VERSION, past_names
+
+MANIFEST_VERSION = 1  # the export's manifest format (export.onnx writes it, this module reads it)
+
+
+def past_names(n_layer: int, prefix: str = "past") -> list[str]:
+    """The decoder graph's KV-cache inputs (`past`) or outputs (`present`), layer by layer."""
+    return [f"{prefix}.layers.{i}.self_attn.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +297,7 @@ def load_onnx_lara(
     elif text_encoder is not None:
         text = text_encoder
     else:
-        from moodlane.engine.audio.text import load_text_encoder
+        from moodlane.engine.audio.checkpoint import load_text_encoder
 
         text = load_text_encoder(cfg.text_encoder)
     for n in notices:
