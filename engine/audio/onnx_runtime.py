@@ -296,10 +296,12 @@ def load_onnx_lara(
         text = OnnxText(_session(*_read_checked(folder, files["text_encoder"]), used, threads), folder / "tokenizer.json")
     elif text_encoder is not None:
         text = text_encoder
-    else:
-        from moodlane.engine.audio.checkpoint import load_text_encoder
+    elif cfg.text_encoder == "minilm":  # the package's encoder, in PyTorch
+        from moodlane.engine.audio.text import MiniLM
 
-        text = load_text_encoder(cfg.text_encoder)
+        text = MiniLM()
+    else:
+        raise OnnxExportError(f"{folder / 'manifest.json'} lists no text encoder, and this LM's ({cfg.text_encoder}) needs its folder")
     for n in notices:
         log.warning(n)
     lm = OnnxLM(decoder, memory, cfg, available)
