@@ -196,18 +196,22 @@ def _lm_label(spec: str) -> tuple[str, str | None, str, str]:
 
 
 def eval_lara(args, out: Path) -> dict:
-    from moodlane.engine.audio.checkpoint import LMCheckpointError, load_lara
+    from moodlane.engine.atomic import stem_files
+    from moodlane.engine.audio.checkpoint import DEFAULT_LM, LMCheckpointError, lm_codec, load_lara
+    from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.generator import AudioSampling
     from moodlane.engine.audio.predictor import load_predictor
     from moodlane.engine.training.lara_eval import eval_audio
 
     sampling = AudioSampling(cfg=args.cfg, top_k=args.top_k)
-    gens = []
+    gens, codecs = [], {}
     for label, stem, backend, precision in map(_lm_label, args.lm or ["shipped"]):
         gen = load_lara(stem, None, sampling, backend=backend, precision=precision)
         if gen.lm.name != backend:
             raise LMCheckpointError(f"--lm {label}: no ONNX export matches {stem or 'the shipped LM'} (run moodlane export onnx)")
         gens.append((label, gen))
+        meta = json.loads(stem_files(stem or DEFAULT_LM, "LM", LMCheckpointError)[1].read_text())
+        codecs[label] = load_codec(lm_codec(meta))  # its ceiling: the PyTorch codec it was trained on (ONNX only decodes)
     return eval_audio(
         gens,
         load_predictor(args.predictor),
@@ -222,6 +226,7 @@ def eval_lara(args, out: Path) -> dict:
         paired=not args.no_paired,
         witnesses=not args.no_witness,
         piano_clips=args.piano_clips,
+        codecs=codecs,
     )
 
 

@@ -103,14 +103,31 @@ def held_out(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[di
     return out
 
 
-def codec_ceiling(codec, clips: list, music_model) -> np.ndarray:
-    """The external model's windows of the codec's reconstructions of held-out clips."""
+def read_clip(audio: str | Path, rec: dict, seconds: float) -> tuple[np.ndarray, int]:
+    """The first `seconds` of a rendered clip, mono."""
+    import soundfile as sf
+
+    pcm, sr = sf.read(Path(audio) / rec["path"], dtype="float32", frames=int(seconds * rec["sample_rate"]))
+    return (pcm if pcm.ndim == 1 else pcm.mean(1)), sr
+
+
+def reconstruct(codec, pcm: np.ndarray, sr: int, n_q: int) -> np.ndarray:
+    """The codec's own round trip at the LM's codebooks: what an LM on it could at best say."""
+    from moodlane.engine.audio.music_model import resample
+
+    x = resample(pcm, sr, codec.sample_rate)
+    return codec.decode(codec.encode(x, n_q=n_q), len(x))[0]
+
+
+def codec_ceiling(codec, n_q: int, audio: str | Path, clips: list, music_model) -> np.ndarray:
+    """The external model's windows of the codec's reconstructions of held-out clips (encoded
+    here with that codec: the stored tokens may be another codec's)."""
     from moodlane.engine.audio.music_model import features_of
 
     embs = []
-    for _, codes, _, _ in clips:
-        pcm = codec.decode(codes.astype(np.int64)[None])[0]
-        embs.append(features_of(music_model, pcm, codec.sample_rate, HOP_S).embedding)
+    for rec, _, _, _ in clips:
+        pcm, sr = read_clip(audio, rec, 30.0)
+        embs.append(features_of(music_model, reconstruct(codec, pcm, sr, n_q), codec.sample_rate, HOP_S).embedding)
     return np.concatenate(embs)
 
 
@@ -243,35 +260,28 @@ def paired_seed(gen, predictor, rows: np.ndarray, seconds: float, progress: bool
     return out
 
 
-def piano_renders(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """(audio, codes, sample rate) of held-out acoustic-piano renders: the first `seconds`."""
-    import soundfile as sf
-
-    root = Path(audio)
+def piano_renders(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[np.ndarray, int]]:
+    """(audio, sample rate) of held-out acoustic-piano renders: the first `seconds`."""
     out = []
-    for r in read_manifest(root):
-        f = root / "encoded" / (r["id"] + ".npz")
-        if r["split"] != "valid" or r.get("instrument") != "acoustic piano" or not f.is_file() or r.get("duration", 0) < seconds:
-            continue
-        pcm, sr = sf.read(root / r["path"], dtype="float32", frames=int(seconds * r["sample_rate"]))
-        d = np.load(f)
-        out.append((pcm if pcm.ndim == 1 else pcm.mean(1), d["codes"][:, : int(seconds * float(d["frame_rate"]))], sr))
-        if len(out) >= max_clips:
-            break
+    for r in read_manifest(Path(audio)):
+        if r["split"] == "valid" and r.get("instrument") == "acoustic piano" and r.get("duration", 0) >= seconds:
+            out.append(read_clip(audio, r, seconds))
+            if len(out) >= max_clips:
+                break
     return out
 
 
 def witness(pcms: list[np.ndarray], sr: int, renders: list, codec, n_q: int, seconds: float, transcribe=None, embed=None) -> dict:
-    """The independent judges of `pcms` (grid clips) against held-out piano renders: aiSFX
-    Fréchet distances (generated -> renders, and the codec's own reconstructions -> renders
-    as the ceiling; their ratio) and transcription statistics of both."""
+    """The independent judges of `pcms` (grid clips) against held-out piano renders ((audio,
+    rate)): aiSFX Fréchet distances (generated -> renders, and the LM's codec's own
+    reconstructions -> renders as the ceiling; their ratio) and transcription statistics."""
     from moodlane.engine.training.witness import TranscriberMissing, note_stats, sfx_embedding, transcriber
 
-    recon = [codec.decode(codes[:n_q].astype(np.int64)[None])[0][: len(pcm)] for pcm, codes, _ in renders]
+    recon = [reconstruct(codec, pcm, r_sr, n_q) for pcm, r_sr in renders]
     out: dict = {"renders": len(renders), "seconds_each": seconds}
     try:
         embed = embed or sfx_embedding()
-        real = np.concatenate([embed(pcm, r_sr) for pcm, _, r_sr in renders])
+        real = np.concatenate([embed(pcm, r_sr) for pcm, r_sr in renders])
         gen_e = np.concatenate([embed(p, sr) for p in pcms])
         rec_e = np.concatenate([embed(p, codec.sample_rate) for p in recon])
         fd_gen, fd_rec = frechet(gen_e, real), frechet(rec_e, real)
@@ -293,7 +303,7 @@ def witness(pcms: list[np.ndarray], sr: int, renders: list, codec, n_q: int, sec
         out["transcription"] = {
             "transcriber": getattr(transcribe, "name", "basic-pitch"),
             "generated": stats(pcms, sr),
-            "renders": stats([p for p, _, _ in renders], renders[0][2]) if renders else None,
+            "renders": stats([p for p, _ in renders], renders[0][1]) if renders else None,
             "codec_reconstructions": stats(recon, codec.sample_rate),
         }
     except TranscriberMissing as e:
@@ -316,30 +326,30 @@ def eval_audio(
     paired: bool = True,
     witnesses: bool = True,
     piano_clips: int = 20,
+    codecs: dict | None = None,
 ) -> dict:
-    """Every LM in `generators` ((label, LaraGenerator)) through the same tests; JSON and PNGs into `out`."""
+    """Every LM in `generators` ((label, LaraGenerator)) through the same tests; JSON and PNGs
+    into `out`. `codecs`: label -> the PyTorch codec each LM was trained on (default: the
+    generator's own; an ONNX generator's codec only decodes), for its ceilings."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     music_model = predictor.backbone()
     clips = held_out(audio, 30.0, real_clips)
     real = np.concatenate([f for _, _, _, f in clips])
     cents = centroids(clips)
-    codec = generators[0][1].codec
-    recon = codec_ceiling(codec, clips, music_model)
-    result: dict = {
-        "held_out": {"clips": len(clips), "windows": len(real), "seconds_each": 30.0},
-        "fd_codec_ceiling": round(frechet(recon, real), 3),
-        "models": {},
-    }
+    result: dict = {"held_out": {"clips": len(clips), "windows": len(real), "seconds_each": 30.0}, "models": {}}
     renders = piano_renders(audio, seconds, piano_clips) if witnesses else []
     grids, ramps = {}, {}
     for label, gen in generators:
         gen.meta["label"] = label
+        codec = (codecs or {}).get(label, gen.codec)
+        recon = codec_ceiling(codec, gen.cfg.n_q, audio, clips, music_model)
         figures, r, embs, pcms = eval_lm(gen, predictor, music_model, cents, grid, seconds, ramp_seconds, progress, seeds)
+        figures["fd_codec_ceiling"] = round(frechet(recon, real), 3)
         if paired:
             figures["paired_seed"] = paired_seed(gen, predictor, r, seconds, progress)
         if witnesses and renders:
-            figures["witness"] = witness(pcms, gen.sample_rate, renders, gen.codec, gen.cfg.n_q, seconds)
+            figures["witness"] = witness(pcms, gen.sample_rate, renders, codec, gen.cfg.n_q, seconds)
         elif witnesses:
             figures["witness"] = "skipped: no held-out acoustic-piano renders"
         gen_emb = np.concatenate(embs)
