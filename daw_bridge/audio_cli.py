@@ -227,6 +227,7 @@ def eval_lara(args, out: Path) -> dict:
         witnesses=not args.no_witness,
         piano_clips=args.piano_clips,
         codecs=codecs,
+        ramp_seeds=args.ramp_seeds,
     )
 
 
@@ -311,6 +312,7 @@ def add_eval_options(e: argparse.ArgumentParser) -> None:
     e.add_argument("--ramp-seconds", type=finite("ramp seconds", 4, 600), default=32.0, help="audio: length of the Q3 -> Q1 ramp")
     e.add_argument("--no-symbolic", action="store_true", help="audio: skip the symbolic engine's reference grid")
     e.add_argument("--seeds", type=positive_int("seeds"), default=1, help="audio: clips per grid point (intervals resample points)")
+    e.add_argument("--ramp-seeds", type=positive_int("ramp seeds"), default=1, help="audio: Q3 -> Q1 ramps, one per seed (median reported)")
     e.add_argument("--no-paired", action="store_true", help="audio: skip the paired-seed test (each grid clip flipped and dropped)")
     e.add_argument(
         "--no-witness", action="store_true", help="audio: skip the aiSFX Fréchet distance and the transcription (the [eval] extra)"

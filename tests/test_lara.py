@@ -359,9 +359,10 @@ def test_eval_audio_reports_grid_ramp_prompts_and_frechet(tmp_path):
     assert len(m["grid"]["arousal_spearman_ci95"]) == 2 and "paired_seed" not in m
     assert m["witness"] == "skipped: no held-out acoustic-piano renders"  # the fake set has none
     res = eval_audio(gens[:1], load_predictor(), tmp_path, tmp_path / "out2", grid=2, seconds=3.0, ramp_seconds=4.0, real_clips=4,
-                     symbolic=False, progress=False, seeds=2, witnesses=False)  # fmt: skip
+                     symbolic=False, progress=False, seeds=2, witnesses=False, ramp_seeds=2)  # fmt: skip
     m = res["models"]["a"]
     assert m["grid"]["seeds_per_point"] == 2 and "note" not in m["grid"] and "witness" not in m
+    assert m["ramp"]["seeds"] == 2 and len(m["ramp"]["arousal_spearman_per_seed"]) == 2
     assert m["paired_seed"]["clips"] == 8 and {"valence_vs_flipped", "arousal_vs_dropped"} <= set(m["paired_seed"])
 
 

@@ -152,6 +152,7 @@ def eval_lm(
     ramp_seconds: float,
     progress: bool = True,
     seeds: int = 1,
+    ramp_seeds: int = 1,
 ) -> tuple[dict, np.ndarray, list, list]:
     """One LM: grid (`seeds` clips per point), ramp, prompts. Returns the figures, the grid
     rows (requested V, A, predicted V, A, point, seed), all generated embeddings and the grid
@@ -173,16 +174,24 @@ def eval_lm(
         embs.append(features_of(music_model, pcm, sr, HOP_S).embedding)
         pcms.append(pcm)
     r = np.array(rows)
-    # ramp: Q3 -> Q1 over `ramp_seconds`
+    # ramp: Q3 -> Q1 over `ramp_seconds`, `ramp_seeds` times
     beats = ramp_seconds * TEMPO / 60.0
     curve = EmotionCurve.from_points([(0.0, Emotion(-0.8, -0.8)), (beats, Emotion(0.8, 0.8))])
-    pcm = render_pcm(gen, curve, ramp_seconds, 1000, GRID_PROMPT)
-    audio_s += len(pcm) / sr
-    pred = predictor.predict(pcm, sr)
+    per_seed = []
+    for k in range(ramp_seeds):
+        pcm = render_pcm(gen, curve, ramp_seconds, 1000 + k, GRID_PROMPT)
+        audio_s += len(pcm) / sr
+        pred = predictor.predict(pcm, sr)
+        per_seed.append((correlation(pred.times, pred.arousal), correlation(pred.times, pred.valence), pred))
+    pred = per_seed[0][2]
     ramp = {
         "seconds": ramp_seconds,
-        "arousal_spearman": correlation(pred.times, pred.arousal),
-        "valence_spearman": correlation(pred.times, pred.valence),
+        "seeds": ramp_seeds,
+        "arousal_spearman": per_seed[0][0],  # seed 1000, the one clip earlier reports had
+        "valence_spearman": per_seed[0][1],
+        "arousal_spearman_per_seed": [x[0] for x in per_seed],
+        "arousal_spearman_median": _median([x[0] for x in per_seed]),
+        "valence_spearman_median": _median([x[1] for x in per_seed]),
         "windows": [
             [round(float(t), 2), round(float(v), 3), round(float(a), 3)] for t, v, a in zip(pred.times, pred.valence, pred.arousal)
         ],
@@ -218,6 +227,11 @@ def eval_lm(
         "generation_x_realtime": round(audio_s / (time.time() - t0), 2),
     }
     return figures, r, embs, pcms
+
+
+def _median(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return round(float(np.median(xs)), 3) if xs else None
 
 
 def grid_seed(point: int, k: int) -> int:
@@ -327,6 +341,7 @@ def eval_audio(
     witnesses: bool = True,
     piano_clips: int = 20,
     codecs: dict | None = None,
+    ramp_seeds: int = 1,
 ) -> dict:
     """Every LM in `generators` ((label, LaraGenerator)) through the same tests; JSON and PNGs
     into `out`. `codecs`: label -> the PyTorch codec each LM was trained on (default: the
@@ -344,7 +359,7 @@ def eval_audio(
         gen.meta["label"] = label
         codec = (codecs or {}).get(label, gen.codec)
         recon = codec_ceiling(codec, gen.cfg.n_q, audio, clips, music_model)
-        figures, r, embs, pcms = eval_lm(gen, predictor, music_model, cents, grid, seconds, ramp_seconds, progress, seeds)
+        figures, r, embs, pcms = eval_lm(gen, predictor, music_model, cents, grid, seconds, ramp_seconds, progress, seeds, ramp_seeds)
         figures["fd_codec_ceiling"] = round(frechet(recon, real), 3)
         if paired:
             figures["paired_seed"] = paired_seed(gen, predictor, r, seconds, progress)
