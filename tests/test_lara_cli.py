@@ -166,3 +166,35 @@ def test_train_audio_flags_reach_the_training_config(tmp_path, capsys, monkeypat
     for k, v in small.state_dict().items():
         if k != "pos_table":
             assert torch.equal(seen["init"].state_dict()[k], v), k  # the same weights
+
+
+def test_the_shipped_lms_tokens_depend_on_the_emotion():
+    """Same prompt, same seed, same history: the shipped LM's next-token distribution moves
+    with valence/arousal (excited against calm, happy against sad), and not at all when the
+    AV tokens are dropped. A paired check on the logits themselves, not a cross-entropy over
+    a thousand tokens."""
+    import torch
+
+    from moodlane.engine.audio.checkpoint import load_lara
+
+    gen = load_lara(backend="torch")
+    lm = gen.model
+    text, mask = gen.text(["solo acoustic piano"])
+    steps = torch.full((1, lm.cfg.n_q, 20), lm.special)
+    torch.manual_seed(0)
+    steps[:, :, 1:] = torch.randint(0, lm.cfg.card, (1, lm.cfg.n_q, 19))
+
+    def dist(v: float, a: float, on: bool = True) -> torch.Tensor:
+        with torch.no_grad():
+            mem = lm.memory(text, mask, torch.tensor([[[v, a]]]), torch.tensor([on]))
+            logits, _ = lm(steps, mem)
+        return torch.softmax(logits[0, :, -1], dim=-1)  # (K, card): the next token of each codebook
+
+    def tv(p: torch.Tensor, q: torch.Tensor) -> float:  # total variation, averaged over codebooks
+        return 0.5 * (p - q).abs().sum(-1).mean().item()
+
+    excited, calm = dist(0.0, 0.8), dist(0.0, -0.8)
+    happy, sad = dist(0.8, 0.0), dist(-0.8, 0.0)
+    # measured on the shipped LM (the first codec's): 0.018 and 0.032 of probability mass moved
+    assert tv(excited, calm) > 0.01 and tv(happy, sad) > 0.01, (tv(excited, calm), tv(happy, sad))
+    assert tv(dist(0.8, 0.8, on=False), dist(-0.8, -0.8, on=False)) < 1e-6  # dropped: the emotion is gone
