@@ -212,6 +212,8 @@ def eval_lara(args, out: Path) -> dict:
         gens.append((label, gen))
         meta = json.loads(stem_files(stem or DEFAULT_LM, "LM", LMCheckpointError)[1].read_text())
         codecs[label] = load_codec(lm_codec(meta))  # its ceiling: the PyTorch codec it was trained on (ONNX only decodes)
+        for k in ("training", "history"):  # an ONNX generator's meta is the export's: the LM's record comes from its stem
+            gen.meta.setdefault(k, meta.get(k))
     return eval_audio(
         gens,
         load_predictor(args.predictor),
