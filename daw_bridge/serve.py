@@ -188,11 +188,19 @@ class Server:
             "smooth_s": self.control.tau_s,
         }
 
-    def activity(self, since: dict[str, int]) -> dict:
-        """For the page: the lane targets, the notes played since `since` (updated in place)
-        and, while audio plays, its level and one spectrum column."""
+    def shown(self) -> dict:
+        """What every page shows alike: the lane targets and, while audio plays, its level
+        and one spectrum column."""
         t = self.control.target()
-        out: dict = {"target": [round(t.valence, 3), round(t.arousal, 3)], "notes": [], "audio": None}
+        playing_audio = self.audio is not None and self.scheduler is not None and self.audio in self.scheduler.sinks
+        return {
+            "target": [round(t.valence, 3), round(t.arousal, 3)],
+            "audio": levels(self.audio.scope.last(2048), self.audio.sample_rate) if playing_audio else None,
+        }
+
+    def notes_since(self, since: dict[str, int]) -> list[list]:
+        """The notes played since `since` (sink -> last entry seen; updated in place), from one
+        sink: in "both" mode the two play the same ones."""
         active = self.scheduler.sinks if self.scheduler is not None else []
         for key, sink in (("midi", self.midi_sink), ("audio", self.audio)):
             if sink is None or sink not in active or (key == "audio" and sink.synth is None):
@@ -200,11 +208,12 @@ class Server:
             new = sink.played.since(since.get(key, 0))
             if new:
                 since[key] = new[-1][0]
-                out["notes"] = [[round(at, 4), pitch, vel] for _, at, pitch, vel in new]
-            break  # one sink's notes: in "both" mode the two play the same ones
-        if self.audio is not None and self.audio in active:
-            out["audio"] = levels(self.audio.scope.last(2048), self.audio.sample_rate)
-        return out
+            return [[round(at, 4), pitch, vel] for _, at, pitch, vel in new]
+        return []
+
+    def activity(self, since: dict[str, int]) -> dict:
+        """For one page: `shown()` and the notes played since `since`."""
+        return {**self.shown(), "notes": self.notes_since(since)}
 
     def _start_midi(self) -> None:
         if not self.opts.midi:

@@ -90,7 +90,9 @@ class Source(Protocol):
 
     def web_info(self) -> dict: ...
 
-    def activity(self, since: dict[str, int]) -> dict: ...
+    def shown(self) -> dict: ...
+
+    def notes_since(self, since: dict[str, int]) -> list[list]: ...
 
 
 @dataclass
@@ -296,25 +298,23 @@ class WebSurface:
             pass
 
     # -- status out -----------------------------------------------------------------------
-    def frame(self, client_since: dict[str, int]) -> dict:
-        """One status frame: the OSC status dict, the targets, and what was played since."""
-        status = self.source.status()
-        return {"type": "status", "t": time.monotonic(), "status": status, **self.source.activity(client_since)}
-
     async def _broadcast(self) -> None:
+        """Status frames at `status_hz`: the status and what every page shows, computed once a
+        tick; per client only the notes it has not seen."""
         period = 1.0 / self.opts.status_hz
         while True:
             await asyncio.sleep(period)
-            for client in list(self.clients):
-                if client.sending is not None and not client.sending.done():
-                    self.stats.status_skipped += 1
-                    continue
-                try:
-                    text = json.dumps(self.frame(client.since))
-                except Exception as e:  # a status that fails once must not end the page's updates
-                    log.warning("web status frame failed: %s: %s", type(e).__name__, e)
-                    continue
-                client.sending = asyncio.ensure_future(self._send(client, text))
+            clients = [c for c in self.clients if c.sending is None or c.sending.done()]
+            self.stats.status_skipped += len(self.clients) - len(clients)
+            if not clients:
+                continue
+            try:
+                shared = {"type": "status", "t": time.monotonic(), "status": self.source.status(), **self.source.shown()}
+                for client in clients:
+                    text = json.dumps({**shared, "notes": self.source.notes_since(client.since)})
+                    client.sending = asyncio.ensure_future(self._send(client, text))
+            except Exception as e:  # a status that fails once must not end the page's updates
+                log.warning("web status frame failed: %s: %s", type(e).__name__, e)
 
     async def _send(self, client: _Client, text: str) -> None:
         try:

@@ -81,8 +81,8 @@ def bootstrap_ci(stat, groups: list[np.ndarray], reps: int = 1000, seed: int = 0
     return [round(float(lo), 3), round(float(hi), 3)]
 
 
-def held_out(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
-    """(record, codes, feature times, features) of held-out clips, the first `seconds` of each."""
+def held_out(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[dict, np.ndarray]]:
+    """(record, external-model features) of held-out clips, the first `seconds` of each."""
     root = Path(audio)
     out = []
     for r in read_manifest(root):
@@ -93,9 +93,7 @@ def held_out(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[di
         keep = d["feature_times"] <= seconds
         if keep.sum() < 2:
             continue
-        out.append(
-            (r, d["codes"][:, : int(seconds * float(d["frame_rate"]))], d["feature_times"][keep], d["features"][keep].astype(np.float32))
-        )
+        out.append((r, d["features"][keep].astype(np.float32)))
         if len(out) >= max_clips:
             break
     if not out:
@@ -125,7 +123,7 @@ def codec_ceiling(codec, n_q: int, audio: str | Path, clips: list, music_model) 
     from moodlane.engine.audio.music_model import features_of
 
     embs = []
-    for rec, _, _, _ in clips:
+    for rec, _ in clips:
         pcm, sr = read_clip(audio, rec, 30.0)
         embs.append(features_of(music_model, reconstruct(codec, pcm, sr, n_q), codec.sample_rate, HOP_S).embedding)
     return np.concatenate(embs)
@@ -136,7 +134,7 @@ def centroids(clips: list) -> dict[str, np.ndarray]:
     out = {}
     for p in PROMPTS:
         inst = p.removeprefix("solo ")
-        rows = [f for r, _, _, f in clips if r.get("instrument") == inst]
+        rows = [f for r, f in clips if r.get("instrument") == inst]
         if rows:
             out[p] = np.concatenate(rows).mean(0)
     return out
@@ -350,7 +348,7 @@ def eval_audio(
     out.mkdir(parents=True, exist_ok=True)
     music_model = predictor.backbone()
     clips = held_out(audio, 30.0, real_clips)
-    real = np.concatenate([f for _, _, _, f in clips])
+    real = np.concatenate([f for _, f in clips])
     cents = centroids(clips)
     result: dict = {"held_out": {"clips": len(clips), "windows": len(real), "seconds_each": 30.0}, "models": {}}
     renders = piano_renders(audio, seconds, piano_clips) if witnesses else []
