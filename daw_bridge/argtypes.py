@@ -44,3 +44,16 @@ def int_range(kind: str, lo: int, hi: int):
         return x
 
     return conv
+
+
+def finite_list(kind: str, lo: float | None = None, hi: float | None = None):
+    """Comma-separated finite numbers (`3` or `1.5,3`), each checked like `finite`."""
+    one = finite(kind, lo, hi)
+
+    def conv(s: str) -> list[float]:
+        parts = [p for p in s.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"{kind} must be one or more numbers separated by commas, got {s!r}")
+        return [one(p.strip()) for p in parts]
+
+    return conv

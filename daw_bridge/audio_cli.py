@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from moodlane.daw_bridge.argtypes import finite, positive_int
+from moodlane.daw_bridge.argtypes import finite, finite_list, positive_int
 from moodlane.engine.atomic import commit
+from moodlane.engine.audio.generator import AV_CFG, CFG
 
 
 def _say(msg: str) -> None:
@@ -203,17 +204,20 @@ def eval_lara(args, out: Path) -> dict:
     from moodlane.engine.audio.predictor import load_predictor
     from moodlane.engine.training.lara_eval import eval_audio
 
-    sampling = AudioSampling(cfg=args.cfg, top_k=args.top_k)
+    scales = [(c, a) for c in args.cfg for a in args.av_cfg]
     gens, codecs = [], {}
     for label, stem, backend, precision in map(_lm_label, args.lm or ["shipped"]):
-        gen = load_lara(stem, None, sampling, backend=backend, precision=precision)
-        if gen.lm.name != backend:
-            raise LMCheckpointError(f"--lm {label}: no ONNX export matches {stem or 'the shipped LM'} (run moodlane export onnx)")
-        gens.append((label, gen))
         meta = json.loads(stem_files(stem or DEFAULT_LM, "LM", LMCheckpointError)[1].read_text())
-        codecs[label] = load_codec(lm_codec(meta))  # its ceiling: the PyTorch codec it was trained on (ONNX only decodes)
-        for k in ("training", "history"):  # an ONNX generator's meta is the export's: the LM's record comes from its stem
-            gen.meta.setdefault(k, meta.get(k))
+        codec = load_codec(lm_codec(meta))  # its ceiling: the PyTorch codec it was trained on (ONNX only decodes)
+        for cfg, av_cfg in scales:
+            gen = load_lara(stem, None, AudioSampling(cfg=cfg, av_cfg=av_cfg, top_k=args.top_k), backend=backend, precision=precision)
+            if gen.lm.name != backend:
+                raise LMCheckpointError(f"--lm {label}: no ONNX export matches {stem or 'the shipped LM'} (run moodlane export onnx)")
+            name = label if len(scales) == 1 else f"{label} cfg{cfg:g} av{av_cfg:g}"
+            gens.append((name, gen))
+            codecs[name] = codec
+            for k in ("training", "history"):  # an ONNX generator's meta is the export's: the LM's record comes from its stem
+                gen.meta.setdefault(k, meta.get(k))
     return eval_audio(
         gens,
         load_predictor(args.predictor),
@@ -309,7 +313,15 @@ def add_eval_options(e: argparse.ArgumentParser) -> None:
         metavar="[LABEL=]STEM",
         help="audio: an LM to judge, repeatable (default: shipped); @torch (default), @onnx or @int8 picks the runtime",
     )
-    e.add_argument("--cfg", type=finite("cfg", 0, 20), default=3.0, help="audio: classifier-free guidance")
+    e.add_argument(
+        "--cfg", type=finite_list("cfg", 0, 20), default=[CFG], help="audio: classifier-free guidance; a list (1.5,3) judges each"
+    )
+    e.add_argument(
+        "--av-cfg",
+        type=finite_list("av-cfg", 0, 20),
+        default=[AV_CFG],
+        help=f"audio: extra guidance on the emotion alone (default {AV_CFG:g}); a list (0,1,2) judges each",
+    )
     e.add_argument("--top-k", type=positive_int("top-k"), default=250, help="audio: top-k sampling")
     e.add_argument("--ramp-seconds", type=finite("ramp seconds", 4, 600), default=32.0, help="audio: length of the Q3 -> Q1 ramp")
     e.add_argument("--no-symbolic", action="store_true", help="audio: skip the symbolic engine's reference grid")

@@ -19,6 +19,7 @@ from moodlane.daw_bridge.argtypes import finite, int_range, positive_int
 from moodlane.daw_bridge.audio_cli import add_audio_commands, add_eval_options, bench_codec, cmd_data_encode, cmd_eval_audio
 from moodlane.engine.audio.checkpoint import LMCheckpointError
 from moodlane.engine.audio.codec import CodecError
+from moodlane.engine.audio.generator import AV_CFG, CFG
 from moodlane.engine.audio.music_model import MusicModelError
 from moodlane.engine.audio.musicgen import MusicGenFolderError
 from moodlane.engine.audio.onnx_runtime import OnnxExportError
@@ -103,8 +104,8 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("audio engine (LARA-Gen)")
     a.add_argument("--lm-checkpoint", help="LM stem, or a MusicGen folder in the transformers format (default: the shipped LM)")
     a.add_argument("--codec-checkpoint", help="codec stem (default: the one the LM was trained with; bench codec: or an official .th)")
-    a.add_argument("--cfg", type=finite("cfg", 0, 20), default=3.0, help="classifier-free guidance scale (1: off, batch 1; default 3)")
-    a.add_argument("--av-cfg", type=finite("av-cfg", 0, 20), default=0.0, help="extra guidance on the emotion alone (adds a row)")
+    a.add_argument("--cfg", type=finite("cfg", 0, 20), default=CFG, help=f"classifier-free guidance (1: off, batch 1; default {CFG:g})")
+    a.add_argument("--av-cfg", type=finite("av-cfg", 0, 20), default=AV_CFG, help=f"guidance on the emotion alone (default {AV_CFG:g})")
     a.add_argument("--top-k", type=int_range("top-k", 1, 4096), default=250, help="sample from the k likeliest tokens (default 250)")
     a.add_argument(
         "--backend",

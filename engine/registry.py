@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from moodlane.engine.audio.checkpoint import BACKENDS
+from moodlane.engine.audio.generator import AV_CFG, CFG
 from moodlane.engine.chunk import Generator
 
 KINDS = {"symbolic": "notes", "audio": "audio", "mock": "notes", "mock-audio": "audio"}  # what each engine's chunks hold
@@ -34,8 +35,8 @@ class GeneratorOptions:
     mode_rule: bool = True
     lm_checkpoint: str | None = None  # audio: LM stem or MusicGen folder (None: the shipped LM)
     codec_checkpoint: str | None = None  # audio: codec stem (None: the LM's own)
-    cfg: float = 3.0  # audio: classifier-free guidance
-    av_cfg: float = 0.0  # audio: extra guidance on the emotion alone
+    cfg: float = CFG  # audio: classifier-free guidance
+    av_cfg: float = AV_CFG  # audio: extra guidance on the emotion alone
     top_k: int = 250  # audio
     backend: str = "auto"  # audio: torch, onnx (engine.audio.onnx_runtime), or auto (ONNX when an export matches the LM)
     onnx_dir: str | None = None  # audio: the export folder (None: the cache folder for this LM)

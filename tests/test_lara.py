@@ -326,7 +326,8 @@ def test_train_with_another_config_will_not_resume(tmp_path):
 
 def test_eval_audio_reports_grid_ramp_prompts_and_frechet(tmp_path):
     from moodlane.engine.audio.predictor import load_predictor
-    from moodlane.engine.training.lara_eval import eval_audio, frechet
+    from moodlane.engine.training.lara_eval import eval_audio
+    from moodlane.engine.training.stats import frechet
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
@@ -569,3 +570,61 @@ def test_witness_reports_fd_beside_the_codec_ceiling_and_transcription_stats():
     tr = res["transcription"]
     assert set(tr["generated"]) == {"notes_per_s", "key_clarity", "pc_entropy"} and tr["renders"]["notes_per_s"] > 0
     assert set(tr["codec_reconstructions"]) == set(tr["generated"])
+
+
+def test_levels_flag_a_runaway_drone_and_silence():
+    from moodlane.engine.training.lara_eval import levels
+
+    sr = 8000
+    rng = np.random.default_rng(0)
+    renders = [(0.05 * rng.normal(size=4 * sr).astype(np.float32), sr) for _ in range(3)]
+    t = np.arange(4 * sr) / sr
+    drone = np.concatenate([0.05 * rng.normal(size=2 * sr), 0.9 * np.sin(2 * np.pi * 470 * t[: 2 * sr])])
+    silent = np.zeros(4 * sr)
+    res = levels([drone, silent], sr, renders)
+    assert res["generated"]["too_loud"] == pytest.approx(0.25)  # 2 of 8 windows
+    assert res["generated"]["silent"] == pytest.approx(0.5)
+    assert res["renders"]["too_loud"] <= 1 / 12 and res["renders"]["silent"] == 0.0  # the 99th percentile of 12 windows
+
+
+class LabelReader:
+    """A predictor that hears each fake clip's pitch as arousal (higher clip, higher arousal)."""
+
+    def window_features(self, pcm, sr):
+        return pcm, sr
+
+    def predict_features(self, f, sr):
+        import types
+
+        hz = np.argmax(np.abs(np.fft.rfft(f))) * sr / len(f)
+        return types.SimpleNamespace(mean=(0.0, float(hz)))
+
+
+def test_real_reference_scores_the_predictor_on_held_out_labelled_clips(tmp_path):
+    """Held-out labelled clips (quadrant centres, and a VGMIDI-style curve averaged over the
+    clip) judged like the grid: a predictor that hears arousal gets Spearman 1 on it, and
+    unlabelled, training and too-short clips are left out."""
+    import json
+
+    from moodlane.engine.training.lara_eval import real_reference
+
+    sr, recs = 8000, []
+    (tmp_path / "audio").mkdir()
+    labels = [(0.6, 0.6), (-0.6, -0.6), (0.6, -0.6), (-0.6, 0.6), None, "curve"]
+    for i, lab in enumerate(labels + [(0.6, 0.6)]):
+        a = 0.0 if lab is None else 0.5 if lab == "curve" else lab[1]
+        if lab == "curve":
+            lab = {"kind": "curve", "points": [[0.0, 0.0, 0.0], [1.0, 0.5, 1.0]], "per": "bar"}  # mean over 2 s: 0.25, 0.5
+        elif lab is not None:
+            lab = {"kind": "quadrant", "valence": lab[0], "arousal": lab[1]}
+        t = np.arange(2 * sr) / sr
+        sf.write(tmp_path / "audio" / f"c{i}.wav", 0.2 * np.sin(2 * np.pi * (400 + 200 * a) * t), sr)
+        split = "train" if i == 6 else "valid"
+        recs.append({"id": f"c{i}", "path": f"audio/c{i}.wav", "sample_rate": sr, "duration": 2.0, "split": split, "labels": lab})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = real_reference(LabelReader(), tmp_path, 2.0, 10)
+    assert res["clips"] == 5 and res["arousal"]["spearman"] == pytest.approx(1.0)
+    assert res["valence"]["spearman"] is None  # this predictor hears no valence
+    assert len(res["arousal_spearman_ci95"]) == 2
+    assert real_reference(LabelReader(), tmp_path, 3.0, 10)["clips"] == 0  # shorter than asked
+    assert "note" in real_reference(LabelReader(), tmp_path, 2.0, 3)

@@ -198,3 +198,16 @@ def test_the_shipped_lms_tokens_depend_on_the_emotion():
     # measured on the shipped LM (the first codec's): 0.018 and 0.032 of probability mass moved
     assert tv(excited, calm) > 0.01 and tv(happy, sad) > 0.01, (tv(excited, calm), tv(happy, sad))
     assert tv(dist(0.8, 0.8, on=False), dist(-0.8, -0.8, on=False)) < 1e-6  # dropped: the emotion is gone
+
+
+def test_eval_audio_takes_lists_of_guidance_scales():
+    from moodlane.daw_bridge.cli import build_parser
+    from moodlane.engine.audio.generator import AV_CFG, CFG
+
+    args = build_parser().parse_args(["eval", "audio", "--cfg", "1.5,3", "--av-cfg", "0, 2"])
+    assert args.cfg == [1.5, 3.0] and args.av_cfg == [0.0, 2.0]
+    args = build_parser().parse_args(["eval", "audio"])
+    assert args.cfg == [CFG] and args.av_cfg == [AV_CFG]
+    for bad in ("1,nan", "", "1,30"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["eval", "audio", "--av-cfg", bad])

@@ -27,12 +27,14 @@ from moodlane.engine.chunk import Audio, Chunk, Conditions, bar_seed
 from moodlane.engine.emotion import Emotion
 
 DEFAULT_PROMPT = "solo acoustic piano"
+CFG = 3.0  # classifier-free guidance on the full condition
+AV_CFG = 0.0  # extra guidance on the emotion alone: chosen by `moodlane eval audio --av-cfg 0,1,2` (README)
 
 
 @dataclass(frozen=True)
 class AudioSampling:
-    cfg: float = 3.0  # classifier-free guidance on the full condition (1: off, batch 1)
-    av_cfg: float = 0.0  # extra guidance on the emotion alone (> 0 adds a text-only row)
+    cfg: float = CFG  # classifier-free guidance on the full condition (1: off, batch 1)
+    av_cfg: float = AV_CFG  # extra guidance on the emotion alone (> 0 adds a text-only row)
     top_k: int = 250
     temperature: float = 1.0
     tail_s: float = 0.02

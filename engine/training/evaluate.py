@@ -5,7 +5,10 @@
 (c) continuous control: Spearman between requested and judged V and A over a 5x5 VA grid;
 (d) within-piece control: a Q3 -> Q1 automation ramp, judged arousal bar by bar;
 (e) EmoGen's attribute forest: 4-quadrant accuracy of a random forest on EMOPIA's clip
-    attributes, song-level cross-validation (all attributes, and the generator's own).
+    attributes, song-level cross-validation (all attributes, and the generator's own);
+(f) the density sweep (arousal in the notes at a fixed tempo);
+(g) quality (`engine.training.quality`): the pieces of (b) and (c) against held-out real
+    music: a Fréchet distance, texture per quadrant, MusPy-style metrics, piano rolls.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from moodlane.engine.symbolic.judge import SymbolicJudge
 from moodlane.engine.training.data import resolve_data_dir
 from moodlane.engine.training.emotion import judge_report
 from moodlane.engine.training.labelled import labelled_features
+from moodlane.engine.training.quality import quality_report, real_sets
 
 log = logging.getLogger(__name__)
 GRID = (-0.8, -0.4, 0.0, 0.4, 0.8)
@@ -42,13 +46,18 @@ def ramp(start: Emotion, end: Emotion, beats: float) -> EmotionCurve:
     return EmotionCurve(Lane(t, np.array([start.valence, end.valence])), Lane(t, np.array([start.arousal, end.arousal])))
 
 
-def objective_accuracy(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bars: int, progress: bool = True) -> dict:
+def objective_accuracy(
+    gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bars: int, progress: bool = True, keep: dict | None = None
+) -> dict:
+    """`keep`, when given, receives the pieces: quadrant -> [NoteArray]."""
     per_q, probs = {}, {}
     it = tqdm(total=4 * n, desc="quadrant pieces", disable=not progress)
     for q, e in QUADRANT_CENTRES.items():
         hits, ps = [], []
         for seed in range(n):
             notes, _ = render(gen, EmotionCurve.constant(e), bars, seed=1000 * q + seed)
+            if keep is not None:
+                keep.setdefault(q, []).append(notes)
             j = judge.judge(notes)
             hits.append(j.quadrant == q)
             ps.append(j.probabilities)
@@ -67,13 +76,16 @@ def objective_accuracy(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bar
     }
 
 
-def va_grid(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bars: int, progress: bool = True) -> dict:
+def va_grid(gen: SymbolicGenerator, judge: SymbolicJudge, n: int, bars: int, progress: bool = True, keep: list | None = None) -> dict:
+    """`keep`, when given, receives the pieces."""
     req, got = [], []
     it = tqdm(total=len(GRID) ** 2 * n, desc="VA grid", disable=not progress)
     for v in GRID:
         for a in GRID:
             for seed in range(n):
                 notes, _ = render(gen, EmotionCurve.constant(Emotion(v, a)), bars, seed=seed)
+                if keep is not None:
+                    keep.append(notes)
                 j = judge.judge(notes)
                 req.append((v, a))
                 got.append((j.valence, j.arousal))
@@ -229,16 +241,18 @@ def run_eval(args: EvalJob) -> dict:
         "precision": args.generator.precision,
         "precision_used": gen.model.precision,
     }
-    results["objective"] = objective_accuracy(gen, judge, args.n, args.bars)
+    quadrants, grid = {}, []
+    results["objective"] = objective_accuracy(gen, judge, args.n, args.bars, keep=quadrants)
     # EmoGen's attribute control alone, without the valence -> mode rule
     results["objective_attributes_only"] = objective_accuracy(plain, judge, args.n, args.bars)
-    results["va_grid"] = va_grid(gen, judge, args.grid_n, max(4, args.bars // 2))
+    results["va_grid"] = va_grid(gen, judge, args.grid_n, max(4, args.bars // 2), keep=grid)
     results["ramp"] = ramp_control(gen, judge, args.n, args.bars)
     results["density"] = density_sweep(gen, args.density_n, max(4, args.bars // 2))
     results["attribute_forest"] = attribute_forest(lab, gen.cfg.attributes)
-    results["wall_s"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    results["quality"] = quality_report(quadrants, grid, real_sets(data_dir), out)
+    results["wall_s"] = round(time.time() - t0, 1)
     write_atomic(out / "results.json", json.dumps(results, indent=1).encode())
     plot(results, out / "va_grid.png")
     summary = {k: v for k, v in results.items() if k not in ("va_grid", "ramp", "objective_attributes_only", "density")}
@@ -248,5 +262,11 @@ def run_eval(args: EvalJob) -> dict:
         k: results["ramp"][k] for k in ("arousal_spearman_vs_bar", "rising_bar_fraction", "first_quarter_mean", "last_quarter_mean")
     }
     summary["objective_attributes_only"] = {k: results["objective_attributes_only"][k] for k in ("accuracy", "accuracy_se", "per_quadrant")}
-    summary["files"] = [str(out / "results.json"), str(out / "va_grid.png")]
+    q = results["quality"]
+    summary["quality"] = {
+        "frechet": q["frechet"],
+        "texture_inside_held_out_iqr": {k: v["inside_iqr"] for k, v in q["texture_by_quadrant"].items()},
+        "metrics_median": {side: {k: v["median"] for k, v in m.items()} for side, m in q["metrics"].items()},
+    }
+    summary["files"] = [str(out / "results.json"), str(out / "va_grid.png")] + ([q["piano_rolls"]] if "piano_rolls" in q else [])
     return summary

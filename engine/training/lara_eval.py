@@ -22,6 +22,14 @@ musicnn is the LARA target and the predictor's backbone, so it must not be the o
   the codec's own reconstructions of those renders, and a transcription of both (notes per
   second, key clarity, pitch-class entropy). Both come with the `[eval]` extra; without it
   they say why they are missing.
+
+Two references keep the bars honest:
+* **real reference** (`real_reference`): the predictor on held-out labelled renders, scored
+  like the grid (Spearman of predicted against labelled valence and arousal, first `seconds`
+  of each clip): what real music of the training data gets from the same judge;
+* **level** (`levels`): 1 s windows of the grid clips that are louder than the 99th
+  percentile of the held-out renders' windows (a runaway drone), or silent (under -60 dBFS),
+  beside the same shares for the renders.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ import numpy as np
 from moodlane.engine.automation import EmotionCurve
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.session import join, render_chunks
-from moodlane.engine.training.audio_data import read_manifest
+from moodlane.engine.training.audio_data import label_at, read_manifest
 from moodlane.engine.training.audio_eval import correlation, grid_png, grid_stats
+from moodlane.engine.training.stats import bootstrap_ci, frechet
 
 GRID_PROMPT = "solo acoustic piano"
 PROMPTS = ("solo acoustic piano", "solo string ensemble", "solo organ", "solo nylon guitar")
@@ -49,36 +58,6 @@ def render_pcm(gen, curve: EmotionCurve, seconds: float, seed: int, prompt: str)
     beats = 4.0 * max(1, round(seconds * TEMPO / 240.0))
     chunks, qpm = render_chunks(gen, curve, beats, seed, TEMPO, prompt=prompt)
     return join(chunks, qpm).pcm[:, 0]
-
-
-def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two sets of embeddings (N, D)."""
-    from scipy import linalg
-
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():  # nearly singular: offset the diagonals (as FID does)
-        eps = 1e-6 * np.eye(len(s1))
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
-    covmean = np.real(covmean)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-
-
-def bootstrap_ci(stat, groups: list[np.ndarray], reps: int = 1000, seed: int = 0) -> list[float | None]:
-    """95 % interval of `stat(rows)` over `groups` (arrays of row indices, e.g. one per grid
-    point with all its seeds) resampled with replacement; [None, None] where undefined."""
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(reps):
-        pick = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
-        v = stat(pick)
-        if v is not None and np.isfinite(v):
-            vals.append(v)
-    if len(vals) < reps // 2:
-        return [None, None]
-    lo, hi = np.percentile(vals, [2.5, 97.5])
-    return [round(float(lo), 3), round(float(hi), 3)]
 
 
 def held_out(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[dict, np.ndarray]]:
@@ -272,6 +251,56 @@ def paired_seed(gen, predictor, rows: np.ndarray, seconds: float, progress: bool
     return out
 
 
+def real_reference(predictor, audio: str | Path, seconds: float, max_clips: int) -> dict:
+    """The predictor on held-out labelled renders: Spearman of its clip means against the
+    labels, with bootstrap 95 % intervals over clips. The grid's figures cannot be expected to
+    beat this."""
+    rows = []
+    for r in read_manifest(Path(audio)):
+        if r["split"] != "valid" or not r.get("labels") or r.get("duration", 0) < seconds:
+            continue
+        va = np.nanmean(label_at(r, np.arange(0.0, seconds, 0.5)), axis=0)  # a VGMIDI curve: its mean over the clip
+        if not np.isfinite(va).all():
+            continue
+        pcm, sr = read_clip(audio, r, seconds)
+        rows.append((*va, *predict_mean(predictor, pcm, sr)))
+        if len(rows) >= max_clips:
+            break
+    if len(rows) < 4:
+        return {"clips": len(rows), "note": "too few held-out labelled clips"}
+    r = np.array(rows)
+    idx = [np.array([j]) for j in range(len(r))]
+    rho = lambda col: lambda pick: correlation(r[pick, col], r[pick, col + 2])  # noqa: E731
+    return {
+        "clips": len(r),
+        "seconds_each": seconds,
+        **grid_stats(r),
+        "valence_spearman_ci95": bootstrap_ci(rho(0), idx),
+        "arousal_spearman_ci95": bootstrap_ci(rho(1), idx),
+    }
+
+
+def window_rms(pcm: np.ndarray, sr: int, window_s: float = 1.0) -> np.ndarray:
+    n = int(sr * window_s)
+    k = len(pcm) // n
+    return np.sqrt(np.mean(pcm[: k * n].reshape(k, n) ** 2, axis=1)) if k else np.zeros(0)
+
+
+def levels(pcms: list[np.ndarray], sr: int, renders: list[tuple[np.ndarray, int]]) -> dict:
+    """Shares of 1 s windows that are louder than the renders' 99th percentile window (a
+    runaway drone) or silent (under -60 dBFS), generated beside renders."""
+    real = np.concatenate([window_rms(p, r_sr) for p, r_sr in renders])
+    loud = float(np.percentile(real, 99))
+    gen = np.concatenate([window_rms(p, sr) for p in pcms])
+    share = lambda x, pick: round(float(np.mean(pick(x))), 4)  # noqa: E731
+    too_loud, silent = (lambda x: x > loud), (lambda x: x < 1e-3)
+    return {
+        "loud_rms": round(loud, 4),
+        "generated": {"too_loud": share(gen, too_loud), "silent": share(gen, silent), "median_rms": round(float(np.median(gen)), 4)},
+        "renders": {"too_loud": share(real, too_loud), "silent": share(real, silent), "median_rms": round(float(np.median(real)), 4)},
+    }
+
+
 def piano_renders(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[np.ndarray, int]]:
     """(audio, sample rate) of held-out acoustic-piano renders: the first `seconds`."""
     out = []
@@ -352,6 +381,7 @@ def eval_audio(
     cents = centroids(clips)
     result: dict = {"held_out": {"clips": len(clips), "windows": len(real), "seconds_each": 30.0}, "models": {}}
     renders = piano_renders(audio, seconds, piano_clips) if witnesses else []
+    result["real_reference"] = real_reference(predictor, audio, seconds, real_clips)
     grids, ramps = {}, {}
     for label, gen in generators:
         gen.meta["label"] = label
@@ -363,6 +393,7 @@ def eval_audio(
             figures["paired_seed"] = paired_seed(gen, predictor, r, seconds, progress)
         if witnesses and renders:
             figures["witness"] = witness(pcms, gen.sample_rate, renders, codec, gen.cfg.n_q, seconds)
+            figures["level"] = levels(pcms, gen.sample_rate, renders)
         elif witnesses:
             figures["witness"] = "skipped: no held-out acoustic-piano renders"
         gen_emb = np.concatenate(embs)
@@ -372,7 +403,7 @@ def eval_audio(
         figures["valid_ce"] = hist[-1].get("valid_ce") if hist else None
         figures["valid_lara_cos"] = hist[-1].get("valid_lara_cos") if hist else None
         figures["training"] = {k: gen.meta.get("training", {}).get(k) for k in ("command", "steps", "wall_s")}
-        figures["sampling"] = {"cfg": gen.sampling.cfg, "top_k": gen.sampling.top_k, "temperature": gen.sampling.temperature}
+        figures["sampling"] = {k: getattr(gen.sampling, k) for k in ("cfg", "av_cfg", "top_k", "temperature")}
         result["models"][label] = figures
         grids[label], ramps[label] = r, figures["ramp"]["windows"]
         grid_png(out / f"grid_{label}.png", r[:, :4], f"LARA-Gen ({label}): requested (o) -> predictor hears (x)")

@@ -1,0 +1,292 @@
+"""Does the symbolic engine's music look like the music it learned from? (`moodlane eval
+symbolic`, the quality section.)
+
+Everything is measured on 4-bar windows of notes snapped to the token grid (real clips are
+snapped too, so both sides are judged alike):
+
+* **texture** (`texture`): note density (notes per beat), polyphony (notes sounding at once,
+  averaged over the 16th steps where any note sounds), pitch range (highest - lowest pitch,
+  semitones) and top-voice share (the share of notes that are the highest note of their onset).
+  Per quadrant, generated windows are set against the interquartile range of held-out EMOPIA
+  windows of that quadrant.
+* **melody** (`top_voice_stepwise`): of the consecutive onsets of the top voice (the
+  skyline) that follow within a beat, the share that move by 1 to 4 semitones. A tune moves
+  in small steps; a wall of repeated notes (interval 0) or chords leaping between registers
+  does not.
+* **MusPy-style metrics** (Dong et al. 2020; written here, formulas in each function):
+  pitch-class entropy, scale consistency, groove consistency; and bar repetition, how much
+  each bar reuses one of the four before it.
+* **Fréchet distance** (`frechet_features`) in a space the generator is not conditioned on:
+  per window, the key-normalised pitch-class histogram (12), the onset-position histogram
+  (16), a duration histogram (6), the top voice's interval histogram (6) and the onset
+  chord-size histogram (5), 45 dimensions, each standardised by the held-out set. Real
+  against real gives the scale.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from moodlane.engine.symbolic.notes import NoteArray
+from moodlane.engine.symbolic.tokens import STEPS_PER_BAR, STEPS_PER_BEAT
+from moodlane.engine.training.stats import frechet
+
+WINDOW_BARS = 4
+TEXTURE = ("note_density", "polyphony", "pitch_range", "top_voice_share")
+METRICS = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "bar_repetition", "top_voice_stepwise")
+_MAJOR_SCALE = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
+_MINOR_SCALE = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)  # natural minor
+# Krumhansl-Kessler key profiles
+_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+_DUR_EDGES = np.array([0.25, 0.5, 1.0, 2.0, 4.0])  # beats: <1/16.., 1/8, 1/4, 1/2, whole, longer
+_INTERVAL_EDGES = np.array([1, 3, 5, 8, 13])  # |semitones|: 0, 1-2, 3-4, 5-7, 8-12, 13+
+
+
+def windows(notes: NoteArray, bars: int = WINDOW_BARS) -> list[NoteArray]:
+    """Consecutive `bars`-bar windows that hold notes (a trailing partial window is dropped
+    unless it is the only one)."""
+    n = notes.n_bars
+    starts = list(range(0, max(n - bars + 1, 1), bars))
+    return [w for w in (notes.window(b, b + bars) for b in starts) if len(w)]
+
+
+def _steps(notes: NoteArray) -> tuple[np.ndarray, np.ndarray]:
+    """Onset and end steps (16ths) of each note."""
+    on = np.round(notes.start * STEPS_PER_BEAT).astype(np.int64)
+    off = np.maximum(on + 1, np.round(notes.end * STEPS_PER_BEAT).astype(np.int64))
+    return on, off
+
+
+def _onset_groups(notes: NoteArray) -> list[np.ndarray]:
+    on, _ = _steps(notes)
+    cut = np.flatnonzero(np.diff(on) > 0) + 1
+    return np.split(np.arange(len(notes)), cut) if len(notes) else []
+
+
+def _skyline(notes: NoteArray) -> tuple[np.ndarray, np.ndarray]:
+    """(onset step, pitch) of the highest note at each onset."""
+    on, _ = _steps(notes)
+    groups = _onset_groups(notes)
+    top = np.array([g[np.argmax(notes.pitch[g])] for g in groups], dtype=np.int64)
+    return on[top], notes.pitch[top]
+
+
+def texture(w: NoteArray, bars: int = WINDOW_BARS) -> dict[str, float]:
+    on, off = _steps(w)
+    span = bars * STEPS_PER_BAR
+    sounding = np.zeros(max(span, int(off.max())), dtype=np.int64)
+    for a, b in zip(on, off):
+        sounding[a:b] += 1
+    busy = sounding[sounding > 0]
+    return {
+        "note_density": len(w) / (bars * w.beats_per_bar),
+        "polyphony": float(busy.mean()) if busy.size else 0.0,
+        "pitch_range": float(w.pitch.max() - w.pitch.min()),
+        "top_voice_share": len(_onset_groups(w)) / len(w),
+    }
+
+
+def pitch_class_entropy(w: NoteArray) -> float:
+    """H = -sum_i p_i log2 p_i over the 12 pitch classes (note counts); 0 to log2 12 = 3.58."""
+    p = np.bincount(w.pitch % 12, minlength=12) / len(w)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def scale_consistency(w: NoteArray) -> float:
+    """max over the 24 major and natural-minor scales of the share of notes inside it."""
+    pcs = w.pitch % 12
+    return float(max(np.roll(s, k)[pcs].mean() for s in (_MAJOR_SCALE, _MINOR_SCALE) for k in range(12)))
+
+
+def _bar_onsets(w: NoteArray, bars: int) -> np.ndarray:
+    on, _ = _steps(w)
+    grid = np.zeros((bars, STEPS_PER_BAR), dtype=bool)
+    keep = on < bars * STEPS_PER_BAR
+    grid[on[keep] // STEPS_PER_BAR, on[keep] % STEPS_PER_BAR] = True
+    return grid
+
+
+def groove_consistency(w: NoteArray, bars: int = WINDOW_BARS) -> float:
+    """1 - mean over consecutive bars of hamming(onset pattern b, onset pattern b+1) / 16."""
+    g = _bar_onsets(w, bars)
+    return float(1.0 - np.mean([(g[b] != g[b + 1]).mean() for b in range(bars - 1)]))
+
+
+def bar_repetition(w: NoteArray, bars: int = WINDOW_BARS) -> float:
+    """Mean over bars 2.. of the best Jaccard similarity between the bar's set of (position,
+    pitch class) onsets and that of one of the (up to 4) bars before it."""
+    on, _ = _steps(w)
+    sets = [set() for _ in range(bars)]
+    for s, p in zip(on, w.pitch):
+        if s < bars * STEPS_PER_BAR:
+            sets[s // STEPS_PER_BAR].add((int(s % STEPS_PER_BAR), int(p % 12)))
+
+    def jac(a: set, b: set) -> float:
+        return len(a & b) / len(a | b) if a | b else 1.0
+
+    return float(np.mean([max(jac(sets[b], sets[c]) for c in range(max(0, b - 4), b)) for b in range(1, bars)]))
+
+
+def top_voice_stepwise(w: NoteArray) -> float:
+    """Of consecutive top-voice onsets at most a beat apart, the share moving 1-4 semitones."""
+    t, p = _skyline(w)
+    near = np.diff(t) <= STEPS_PER_BEAT
+    step = np.abs(np.diff(p))
+    return float(((step >= 1) & (step <= 4))[near].mean()) if near.any() else 0.0
+
+
+def metrics(w: NoteArray, bars: int = WINDOW_BARS) -> dict[str, float]:
+    return {
+        "pitch_class_entropy": pitch_class_entropy(w),
+        "scale_consistency": scale_consistency(w),
+        "groove_consistency": groove_consistency(w, bars),
+        "bar_repetition": bar_repetition(w, bars),
+        "top_voice_stepwise": top_voice_stepwise(w),
+    }
+
+
+def _hist(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    h = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1).astype(np.float64)
+    return h / max(h.sum(), 1.0)
+
+
+def frechet_features(w: NoteArray) -> np.ndarray:
+    """The 45-dimensional window description the Fréchet distance uses (module docstring)."""
+    pc = np.bincount(w.pitch % 12, minlength=12).astype(np.float64)
+    score = [np.corrcoef(pc, np.roll(prof, k))[0, 1] if pc.std() else 0.0 for prof in (_KK_MAJOR, _KK_MINOR) for k in range(12)]
+    tonic = int(np.argmax(score)) % 12
+    pc = np.roll(pc, -tonic) / pc.sum()
+    on, _ = _steps(w)
+    pos = np.bincount(on % STEPS_PER_BAR, minlength=STEPS_PER_BAR) / len(w)
+    dur = _hist(w.duration, _DUR_EDGES)
+    _, sky = _skyline(w)
+    ivl = _hist(np.abs(np.diff(sky)), _INTERVAL_EDGES) if len(sky) > 1 else np.zeros(len(_INTERVAL_EDGES) + 1)
+    sizes = np.minimum([len(g) for g in _onset_groups(w)], 5)
+    chord = np.bincount(np.asarray(sizes) - 1, minlength=5) / len(sizes)
+    return np.concatenate([pc, pos, dur, ivl, chord])
+
+
+def standardiser(ref: np.ndarray):
+    """z-scores by `ref`'s per-dimension mean and spread, dropping constant dimensions, so
+    every histogram bin counts alike in the Fréchet distance."""
+    mu, sd = ref.mean(0), ref.std(0)
+    keep = sd > 1e-6
+    return lambda x: (x[:, keep] - mu[keep]) / sd[keep]
+
+
+def describe(pieces: list[NoteArray]) -> dict[str, np.ndarray]:
+    """Per-window texture, metrics and Fréchet features of `pieces` (already on the grid)."""
+    rows, feats = [], []
+    for piece in pieces:
+        for w in windows(piece):
+            rows.append(texture(w) | metrics(w))
+            feats.append(frechet_features(w))
+    names = TEXTURE + METRICS
+    return {"table": np.array([[r[k] for k in names] for r in rows]).reshape(-1, len(names)), "features": np.array(feats)}
+
+
+def summarise(table: np.ndarray, names: tuple[str, ...] = TEXTURE + METRICS) -> dict[str, dict[str, float]]:
+    """Median and interquartile range per column."""
+    q = np.percentile(table, [25, 50, 75], axis=0) if len(table) else np.full((3, len(names)), np.nan)
+    return {k: dict(zip(("q25", "median", "q75"), np.round(q[:, i], 3).tolist())) for i, k in enumerate(names)}
+
+
+def inside_iqr(generated: dict, real: dict) -> dict[str, bool]:
+    """Is each generated median inside the real interquartile range?"""
+    return {k: bool(real[k]["q25"] <= generated[k]["median"] <= real[k]["q75"]) for k in TEXTURE}
+
+
+def piano_roll_png(rows: list[tuple[str, NoteArray, NoteArray]], path: Path, bars: int = 8) -> None:
+    """One row per quadrant: the engine's render beside a held-out real clip, `bars` bars each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from moodlane.engine.atomic import write_atomic
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 2.3 * len(rows)), squeeze=False, sharex=True)
+    for r, (name, gen, real) in enumerate(rows):
+        for c, (who, notes) in enumerate((("MoodLane", gen), ("held-out EMOPIA", real))):
+            ax = axes[r, c]
+            w = notes.window(0, bars)
+            for s, d, p, v in zip(w.start, w.duration, w.pitch, w.velocity):
+                ax.add_patch(plt.Rectangle((s, p - 0.4), d, 0.8, color=plt.cm.viridis(v / 127)))
+            lo, hi = (int(w.pitch.min()) - 2, int(w.pitch.max()) + 2) if len(w) else (48, 72)
+            ax.set(xlim=(0, bars * w.beats_per_bar), ylim=(lo, hi), title=f"{name}: {who}")
+            for b in range(bars + 1):
+                ax.axvline(b * w.beats_per_bar, c="0.85", lw=0.6, zorder=0)
+            ax.tick_params(labelsize=7)
+            ax.title.set_fontsize(9)
+        axes[r, 0].set_ylabel("MIDI pitch", fontsize=8)
+    for c in range(2):
+        axes[-1, c].set_xlabel("beat", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def real_sets(data_dir: Path, pop_songs: int = 100, progress: bool = True) -> dict[str, list]:
+    """Real pieces on the token grid: held-out EMOPIA by quadrant ("valid": [(q, notes)]), and
+    for scale EMOPIA's training songs, the first `pop_songs` POP909 songs and VGMIDI."""
+    from tqdm import tqdm
+
+    from moodlane.engine.symbolic.tokens import on_grid
+    from moodlane.engine.training.data import emopia, is_valid_split, pop909, vgmidi
+
+    out: dict[str, list] = {"valid": [], "emopia_train": [], "pop909": [], "vgmidi": []}
+    for it in tqdm(emopia(data_dir), desc="EMOPIA windows", disable=not progress, leave=False):
+        key = "valid" if is_valid_split(it.group) else "emopia_train"
+        out[key].append((it.quadrant, on_grid(it.load())))
+    for it in tqdm(pop909(data_dir)[:pop_songs], desc="POP909 windows", disable=not progress, leave=False):
+        out["pop909"].append((None, on_grid(it.load())))
+    for it in tqdm(vgmidi(data_dir), desc="VGMIDI windows", disable=not progress, leave=False):
+        out["vgmidi"].append((None, on_grid(it.load())))
+    return out
+
+
+def quality_report(quadrants: dict[int, list[NoteArray]], grid: list[NoteArray], real: dict[str, list], out: Path | None = None) -> dict:
+    """The engine's renders against held-out real music: `quadrants` (renders at each
+    quadrant centre), `grid` (renders over a valence/arousal grid), `real` (`real_sets`).
+    Writes the piano-roll PNG into `out`."""
+    valid = describe([n for _, n in real["valid"]])
+    gen = describe(grid)
+    z = standardiser(valid["features"])
+    fd = {"generated_grid": round(frechet(z(gen["features"]), z(valid["features"])), 2)}
+    for name in ("emopia_train", "pop909", "vgmidi"):
+        fd[name] = round(frechet(z(describe([n for _, n in real[name]])["features"]), z(valid["features"])), 2)
+    per_q = {}
+    for q, pieces in sorted(quadrants.items()):
+        r = summarise(describe([n for k, n in real["valid"] if k == q])["table"])
+        g = summarise(describe(pieces)["table"])
+        per_q[f"Q{q}"] = {"generated": {k: g[k] for k in TEXTURE}, "held_out": {k: r[k] for k in TEXTURE}, "inside_iqr": inside_iqr(g, r)}
+    report = {
+        "window_bars": WINDOW_BARS,
+        "frechet": {
+            "features": "key-normalised pitch-class, onset-position, duration, top-voice interval and chord-size histograms"
+            " (45-D), each dimension standardised by held-out EMOPIA",
+            "to": f"held-out EMOPIA ({len(valid['features'])} windows)",
+            "windows": len(gen["features"]),
+            **fd,
+        },
+        "texture_by_quadrant": per_q,
+        "metrics": {"generated_grid": summarise(gen["table"]), "held_out": summarise(valid["table"])},
+    }
+    report["metrics"] = {side: {k: v[k] for k in METRICS} for side, v in report["metrics"].items()}
+    if out is not None:
+        rows = []
+        for q, pieces in sorted(quadrants.items()):
+            real_q = next((n for k, n in real["valid"] if k == q), None)
+            if pieces and real_q is not None:
+                rows.append((f"Q{q}", pieces[0], real_q))
+        if rows:
+            piano_roll_png(rows, Path(out) / "piano_rolls.png")
+            report["piano_rolls"] = str(Path(out) / "piano_rolls.png")
+    return report
