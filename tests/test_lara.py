@@ -358,6 +358,8 @@ def test_eval_audio_reports_grid_ramp_prompts_and_frechet(tmp_path):
     assert (tmp_path / "out" / "grid_b.png").is_file()
     assert m["grid"]["seeds_per_point"] == 1 and "one sample per point" in m["grid"]["note"]
     assert len(m["grid"]["arousal_spearman_ci95"]) == 2 and "paired_seed" not in m
+    assert res["real_reference"]["clips"] <= 4 and set(m["level"]["generated"]) == {"too_loud", "runaway", "silent", "median_rms"}
+    assert m["sampling"]["av_cfg"] == 0.0
     w = m["witness"]  # the fake set's held-out piano clip; aiSFX and Basic Pitch only with the [eval] set-up
     assert w["renders"] >= 1 and all(isinstance(w[k], dict) or w[k].startswith("skipped: ") for k in ("sfx_fd", "transcription"))
     res = eval_audio(gens[:1], load_predictor(), tmp_path, tmp_path / "out2", grid=2, seconds=3.0, ramp_seconds=4.0, real_clips=4,
@@ -583,6 +585,7 @@ def test_levels_flag_a_runaway_drone_and_silence():
     silent = np.zeros(4 * sr)
     res = levels([drone, silent], sr, renders)
     assert res["generated"]["too_loud"] == pytest.approx(0.25)  # 2 of 8 windows
+    assert res["generated"]["runaway"] == pytest.approx(0.25) and res["renders"]["runaway"] == 0.0
     assert res["generated"]["silent"] == pytest.approx(0.5)
     assert res["renders"]["too_loud"] <= 1 / 12 and res["renders"]["silent"] == 0.0  # the 99th percentile of 12 windows
 
@@ -628,3 +631,11 @@ def test_real_reference_scores_the_predictor_on_held_out_labelled_clips(tmp_path
     assert len(res["arousal_spearman_ci95"]) == 2
     assert real_reference(LabelReader(), tmp_path, 3.0, 10)["clips"] == 0  # shorter than asked
     assert "note" in real_reference(LabelReader(), tmp_path, 2.0, 3)
+
+
+def test_spread_takes_clips_through_the_whole_set():
+    from moodlane.engine.training.lara_eval import spread
+
+    recs = [{"i": i} for i in range(100)]
+    assert [r["i"] for r in spread(recs, 5)] == [0, 25, 50, 74, 99]
+    assert spread(recs[:3], 5) == recs[:3]

@@ -28,8 +28,10 @@ Two references keep the bars honest:
   like the grid (Spearman of predicted against labelled valence and arousal, first `seconds`
   of each clip): what real music of the training data gets from the same judge;
 * **level** (`levels`): 1 s windows of the grid clips that are louder than the 99th
-  percentile of the held-out renders' windows (a runaway drone), or silent (under -60 dBFS),
-  beside the same shares for the renders.
+  percentile of the held-out renders' windows, that run away (over twice the loudest render
+  window), or are silent (under -60 dBFS), beside the same shares for the renders.
+Held-out clips are taken evenly through the manifest (`spread`), so every source and
+quadrant is in each reference.
 """
 
 from __future__ import annotations
@@ -60,21 +62,25 @@ def render_pcm(gen, curve: EmotionCurve, seconds: float, seed: int, prompt: str)
     return join(chunks, qpm).pcm[:, 0]
 
 
+def spread(recs: list[dict], n: int) -> list[dict]:
+    """At most `n` records evenly spaced through `recs`: the manifest runs source by source
+    and quadrant by quadrant, so its first clips would all be EMOPIA's Q1."""
+    if len(recs) <= n:
+        return recs
+    return [recs[i] for i in np.unique(np.linspace(0, len(recs) - 1, n).round().astype(int))]
+
+
 def held_out(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[dict, np.ndarray]]:
-    """(record, external-model features) of held-out clips, the first `seconds` of each."""
+    """(record, external-model features) of held-out clips spread over the set, the first
+    `seconds` of each."""
     root = Path(audio)
     out = []
-    for r in read_manifest(root):
-        f = root / "encoded" / (r["id"] + ".npz")
-        if r["split"] != "valid" or not f.is_file():
-            continue
-        d = np.load(f)
+    recs = [r for r in read_manifest(root) if r["split"] == "valid" and (root / "encoded" / (r["id"] + ".npz")).is_file()]
+    for r in spread(recs, max_clips):
+        d = np.load(root / "encoded" / (r["id"] + ".npz"))
         keep = d["feature_times"] <= seconds
-        if keep.sum() < 2:
-            continue
-        out.append((r, d["features"][keep].astype(np.float32)))
-        if len(out) >= max_clips:
-            break
+        if keep.sum() >= 2:
+            out.append((r, d["features"][keep].astype(np.float32)))
     if not out:
         raise ValueError(f"{root}/encoded: no held-out clips (run `moodlane data encode --out {root}`)")
     return out
@@ -256,16 +262,12 @@ def real_reference(predictor, audio: str | Path, seconds: float, max_clips: int)
     labels, with bootstrap 95 % intervals over clips. The grid's figures cannot be expected to
     beat this."""
     rows = []
-    for r in read_manifest(Path(audio)):
-        if r["split"] != "valid" or not r.get("labels") or r.get("duration", 0) < seconds:
-            continue
+    recs = [r for r in read_manifest(Path(audio)) if r["split"] == "valid" and r.get("labels") and r.get("duration", 0) >= seconds]
+    for r in spread(recs, max_clips):
         va = np.nanmean(label_at(r, np.arange(0.0, seconds, 0.5)), axis=0)  # a VGMIDI curve: its mean over the clip
-        if not np.isfinite(va).all():
-            continue
-        pcm, sr = read_clip(audio, r, seconds)
-        rows.append((*va, *predict_mean(predictor, pcm, sr)))
-        if len(rows) >= max_clips:
-            break
+        if np.isfinite(va).all():
+            pcm, sr = read_clip(audio, r, seconds)
+            rows.append((*va, *predict_mean(predictor, pcm, sr)))
     if len(rows) < 4:
         return {"clips": len(rows), "note": "too few held-out labelled clips"}
     r = np.array(rows)
@@ -287,29 +289,29 @@ def window_rms(pcm: np.ndarray, sr: int, window_s: float = 1.0) -> np.ndarray:
 
 
 def levels(pcms: list[np.ndarray], sr: int, renders: list[tuple[np.ndarray, int]]) -> dict:
-    """Shares of 1 s windows that are louder than the renders' 99th percentile window (a
-    runaway drone) or silent (under -60 dBFS), generated beside renders."""
+    """Shares of 1 s windows that are louder than the renders' 99th percentile window, that
+    run away (over twice the loudest render window: the drones an LM can fall into), or are
+    silent (under -60 dBFS), generated beside renders."""
     real = np.concatenate([window_rms(p, r_sr) for p, r_sr in renders])
-    loud = float(np.percentile(real, 99))
+    loud, runaway = float(np.percentile(real, 99)), 2.0 * float(real.max())
     gen = np.concatenate([window_rms(p, sr) for p in pcms])
-    share = lambda x, pick: round(float(np.mean(pick(x))), 4)  # noqa: E731
-    too_loud, silent = (lambda x: x > loud), (lambda x: x < 1e-3)
-    return {
-        "loud_rms": round(loud, 4),
-        "generated": {"too_loud": share(gen, too_loud), "silent": share(gen, silent), "median_rms": round(float(np.median(gen)), 4)},
-        "renders": {"too_loud": share(real, too_loud), "silent": share(real, silent), "median_rms": round(float(np.median(real)), 4)},
-    }
+
+    def shares(x: np.ndarray) -> dict:
+        m = lambda pick: round(float(np.mean(pick)), 4)  # noqa: E731
+        return {"too_loud": m(x > loud), "runaway": m(x > runaway), "silent": m(x < 1e-3), "median_rms": round(float(np.median(x)), 4)}
+
+    return {"loud_rms": round(loud, 4), "runaway_rms": round(runaway, 4), "generated": shares(gen), "renders": shares(real)}
 
 
 def piano_renders(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[np.ndarray, int]]:
-    """(audio, sample rate) of held-out acoustic-piano renders: the first `seconds`."""
-    out = []
-    for r in read_manifest(Path(audio)):
-        if r["split"] == "valid" and r.get("instrument") == "acoustic piano" and r.get("duration", 0) >= seconds:
-            out.append(read_clip(audio, r, seconds))
-            if len(out) >= max_clips:
-                break
-    return out
+    """(audio, sample rate) of held-out acoustic-piano renders spread over the set: the first
+    `seconds` of each."""
+    recs = [
+        r
+        for r in read_manifest(Path(audio))
+        if r["split"] == "valid" and r.get("instrument") == "acoustic piano" and r.get("duration", 0) >= seconds
+    ]
+    return [read_clip(audio, r, seconds) for r in spread(recs, max_clips)]
 
 
 def witness(pcms: list[np.ndarray], sr: int, renders: list, codec, n_q: int, seconds: float, transcribe=None, embed=None) -> dict:
@@ -369,6 +371,7 @@ def eval_audio(
     piano_clips: int = 20,
     codecs: dict | None = None,
     ramp_seeds: int = 1,
+    reference_clips: int = 64,
 ) -> dict:
     """Every LM in `generators` ((label, LaraGenerator)) through the same tests; JSON and PNGs
     into `out`. `codecs`: label -> the PyTorch codec each LM was trained on (default: the
@@ -381,7 +384,7 @@ def eval_audio(
     cents = centroids(clips)
     result: dict = {"held_out": {"clips": len(clips), "windows": len(real), "seconds_each": 30.0}, "models": {}}
     renders = piano_renders(audio, seconds, piano_clips) if witnesses else []
-    result["real_reference"] = real_reference(predictor, audio, seconds, real_clips)
+    result["real_reference"] = real_reference(predictor, audio, seconds, reference_clips)
     grids, ramps = {}, {}
     for label, gen in generators:
         gen.meta["label"] = label
@@ -406,7 +409,8 @@ def eval_audio(
         figures["sampling"] = {k: getattr(gen.sampling, k) for k in ("cfg", "av_cfg", "top_k", "temperature")}
         result["models"][label] = figures
         grids[label], ramps[label] = r, figures["ramp"]["windows"]
-        grid_png(out / f"grid_{label}.png", r[:, :4], f"LARA-Gen ({label}): requested (o) -> predictor hears (x)")
+        slug = "".join(c if c.isalnum() or c in "-." else "_" for c in label)
+        grid_png(out / f"grid_{slug}.png", r[:, :4], f"LARA-Gen ({label}): requested (o) -> predictor hears (x)")
     if symbolic:
         from moodlane.engine.training.audio_eval import eval_predictor_on_symbolic
 

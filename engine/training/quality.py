@@ -4,7 +4,8 @@ symbolic`, the quality section.)
 Everything is measured on 4-bar windows of notes snapped to the token grid (real clips are
 snapped too, so both sides are judged alike):
 
-* **texture** (`texture`): note density (notes per beat), polyphony (notes sounding at once,
+* **texture** (`texture`): note density (notes per second: EMOPIA's transcriptions all say
+  120 BPM whatever the music's pulse, so beats do not compare), polyphony (notes sounding at once,
   averaged over the 16th steps where any note sounds), pitch range (highest - lowest pitch,
   semitones) and top-voice share (the share of notes that are the highest note of their onset).
   Per quadrant, generated windows are set against the interquartile range of held-out EMOPIA
@@ -17,10 +18,11 @@ snapped too, so both sides are judged alike):
   pitch-class entropy, scale consistency, groove consistency; and bar repetition, how much
   each bar reuses one of the four before it.
 * **Fréchet distance** (`frechet_features`) in a space the generator is not conditioned on:
-  per window, the key-normalised pitch-class histogram (12), the onset-position histogram
-  (16), a duration histogram (6), the top voice's interval histogram (6) and the onset
-  chord-size histogram (5), 45 dimensions, each standardised by the held-out set. Real
-  against real gives the scale.
+  per window, the key-normalised pitch-class histogram (12), histograms of inter-onset
+  intervals (7) and durations (7) in seconds, the top voice's interval histogram (6) and the
+  onset chord-size histogram (5), 37 dimensions, each standardised by the held-out set. Real
+  against real gives the scale. Times are in seconds and no feature reads the bar grid, for
+  the same reason as above.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ _MINOR_SCALE = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)  # nat
 # Krumhansl-Kessler key profiles
 _KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-_DUR_EDGES = np.array([0.25, 0.5, 1.0, 2.0, 4.0])  # beats: <1/16.., 1/8, 1/4, 1/2, whole, longer
+_IOI_EDGES = np.array([0.0625, 0.125, 0.25, 0.5, 1.0, 2.0])  # seconds
+_DUR_EDGES = np.array([0.125, 0.25, 0.5, 1.0, 2.0, 4.0])  # seconds
 _INTERVAL_EDGES = np.array([1, 3, 5, 8, 13])  # |semitones|: 0, 1-2, 3-4, 5-7, 8-12, 13+
 
 
@@ -83,7 +86,7 @@ def texture(w: NoteArray, bars: int = WINDOW_BARS) -> dict[str, float]:
         sounding[a:b] += 1
     busy = sounding[sounding > 0]
     return {
-        "note_density": len(w) / (bars * w.beats_per_bar),
+        "note_density": len(w) / (bars * w.beats_per_bar * w.seconds_per_beat),
         "polyphony": float(busy.mean()) if busy.size else 0.0,
         "pitch_range": float(w.pitch.max() - w.pitch.min()),
         "top_voice_share": len(_onset_groups(w)) / len(w),
@@ -156,19 +159,19 @@ def _hist(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def frechet_features(w: NoteArray) -> np.ndarray:
-    """The 45-dimensional window description the Fréchet distance uses (module docstring)."""
+    """The 37-dimensional window description the Fréchet distance uses (module docstring)."""
     pc = np.bincount(w.pitch % 12, minlength=12).astype(np.float64)
     score = [np.corrcoef(pc, np.roll(prof, k))[0, 1] if pc.std() else 0.0 for prof in (_KK_MAJOR, _KK_MINOR) for k in range(12)]
     tonic = int(np.argmax(score)) % 12
     pc = np.roll(pc, -tonic) / pc.sum()
-    on, _ = _steps(w)
-    pos = np.bincount(on % STEPS_PER_BAR, minlength=STEPS_PER_BAR) / len(w)
-    dur = _hist(w.duration, _DUR_EDGES)
+    onsets = np.unique(w.start) * w.seconds_per_beat
+    ioi = _hist(np.diff(onsets), _IOI_EDGES) if len(onsets) > 1 else np.zeros(len(_IOI_EDGES) + 1)
+    dur = _hist(w.duration * w.seconds_per_beat, _DUR_EDGES)
     _, sky = _skyline(w)
     ivl = _hist(np.abs(np.diff(sky)), _INTERVAL_EDGES) if len(sky) > 1 else np.zeros(len(_INTERVAL_EDGES) + 1)
     sizes = np.minimum([len(g) for g in _onset_groups(w)], 5)
     chord = np.bincount(np.asarray(sizes) - 1, minlength=5) / len(sizes)
-    return np.concatenate([pc, pos, dur, ivl, chord])
+    return np.concatenate([pc, ioi, dur, ivl, chord])
 
 
 def standardiser(ref: np.ndarray):
@@ -201,8 +204,10 @@ def inside_iqr(generated: dict, real: dict) -> dict[str, bool]:
     return {k: bool(real[k]["q25"] <= generated[k]["median"] <= real[k]["q75"]) for k in TEXTURE}
 
 
-def piano_roll_png(rows: list[tuple[str, NoteArray, NoteArray]], path: Path, bars: int = 8) -> None:
-    """One row per quadrant: the engine's render beside a held-out real clip, `bars` bars each."""
+def piano_roll_png(rows: list[tuple[str, NoteArray, NoteArray]], path: Path, seconds: float = 16.0) -> None:
+    """One row per quadrant: the engine's render beside a held-out real clip, the first
+    `seconds` of each, in seconds (EMOPIA's beats are its transcription's 120 BPM, not the
+    music's, so beats would not compare)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,18 +219,19 @@ def piano_roll_png(rows: list[tuple[str, NoteArray, NoteArray]], path: Path, bar
     for r, (name, gen, real) in enumerate(rows):
         for c, (who, notes) in enumerate((("MoodLane", gen), ("held-out EMOPIA", real))):
             ax = axes[r, c]
-            w = notes.window(0, bars)
-            for s, d, p, v in zip(w.start, w.duration, w.pitch, w.velocity):
+            spb = notes.seconds_per_beat
+            keep = notes.start * spb < seconds
+            for s, d, p, v in zip(notes.start[keep] * spb, notes.duration[keep] * spb, notes.pitch[keep], notes.velocity[keep]):
                 ax.add_patch(plt.Rectangle((s, p - 0.4), d, 0.8, color=plt.cm.viridis(v / 127)))
-            lo, hi = (int(w.pitch.min()) - 2, int(w.pitch.max()) + 2) if len(w) else (48, 72)
-            ax.set(xlim=(0, bars * w.beats_per_bar), ylim=(lo, hi), title=f"{name}: {who}")
-            for b in range(bars + 1):
-                ax.axvline(b * w.beats_per_bar, c="0.85", lw=0.6, zorder=0)
+            lo, hi = (int(notes.pitch[keep].min()) - 2, int(notes.pitch[keep].max()) + 2) if keep.any() else (48, 72)
+            ax.set(xlim=(0, seconds), ylim=(lo, hi), title=f"{name}: {who} ({notes.qpm:.0f} BPM)")
+            for b in np.arange(0, seconds, notes.beats_per_bar * spb):
+                ax.axvline(b, c="0.85", lw=0.6, zorder=0)
             ax.tick_params(labelsize=7)
             ax.title.set_fontsize(9)
         axes[r, 0].set_ylabel("MIDI pitch", fontsize=8)
     for c in range(2):
-        axes[-1, c].set_xlabel("beat", fontsize=8)
+        axes[-1, c].set_xlabel("seconds (grey lines: bars)", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -260,8 +266,11 @@ def quality_report(quadrants: dict[int, list[NoteArray]], grid: list[NoteArray],
     gen = describe(grid)
     z = standardiser(valid["features"])
     fd = {"generated_grid": round(frechet(z(gen["features"]), z(valid["features"])), 2)}
+    tables = {"generated_grid": gen["table"], "held_out": valid["table"]}
     for name in ("emopia_train", "pop909", "vgmidi"):
-        fd[name] = round(frechet(z(describe([n for _, n in real[name]])["features"]), z(valid["features"])), 2)
+        d = describe([n for _, n in real[name]])
+        fd[name] = round(frechet(z(d["features"]), z(valid["features"])), 2)
+        tables[name] = d["table"]
     per_q = {}
     for q, pieces in sorted(quadrants.items()):
         r = summarise(describe([n for k, n in real["valid"] if k == q])["table"])
@@ -270,16 +279,15 @@ def quality_report(quadrants: dict[int, list[NoteArray]], grid: list[NoteArray],
     report = {
         "window_bars": WINDOW_BARS,
         "frechet": {
-            "features": "key-normalised pitch-class, onset-position, duration, top-voice interval and chord-size histograms"
-            " (45-D), each dimension standardised by held-out EMOPIA",
+            "features": "key-normalised pitch-class, inter-onset-interval (s), duration (s), top-voice interval and"
+            " chord-size histograms (37-D), each dimension standardised by held-out EMOPIA",
             "to": f"held-out EMOPIA ({len(valid['features'])} windows)",
             "windows": len(gen["features"]),
             **fd,
         },
         "texture_by_quadrant": per_q,
-        "metrics": {"generated_grid": summarise(gen["table"]), "held_out": summarise(valid["table"])},
+        "metrics": {side: {k: v for k, v in summarise(t).items() if k in METRICS} for side, t in tables.items()},
     }
-    report["metrics"] = {side: {k: v[k] for k in METRICS} for side, v in report["metrics"].items()}
     if out is not None:
         rows = []
         for q, pieces in sorted(quadrants.items()):
