@@ -99,7 +99,7 @@ def _fraction(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else 0.0
 
 
-def _onset_groups(notes: NoteArray, tol: float = 1e-3) -> list[np.ndarray]:
+def onset_groups(notes: NoteArray, tol: float = 1e-3) -> list[np.ndarray]:
     """Indices of notes grouped by (near-)identical onset, in time order."""
     if len(notes) == 0:
         return []
@@ -109,11 +109,11 @@ def _onset_groups(notes: NoteArray, tol: float = 1e-3) -> list[np.ndarray]:
 
 def skyline(notes: NoteArray) -> np.ndarray:
     """Indices of the highest note at each onset (the melody line of piano music)."""
-    return np.array([g[np.argmax(notes.pitch[g])] for g in _onset_groups(notes)], dtype=np.int64)
+    return np.array([g[np.argmax(notes.pitch[g])] for g in onset_groups(notes)], dtype=np.int64)
 
 
 def bass_line(notes: NoteArray) -> np.ndarray:
-    return np.array([g[np.argmin(notes.pitch[g])] for g in _onset_groups(notes)], dtype=np.int64)
+    return np.array([g[np.argmin(notes.pitch[g])] for g in onset_groups(notes)], dtype=np.int64)
 
 
 def chord_type(pcs: set[int]) -> str | None:
@@ -221,7 +221,7 @@ def features(notes: NoteArray, span_beats: float | None = None) -> np.ndarray:
     put("velocity_mean", v.mean())
     put("velocity_std", v.std())
     put("velocity_range", v.max() - v.min())
-    groups = _onset_groups(notes)
+    groups = onset_groups(notes)
     gvel = np.array([v[g].mean() for g in groups])
     put("velocity_change", np.abs(np.diff(gvel)).mean() if gvel.size > 1 else 0.0)
     put("loud_fraction", _fraction(v >= 96))

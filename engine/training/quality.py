@@ -32,18 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
+from moodlane.engine.symbolic.attributes import onset_groups, skyline
 from moodlane.engine.symbolic.notes import NoteArray
 from moodlane.engine.symbolic.tokens import STEPS_PER_BAR, STEPS_PER_BEAT
 from moodlane.engine.training.stats import frechet
+from moodlane.engine.training.witness import KK_MAJOR, KK_MINOR
 
 WINDOW_BARS = 4
 TEXTURE = ("note_density", "polyphony", "pitch_range", "top_voice_share")
 METRICS = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "bar_repetition", "top_voice_stepwise")
 _MAJOR_SCALE = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
 _MINOR_SCALE = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)  # natural minor
-# Krumhansl-Kessler key profiles
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 _IOI_EDGES = np.array([0.0625, 0.125, 0.25, 0.5, 1.0, 2.0])  # seconds
 _DUR_EDGES = np.array([0.125, 0.25, 0.5, 1.0, 2.0, 4.0])  # seconds
 _INTERVAL_EDGES = np.array([1, 3, 5, 8, 13])  # |semitones|: 0, 1-2, 3-4, 5-7, 8-12, 13+
@@ -64,20 +63,6 @@ def _steps(notes: NoteArray) -> tuple[np.ndarray, np.ndarray]:
     return on, off
 
 
-def _onset_groups(notes: NoteArray) -> list[np.ndarray]:
-    on, _ = _steps(notes)
-    cut = np.flatnonzero(np.diff(on) > 0) + 1
-    return np.split(np.arange(len(notes)), cut) if len(notes) else []
-
-
-def _skyline(notes: NoteArray) -> tuple[np.ndarray, np.ndarray]:
-    """(onset step, pitch) of the highest note at each onset."""
-    on, _ = _steps(notes)
-    groups = _onset_groups(notes)
-    top = np.array([g[np.argmax(notes.pitch[g])] for g in groups], dtype=np.int64)
-    return on[top], notes.pitch[top]
-
-
 def texture(w: NoteArray, bars: int = WINDOW_BARS) -> dict[str, float]:
     on, off = _steps(w)
     span = bars * STEPS_PER_BAR
@@ -89,7 +74,7 @@ def texture(w: NoteArray, bars: int = WINDOW_BARS) -> dict[str, float]:
         "note_density": len(w) / (bars * w.beats_per_bar * w.seconds_per_beat),
         "polyphony": float(busy.mean()) if busy.size else 0.0,
         "pitch_range": float(w.pitch.max() - w.pitch.min()),
-        "top_voice_share": len(_onset_groups(w)) / len(w),
+        "top_voice_share": len(onset_groups(w)) / len(w),
     }
 
 
@@ -137,7 +122,8 @@ def bar_repetition(w: NoteArray, bars: int = WINDOW_BARS) -> float:
 
 def top_voice_stepwise(w: NoteArray) -> float:
     """Of consecutive top-voice onsets at most a beat apart, the share moving 1-4 semitones."""
-    t, p = _skyline(w)
+    top = skyline(w)
+    t, p = _steps(w)[0][top], w.pitch[top]
     near = np.diff(t) <= STEPS_PER_BEAT
     step = np.abs(np.diff(p))
     return float(((step >= 1) & (step <= 4))[near].mean()) if near.any() else 0.0
@@ -161,15 +147,15 @@ def _hist(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def frechet_features(w: NoteArray) -> np.ndarray:
     """The 37-dimensional window description the Fréchet distance uses (module docstring)."""
     pc = np.bincount(w.pitch % 12, minlength=12).astype(np.float64)
-    score = [np.corrcoef(pc, np.roll(prof, k))[0, 1] if pc.std() else 0.0 for prof in (_KK_MAJOR, _KK_MINOR) for k in range(12)]
+    score = [np.corrcoef(pc, np.roll(prof, k))[0, 1] if pc.std() else 0.0 for prof in (KK_MAJOR, KK_MINOR) for k in range(12)]
     tonic = int(np.argmax(score)) % 12
     pc = np.roll(pc, -tonic) / pc.sum()
     onsets = np.unique(w.start) * w.seconds_per_beat
     ioi = _hist(np.diff(onsets), _IOI_EDGES) if len(onsets) > 1 else np.zeros(len(_IOI_EDGES) + 1)
     dur = _hist(w.duration * w.seconds_per_beat, _DUR_EDGES)
-    _, sky = _skyline(w)
+    sky = w.pitch[skyline(w)]
     ivl = _hist(np.abs(np.diff(sky)), _INTERVAL_EDGES) if len(sky) > 1 else np.zeros(len(_INTERVAL_EDGES) + 1)
-    sizes = np.minimum([len(g) for g in _onset_groups(w)], 5)
+    sizes = np.minimum([len(g) for g in onset_groups(w)], 5)
     chord = np.bincount(np.asarray(sizes) - 1, minlength=5) / len(sizes)
     return np.concatenate([pc, ioi, dur, ivl, chord])
 
@@ -183,14 +169,17 @@ def standardiser(ref: np.ndarray):
 
 
 def describe(pieces: list[NoteArray]) -> dict[str, np.ndarray]:
-    """Per-window texture, metrics and Fréchet features of `pieces` (already on the grid)."""
-    rows, feats = [], []
-    for piece in pieces:
+    """Per-window texture, metrics and Fréchet features of `pieces` (already on the grid),
+    and the index of the piece each window comes from."""
+    rows, feats, owner = [], [], []
+    for i, piece in enumerate(pieces):
         for w in windows(piece):
             rows.append(texture(w) | metrics(w))
             feats.append(frechet_features(w))
+            owner.append(i)
     names = TEXTURE + METRICS
-    return {"table": np.array([[r[k] for k in names] for r in rows]).reshape(-1, len(names)), "features": np.array(feats)}
+    table = np.array([[r[k] for k in names] for r in rows]).reshape(-1, len(names))
+    return {"table": table, "features": np.array(feats), "piece": np.array(owner, dtype=np.int64)}
 
 
 def summarise(table: np.ndarray, names: tuple[str, ...] = TEXTURE + METRICS) -> dict[str, dict[str, float]]:
@@ -271,9 +260,10 @@ def quality_report(quadrants: dict[int, list[NoteArray]], grid: list[NoteArray],
         d = describe([n for _, n in real[name]])
         fd[name] = round(frechet(z(d["features"]), z(valid["features"])), 2)
         tables[name] = d["table"]
+    valid_q = np.array([k for k, _ in real["valid"]])
     per_q = {}
     for q, pieces in sorted(quadrants.items()):
-        r = summarise(describe([n for k, n in real["valid"] if k == q])["table"])
+        r = summarise(valid["table"][valid_q[valid["piece"]] == q])
         g = summarise(describe(pieces)["table"])
         per_q[f"Q{q}"] = {"generated": {k: g[k] for k in TEXTURE}, "held_out": {k: r[k] for k in TEXTURE}, "inside_iqr": inside_iqr(g, r)}
     report = {
