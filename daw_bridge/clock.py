@@ -85,7 +85,14 @@ class MidiClock(Clock):
     100.9 BPM. A line through 8 beats of ticks averages that out (read 99.98 to 100.04
     BPM there; with +-5 ms of simulated jitter, tempo within 0.06 % and phase within
     1.6 ms); the play head is anchored at the line's time of each tick.
-    Late outliers (a callback held up by the GIL) are left out of the fit. A tempo step
+    Late outliers (a callback held up by the GIL) are left out of the fit. Lost ticks (a
+    JACK cycle skipped under load, a byte lost on a cable: seen once in CI, where the grid
+    then sat a tick, 25 ms, late) show as ticks that jump off the line by a whole number of
+    ticks and stay there without drifting: after LOST_TICKS (8) such ticks they are counted and
+    the play head moves on over them (`lost_ticks`). A tempo step drifts off the line
+    instead, and is never taken for a loss (simulated steps of -50 % to +20 % at 90 to 140
+    BPM, +-5 ms jitter); where the jitter reaches half a tick (+-5 ms at 120 BPM and up)
+    losses cannot be told from jitter and are not counted. A tempo step
     (ticks ever further off the line, on one side) restarts the fit; a phase shift (ticks
     off the line by about the same amount, tick after tick) restarts it at the same tempo;
     a ramp (the newest ticks' median error beyond the jitter) shrinks it to its newer half,
@@ -111,6 +118,7 @@ class MidiClock(Clock):
     TREND_TICKS = 8  # the median prediction error of this many ticks tells a tempo ramp ...
     MIN_WINDOW = 24  # ... which shrinks the fit to its newer half, down to one beat
     GAP_S = 1.0  # no tick for this long: the master paused its clock; restart the fit
+    LOST_TICKS = 8  # this many ticks in a row late by the same whole number of ticks: lost ticks
 
     def __init__(self, tempo: float = 120.0, now: Callable[[], float] = time.monotonic, window: int = WINDOW) -> None:
         super().__init__(tempo, now)
@@ -127,6 +135,11 @@ class MidiClock(Clock):
         self._run: deque[float] = deque(maxlen=self.SHIFT_TICKS)  # |errors| from it, newest ticks
         self._hold_tempo = False  # after a phase shift: the slope stays until the fit holds a beat
         self._pred_err: deque[float] = deque(maxlen=self.TREND_TICKS)  # newest prediction errors (s)
+        self._lost_run: list[tuple[int, float]] = []  # (whole ticks late, error) of the newest ticks
+        self._on_line = True  # the last tick was on the fitted line
+        self._last_err: deque[float] = deque(maxlen=self.TREND_TICKS)  # the newest ticks' errors (s)
+        self._before: list[float] = []  # those errors when the run in `_lost_run` began
+        self.lost_ticks = 0  # ticks that never came (counted from the line): diagnostics
         self.restarts = 0  # fit restarts (tempo steps and ramps, phase shifts, gaps): diagnostics
         self.source = "midi clock"
 
@@ -186,14 +199,16 @@ class MidiClock(Clock):
             self._resid_scale = 1.4826 * _median([abs(y - a - b * x) for x, y in pts])
         else:
             a, b = self._line(pts)
-            res = [y - (a + b * x) for x, y in pts]
-            med = _median(res)
-            scale = 1.4826 * _median([abs(r - med) for r in res])
             # a callback held up (GIL, scheduler) is late, never early: drop the late outliers.
-            # 3 x the robust spread keeps every point of a uniform period-wide jitter.
-            cut = med + max(3.0 * scale, 0.002)
-            kept = [p for p, r in zip(pts, res) if r <= cut]
-            if len(kept) < n:
+            # 3 x the robust spread keeps every point of a uniform period-wide jitter. Twice:
+            # the outliers tilt the first line, and the spread and cut measured from it.
+            for _ in range(2):
+                res = [y - (a + b * x) for x, y in pts]
+                med = _median(res)
+                scale = 1.4826 * _median([abs(r - med) for r in res])
+                cut = med + max(3.0 * scale, 0.002)
+                if len(kept := [p for p, r in zip(pts, res) if r <= cut]) == n:
+                    break
                 a, b = self._line(kept)
             # the detectors' yardstick: the MAD alone swings by a third from one window to the
             # next under uniform (period-wide) jitter; the kept points' deviation does not
@@ -213,10 +228,12 @@ class MidiClock(Clock):
         self._est = self._estimate()
         self._off_line = 0
         self._pred_err.clear()
+        self._lost_run.clear()
         self.restarts += count
 
-    def _observe(self, t: float) -> tuple[float, float]:
-        """Adds a tick received at `t`; returns (phase time of this tick, seconds per tick)."""
+    def _observe(self, t: float) -> tuple[tuple[float, float], int]:
+        """Adds a tick received at `t`; returns ((phase time of this tick, seconds per tick),
+        ticks found lost just before it)."""
         spt = 60.0 / (self.tempo * self.PPQN)
         if self._fit:
             if t - self._fit[-1][1] > max(self.GAP_S, 8 * spt):
@@ -234,6 +251,29 @@ class MidiClock(Clock):
                 else:  # a new run: its errors are measured against the line before it
                     self._off_line, self._run_line = side, (t_last, spt_fit, self._fit[-1][0])
                     self._run.clear()
+                # lost ticks (a JACK cycle skipped under load, a byte dropped on a DIN cable):
+                # the ticks come in on the line, but whole ticks late, by the same number each
+                # time. Count the missing ones and relabel the run instead of re-phasing the
+                # grid by a tick (the grid then sat 25 ms late at 100 BPM). A burst of held-up
+                # callbacks is late by fewer ticks each time: not a loss.
+                # A tempo step drifts off the line; a loss jumps off it from one tick to the next.
+                lost = round(r / spt_fit)
+                whole = lost >= 1 and side > 0 and thr < 0.55 * spt_fit  # else a tick and the jitter overlap
+                if whole and (self._lost_run or self._on_line) and all(n == lost for n, _ in self._lost_run):
+                    if not self._lost_run:  # where the ticks sat before the jump
+                        self._before = list(self._last_err)
+                    self._lost_run.append((lost, r))
+                else:
+                    self._lost_run.clear()
+                self._on_line = not side
+                self._last_err.append(r)
+                n_lost = len(self._lost_run)
+                if n_lost == self.LOST_TICKS and self._whole_ticks_late(lost * spt_fit):
+                    self._relabel(lost)
+                    self._count += 1
+                    self._fit.append((self._count, t))
+                    self._est = self._estimate()
+                    return self._est, lost
                 t0, s0, k0 = self._run_line
                 r0 = abs(t - (t0 + s0 * (self._count + 1 - k0)))
                 self._run.append(r0)
@@ -248,7 +288,9 @@ class MidiClock(Clock):
                     self._pred_err.append(r)
                 m = len(self._pred_err)
                 mid = sorted(self._pred_err)[m // 4 : m - m // 4]  # trimmed: a late callback or two do not count
-                if step:
+                if 0 < n_lost < self.LOST_TICKS:  # maybe lost ticks: the next ticks tell
+                    pass
+                elif step:
                     self._restart_fit(keep=self.CHANGE_TICKS - 1)  # keep the ticks since the step
                 elif shift:  # the tempo holds: fit the phase of the ticks since the shift
                     self._restart_fit(keep=self.SHIFT_TICKS - 1, hold_tempo=True)
@@ -261,14 +303,43 @@ class MidiClock(Clock):
         self._count += 1
         self._fit.append((self._count, t))
         self._est = self._estimate()
-        return self._est
+        return self._est, 0
+
+    def _whole_ticks_late(self, late: float) -> bool:
+        """Do the ticks before the run in `_lost_run` and the run, less `late` seconds, lie on
+        one flat line at 0, as lost ticks leave them? A slower tempo's ticks drift off the
+        line instead: before the run already, and on through it (a sawtooth, once the run is
+        moved back by a tick)."""
+        before, run = self._before, [e - late for _, e in self._lost_run]
+        if len(before) < self.TREND_TICKS:
+            return False
+        scale = max(self._resid_scale, 0.0005)
+
+        def flat(errs: list[float]) -> bool:
+            n = len(errs)
+            a, b = self._line([(float(i), e) for i, e in enumerate(errs)])
+            return abs(a + b * (n - 1) / 2.0) < 3.0 * scale / n**0.5 and abs(b * (n - 1)) < 2.5 * scale
+
+        return flat(before) and flat(run) and flat(before + run)
+
+    def _relabel(self, lost: int) -> None:
+        """`lost` ticks went missing before the newest LOST_TICKS - 1 ticks in the fit (and
+        before the one arriving): move them (and the count) on by `lost`."""
+        newest = [self._fit.pop() for _ in range(self.LOST_TICKS - 1)][::-1]
+        self._fit.extend((k + lost, t) for k, t in newest)
+        self._count += lost
+        self._off_line = 0
+        self._run.clear()
+        self._pred_err.clear()
+        self._lost_run.clear()
+        self.lost_ticks += lost
 
     # -- messages -------------------------------------------------------------------------
     def on_message(self, msg_type: str, pos: int = 0, t: float | None = None) -> None:
         """One MIDI real-time message (or song position) received at monotonic time `t`."""
         t = self.now() if t is None else float(t)
         if msg_type == "clock":
-            t_fit, spt = self._observe(t)
+            (t_fit, spt), lost = self._observe(t)
             with self._lock:
                 self.tempo = 60.0 / (spt * self.PPQN)
                 if self._armed:  # the first clock after Start/Continue: the play head starts here
@@ -276,6 +347,7 @@ class MidiClock(Clock):
                     self.running = True
                 if not self.running:
                     return  # clocks while stopped only tell the tempo
+                self._next += lost  # the play head moves on over ticks that never came
                 self.ticks = self._next
                 self._next += 1
                 # the anchor is the fitted time of this tick, not its jittered receive time

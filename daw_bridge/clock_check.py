@@ -210,6 +210,7 @@ def measure_midi_clock_grid(
             _transport("stop")
             time.sleep(0.3)
             sink_err = list(server.midi_sink.timing_error_ms) if server.midi_sink else []
+            lost_ticks, fit_restarts = server.clock.lost_ticks, server.clock.restarts
         finally:
             if server is not None:
                 server.request_stop()
@@ -260,6 +261,8 @@ def measure_midi_clock_grid(
             "n": len(off),
         },
         "offsets_raw_ms": [round(float(x), 3) for x in off],
+        "lost_ticks": lost_ticks,  # ticks MoodLane found missing (counted, the grid kept)
+        "fit_restarts": fit_restarts,
         "sink_timing_error_ms_p99": round(float(np.percentile(sink_err, 99)), 3) if sink_err else None,
         "period_ms": round(period_ms, 3),
         "period_frames": period,

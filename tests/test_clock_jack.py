@@ -22,7 +22,8 @@ def midi_clock_tools(jack_server):
 def test_notes_land_on_the_midi_clock_masters_grid(midi_clock_tools):
     r = measure_midi_clock_grid(seconds=8.0, bpm=100.0)
     off, period = r["offsets_ms"], r["period_ms"]
-    detail = {k: r[k] for k in ("bpm_clock", "bpm_measured_by_moodlane", "bpm_moodlane_min_max", "offsets_ms", "early_notes", "period_ms")}
+    keys = ("bpm_clock", "bpm_measured_by_moodlane", "bpm_moodlane_min_max", "offsets_ms", "early_notes", "period_ms")
+    detail = {k: r[k] for k in (*keys, "lost_ticks", "fit_restarts")}
     print(detail)  # shown with -s, and on a failure
     assert r["bpm_clock"] == pytest.approx(100.0, rel=1e-3), detail  # the master is what we think it is
     assert off["n"] >= 20, detail
