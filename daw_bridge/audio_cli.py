@@ -45,10 +45,14 @@ def print_codec_rows(rows: dict) -> None:
 
 
 def cmd_codec(args) -> int:
+    if args.what == "bound":
+        return cmd_codec_bound(args)
     from moodlane.daw_bridge.files import wav_bytes
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.training.audio_eval import codec_figures, read_audio, to_rate
 
+    if args.input is None or args.output is None:
+        raise ValueError("codec roundtrip needs IN.wav and -o OUT.wav")
     out = Path(args.output)
     if not out.parent.is_dir():
         raise ValueError(f"output folder {out.parent} does not exist")
@@ -283,11 +287,69 @@ def bench_codec(checkpoint: str | None, seconds: float, repeats: int) -> dict:
     }
 
 
+def cmd_codec_bound(args) -> int:
+    """Measure the spectral codec's decoder bound on the training split's tokens and record
+    it in the codec's JSON (the weights file is unchanged: tokens stay the codec's)."""
+    import torch
+    from tqdm import tqdm
+
+    from moodlane.engine.atomic import stem_files
+    from moodlane.engine.audio.codec import DEFAULT_CODEC, ceiling_record, load_codec
+    from moodlane.engine.audio.spectral import logmag_ceiling
+    from moodlane.engine.training.audio_data import read_manifest
+    from moodlane.engine.training.lara_eval import spread
+
+    stem = Path(args.codec_checkpoint) if args.codec_checkpoint else DEFAULT_CODEC
+    codec = load_codec(stem)
+    if codec.cfg.kind != "spectral":
+        raise ValueError(f"{codec.label} is not a spectral codec: the bound is the spectral decoder's")
+    root = Path(args.audio)
+    recs = [r for r in read_manifest(root) if r["split"] == "train" and (root / "encoded" / (r["id"] + ".npz")).is_file()]
+    recs = spread(recs, args.clips) if args.clips else recs
+    counts = sorted({codec.cfg.lm_codebooks, codec.cfg.n_q})  # what the LM decodes, and the full rate
+
+    def clips():
+        for r in tqdm(recs, desc="decoding", unit="clip", file=sys.stderr):
+            d = np.load(root / "encoded" / (r["id"] + ".npz"))
+            if str(d["codec_sha256"]) != codec.sha256:
+                raise ValueError(f"{root}/encoded/{r['id']}.npz was encoded by another codec; encode again with this one")
+            for k in counts:
+                yield torch.as_tensor(d["codes"][:k].astype(np.int64))
+
+    t0 = time.perf_counter()
+    ceiling = logmag_ceiling(codec.model, clips(), args.margin)
+    js = stem_files(stem, "codec", ValueError)[1]
+    meta = json.loads(js.read_text())
+    meta["logmag_ceiling"] = ceiling_record(
+        ceiling.tolist(),
+        margin=args.margin,
+        clips=len(recs),
+        codebooks=counts,
+        data=f"{root}: train split, {len(recs)} clips spread over the manifest",
+        command=" ".join(["moodlane", *sys.argv[1:]]),
+        wall_s=round(time.perf_counter() - t0, 1),
+    )
+    commit({js: (json.dumps(meta, indent=1) + "\n").encode()})
+    c = ceiling - args.margin
+    print(
+        f"{js}: decoder bound recorded ({len(recs)} clips, {counts} codebooks): per-bin maximum log magnitude "
+        f"median {float(c.median()):.2f}, highest {float(c.max()):.2f}; bound = maximum + {args.margin:g}. "
+        "Export the ONNX files again (moodlane export onnx): the bound is in the codec decoder's graph."
+    )
+    return 0
+
+
 def add_audio_commands(sub) -> None:
-    c = sub.add_parser("codec", help="the audio codec: roundtrip a file and print its quality figures")
-    c.add_argument("what", choices=("roundtrip",))
-    c.add_argument("input", metavar="IN.wav")
-    c.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    c = sub.add_parser(
+        "codec",
+        help="the audio codec: roundtrip a file and print its quality figures; bound: record the decoder's log-magnitude ceiling",
+    )
+    c.add_argument("what", choices=("roundtrip", "bound"))
+    c.add_argument("input", metavar="IN.wav", nargs="?")
+    c.add_argument("-o", "--output", metavar="OUT.wav")
+    c.add_argument("--audio", default="runs/audio", help="bound: the encoded training audio (moodlane data encode)")
+    c.add_argument("--clips", type=int, default=400, help="bound: training clips, spread over the set (0: all)")
+    c.add_argument("--margin", type=finite("margin", 0, 5), default=0.5, help="bound: log units over the loudest decoded frame")
     c.add_argument("--kbps", type=float, help="bandwidth of OUT.wav (default: the language model's, 3 kbps)")
     c.add_argument("--codec-checkpoint", help="MoodLane codec stem or official EnCodec .th (default: the shipped spectral codec)")
     c.add_argument("--midi", metavar="SOURCE.mid", help="score the note F1 against these notes (default: the input's transcription)")

@@ -248,7 +248,9 @@ def cmd_render(args) -> int:
     writes: dict = {}
     if generator.kind == "notes":
         if out.suffix.lower() != ".wav":
-            writes[out] = to_midi_bytes(piece)
+            from moodlane.engine.symbolic.attributes import lead_line
+
+            writes[out] = to_midi_bytes(piece, lead=lead_line(piece) if args.parts == "tracks" else None)
         if wav is not None:
             from moodlane.engine.synth import render_notes
 
@@ -541,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="same seed -> same file (default 0)")
     r.add_argument("-o", "--output", required=True, help="file to write: .mid (notes), or .wav (audio engines; notes through FluidSynth)")
     r.add_argument("--wav", help="notes engines: also render audio through FluidSynth to this WAV file")
+    r.add_argument(
+        "--parts",
+        choices=("one", "tracks"),
+        default="one",
+        help="notes engines: one piano track (default), or tracks: the lead (melody) and the accompaniment on two tracks",
+    )
     r.add_argument("--prompt", help="text prompt, for text-conditioned engines (others ignore it)")
     r.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: system soundfont, or $MOODLANE_SOUNDFONT)")
     r.add_argument(

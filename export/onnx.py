@@ -252,6 +252,7 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
     """Write the ONNX files of a torch-backed `LaraGenerator` (a MoodLane LM stem) to `out`,
     all or none, and return the manifest. Parity against PyTorch is measured and recorded."""
     from moodlane.engine.atomic import commit
+    from moodlane.engine.audio.codec import ceiling_sha
 
     model: LaraLM | None = gen.model
     if model is None:
@@ -352,6 +353,7 @@ def export_lara(gen, out: str | Path, opset: int = OPSET, progress=None) -> dict
         "source": {
             "lm_sha256": gen.meta.get("weights_sha256"),
             "codec_sha256": gen.codec.meta.get("weights_sha256"),
+            "codec_bound_sha256": ceiling_sha(gen.codec.meta or {}),  # the decoder bound in codec_decoder.onnx
             "lm_version": gen.meta.get("format_version"),
             "lm_training": (gen.meta.get("training") or {}).get("command"),
         },

@@ -214,6 +214,10 @@ def test_spectral_codec_exports_its_network_and_shares_the_phase_step(tmp_path):
     the phase comes from the same Griffin-Lim on both backends, so chunks agree."""
     from test_spectral_codec import trained_tiny
 
+    from moodlane.engine.audio.spectral import TINY_SPECTRAL
+
+    TINY_SPECTRAL_BINS = TINY_SPECTRAL.freq_bins
+
     gen = tiny_generator(seed=4, sampling=GREEDY)
     gen.codec = trained_tiny()
     gen.meta = {"weights_sha256": "a" * 64, "format_version": 1, "codec": {"sha256": gen.codec.sha256}}
@@ -233,6 +237,23 @@ def test_spectral_codec_exports_its_network_and_shares_the_phase_step(tmp_path):
         co, so = onx.generate_chunk(so, Conditions(e, 120.0, "piano"))
         assert torch.equal(st.tokens, so.tokens)
         np.testing.assert_allclose(ct.audio.pcm, co.audio.pcm, atol=1e-4)
+    # the decoder bound is in the graph: the manifest records it, and a codec with another is refused
+    from moodlane.engine.audio.codec import ceiling_record
+    from moodlane.engine.audio.onnx_runtime import OnnxExportError
+
+    assert m["source"]["codec_bound_sha256"] is None
+    with pytest.raises(OnnxExportError, match="another decoder bound .logmag_ceiling none, the codec's eeeeeeeeeeee"):
+        load_onnx_lara(tmp_path, GREEDY, text_encoder=FakeText(), codec_bound="e" * 64)
+    record = ceiling_record([-3.0] * TINY_SPECTRAL_BINS)
+    gen.codec.model.ceiling.fill_(-3.0)
+    gen.codec.meta["logmag_ceiling"] = record
+    m = export_lara(gen, tmp_path / "bounded")
+    assert m["source"]["codec_bound_sha256"] == record["sha256"] and m["parity"]["codec_decoder_max_abs"] <= 1e-4
+    sess = ort.InferenceSession(str(tmp_path / "bounded" / "codec_decoder.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(["logmag"], {"codes": torch.randint(0, 64, (1, 2, 30)).numpy()})[0].max() <= -3.0
+    load_onnx_lara(tmp_path / "bounded", GREEDY, text_encoder=FakeText(), codec_bound=record["sha256"])
+    with pytest.raises(OnnxExportError, match="another decoder bound"):
+        load_onnx_lara(tmp_path / "bounded", GREEDY, text_encoder=FakeText(), codec_bound="")
     gen.meta["codec"]["sha256"] = "d" * 64  # an LM trained on another codec is never exported beside this one
     from moodlane.export.onnx import ExportError
 

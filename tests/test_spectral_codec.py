@@ -291,3 +291,77 @@ def test_sfx_embedding_is_512_wide_per_block_and_tells_sounds_apart():
     assert np.allclose(a, a2, atol=1e-4)  # peak-normalised: loudness is not timbre
     d_same, d_other = np.linalg.norm(a.mean(0) - a2.mean(0)), np.linalg.norm(a.mean(0) - b.mean(0))
     assert d_other > 10 * max(d_same, 1e-3)
+
+
+def test_decoder_bound_holds_unknown_token_mixes_and_leaves_real_clips_alone(tmp_path):
+    """`logmag_ceiling` is the largest log magnitude decoded from real clips' tokens, plus a
+    margin: those clips decode exactly as before, a token mix no clip has is held under it,
+    and the codec's JSON carries it (the weights file, and so the tokens, are unchanged)."""
+    from safetensors.torch import save
+
+    from moodlane.engine.atomic import save_stem
+    from moodlane.engine.audio.codec import ceiling_record, ceiling_sha, export_state
+    from moodlane.engine.audio.spectral import logmag_ceiling
+
+    c = trained_tiny()
+    real = [c.encode(tones(p))[0] for p in ([60, 64, 67], [57, 60, 64], [62, 65, 69])]
+    ceiling = logmag_ceiling(c.model, real, margin=0.5)
+    free = [c.model.decode_logmag(x[None], bounded=False)[0] for x in real]
+    assert torch.allclose(ceiling, torch.stack([f.amax(-1) for f in free]).amax(0) + 0.5)
+    c.model.ceiling.copy_(ceiling)
+    for x, f in zip(real, free):
+        assert torch.equal(c.model.decode_logmag(x[None])[0], f)  # under the bound: untouched
+    odd = torch.randint(0, TINY_SPECTRAL.bins, (1, TINY_SPECTRAL.n_q, 50))  # mixes no real frame has
+    loud = c.model.decode_logmag(odd, bounded=False)
+    held = c.model.decode_logmag(odd)
+    assert bool((held <= ceiling[:, None]).all()) and bool((loud > ceiling[:, None]).any())
+
+    save_stem(tmp_path / "c", save(export_state(c.model)), {"config": TINY_SPECTRAL.to_json()})
+    plain = load_codec(tmp_path / "c")
+    assert torch.isinf(plain.model.ceiling).all() and ceiling_sha(plain.meta) is None
+    meta = json.loads((tmp_path / "c.json").read_text())
+    meta["logmag_ceiling"] = ceiling_record(ceiling.tolist(), margin=0.5)
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    bounded = load_codec(tmp_path / "c")
+    assert bounded.sha256 == plain.sha256 and ceiling_sha(bounded.meta) == meta["logmag_ceiling"]["sha256"]
+    assert torch.allclose(bounded.model.ceiling, ceiling, atol=1e-4)
+    meta["logmag_ceiling"]["values"] = meta["logmag_ceiling"]["values"][:-1]
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    with pytest.raises(CodecError, match="logmag_ceiling has 128 values; this codec decodes 129 bins"):
+        load_codec(tmp_path / "c")
+
+
+def test_codec_bound_command_records_the_ceiling_from_the_training_tokens(tmp_path, capsys):
+    """`moodlane codec bound`: the training split's tokens (at the LM's and the full number
+    of codebooks) give the ceiling, written into the codec's JSON; tokens of another codec
+    are refused."""
+    import soundfile as sf
+    from safetensors.torch import save
+
+    from moodlane.daw_bridge.cli import main
+    from moodlane.engine.atomic import save_stem
+    from moodlane.engine.audio.codec import export_state
+    from moodlane.engine.audio.spectral import logmag_ceiling
+    from moodlane.engine.training.audio_data import read_manifest
+
+    out = render_tiny_audio(tmp_path)
+    save_stem(tmp_path / "c", save(export_state(trained_tiny().model)), {"config": TINY_SPECTRAL.to_json()})
+    c = load_codec(tmp_path / "c")
+    train = [r for r in read_manifest(out) if r["split"] == "train"]
+    codes = {}
+    for r in train:
+        pcm, _ = sf.read(out / r["path"], dtype="float32")
+        codes[r["id"]] = c.encode(pcm, n_q=TINY_SPECTRAL.n_q)[0].numpy()
+        (out / "encoded" / r["id"]).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out / "encoded" / (r["id"] + ".npz"), codes=codes[r["id"]], codec_sha256=np.array(c.sha256))
+    args = ["codec", "bound", "--audio", str(out), "--codec-checkpoint", str(tmp_path / "c"), "--clips", "0", "--margin", "0.25"]
+    assert main(args) == 0
+    assert "decoder bound recorded" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "c.json").read_text())["logmag_ceiling"]
+    want = logmag_ceiling(c.model, [torch.as_tensor(x[:k].astype(np.int64)) for x in codes.values() for k in (2, 4)], 0.25)
+    assert rec["clips"] == len(train) and rec["codebooks"] == [2, 4] and rec["margin"] == 0.25
+    np.testing.assert_allclose(rec["values"], want.numpy(), atol=1e-3)
+    assert torch.allclose(load_codec(tmp_path / "c").model.ceiling, want, atol=1e-3)
+    np.savez(out / "encoded" / (train[0]["id"] + ".npz"), codes=codes[train[0]["id"]], codec_sha256=np.array("f" * 64))
+    with pytest.raises(ValueError, match="encoded by another codec"):
+        main(args)

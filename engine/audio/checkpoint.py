@@ -122,6 +122,17 @@ def _stem_sha(path: str | os.PathLike) -> str | None:
         return None
 
 
+def _codec_bound(path: str | os.PathLike) -> str | None:
+    """The SHA-256 of a codec stem's decoder bound ("" for none; None: not a readable stem,
+    such as an official EnCodec .th, which has none either way)."""
+    from moodlane.engine.audio.codec import ceiling_sha
+
+    try:
+        return ceiling_sha(json.loads(stem_files(path, "codec", LMCheckpointError)[1].read_text())) or ""
+    except (LMCheckpointError, OSError, ValueError):
+        return None
+
+
 def _onnx_failed(backend: str, why: str):
     """An ONNX backend that cannot run: an explicit `--backend onnx` is an error (it never
     silently becomes PyTorch); `auto` warns and falls back."""
@@ -141,9 +152,11 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
         return _onnx_failed(backend, f"the ONNX runtime backend cannot be imported ({e})")
     lm_sha = _stem_sha(lm or DEFAULT_LM)
     try:
-        codec_sha = _stem_sha(codec or lm_codec(json.loads(stem_files(lm or DEFAULT_LM, "LM", LMCheckpointError)[1].read_text())))
+        codec_stem = codec or lm_codec(json.loads(stem_files(lm or DEFAULT_LM, "LM", LMCheckpointError)[1].read_text()))
+        codec_sha = _stem_sha(codec_stem)
     except (LMCheckpointError, OSError, ValueError):
         return None  # the PyTorch load reports the broken checkpoint
+    codec_bound = _codec_bound(codec_stem)
     if lm_sha is None:
         return None  # the PyTorch load reports the broken checkpoint
     folder = Path(onnx_dir) if onnx_dir else default_folder(lm_sha)
@@ -151,7 +164,7 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
         log.info("no ONNX export in %s (moodlane export onnx): using PyTorch", folder)
         return None
     try:
-        return load_onnx_lara(folder, sampling, lm_sha, codec_sha, providers, threads, precision=precision)
+        return load_onnx_lara(folder, sampling, lm_sha, codec_sha, providers, threads, precision=precision, codec_bound=codec_bound)
     except OnnxExportError as e:
         return _onnx_failed(backend, str(e))
 

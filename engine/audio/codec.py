@@ -297,7 +297,30 @@ def load_codec(path: str | os.PathLike | None = None) -> Codec:
         raise CodecError(f"{st} does not match {js} (checksum differs: written by another run?)")
     model = build_model(cfg)
     _load_state(model, state, st, cfg)
+    if meta.get("logmag_ceiling"):
+        set_ceiling(model, meta["logmag_ceiling"], js)
     return Codec(cfg, model.eval(), {**meta, "weights_sha256": sha, "path": str(st.with_suffix(""))})
+
+
+def ceiling_record(values, **how) -> dict:
+    """The JSON record of a spectral codec's decoder bound (`spectral.logmag_ceiling`):
+    its values, their SHA-256 (an ONNX export records it, so an export without the bound is
+    never paired with a codec that has one) and how they were measured."""
+    vals = [round(float(v), 4) for v in values]
+    return {"sha256": hashlib.sha256(json.dumps(vals).encode()).hexdigest(), **how, "values": vals}
+
+
+def ceiling_sha(meta: dict) -> str | None:
+    """The SHA-256 of a codec's decoder bound (None: unbounded)."""
+    return (meta.get("logmag_ceiling") or {}).get("sha256")
+
+
+def set_ceiling(model: torch.nn.Module, record: dict, where) -> None:
+    vals = record.get("values") or []
+    bins = model.ceiling.numel() if hasattr(model, "ceiling") else 0
+    if len(vals) != bins:
+        raise CodecError(f"{where}: logmag_ceiling has {len(vals)} values; this codec decodes {bins} bins (a bound is for spectral codecs)")
+    model.ceiling.copy_(torch.tensor(vals, dtype=torch.float32))
 
 
 def export_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

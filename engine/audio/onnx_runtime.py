@@ -236,8 +236,10 @@ def _read_checked(folder: Path, entry: dict) -> tuple[bytes, Path]:
     return data, path
 
 
-def check_source(manifest: dict, folder: Path, lm_sha: str | None, codec_sha: str | None) -> None:
-    """The export must come from these weights (None: not checked)."""
+def check_source(manifest: dict, folder: Path, lm_sha: str | None, codec_sha: str | None, codec_bound: str | None = None) -> None:
+    """The export must come from these weights (None: not checked). `codec_bound`: the SHA-256
+    of the codec's decoder bound ("" for none; None: not checked): the bound is in the
+    exported graph, so an export made before the codec had one must not run with it."""
     src = manifest.get("source") or {}
     for what, want in (("LM", lm_sha), ("codec", codec_sha)):
         have = src.get(f"{what.lower()}_sha256")
@@ -246,6 +248,13 @@ def check_source(manifest: dict, folder: Path, lm_sha: str | None, codec_sha: st
                 f"{folder / 'manifest.json'} was exported from another {what} checkpoint "
                 f"(SHA-256 {str(have)[:12]}, this one {want[:12]}): run moodlane export onnx again"
             )
+    have = src.get("codec_bound_sha256") or ""
+    if codec_bound is not None and have != codec_bound:
+        said = lambda x: x[:12] if x else "none"  # noqa: E731
+        raise OnnxExportError(
+            f"{folder / 'manifest.json'} was exported with another decoder bound (logmag_ceiling {said(have)}, "
+            f"the codec's {said(codec_bound)}): run moodlane export onnx again"
+        )
 
 
 def load_onnx_lara(
@@ -257,9 +266,10 @@ def load_onnx_lara(
     threads: int = 1,
     text_encoder=None,
     precision: str = "fp32",
+    codec_bound: str | None = None,
 ):
     """A `LaraGenerator` on the ONNX files in `folder`. `lm_sha`/`codec_sha`: the checkpoint
-    the caller expects (the manifest must agree). `text_encoder`: used when the export has
+    the caller expects (the manifest must agree; `codec_bound` too, see `check_source`). `text_encoder`: used when the export has
     none (a test's stand-in; else the LM config's encoder is loaded in PyTorch). `precision`:
     "fp32" (the default: it reproduces PyTorch) or "int8" (the quantised decoder: faster on
     a CPU, its tokens differ now and then)."""
@@ -267,7 +277,7 @@ def load_onnx_lara(
 
     folder = Path(folder)
     m = read_manifest(folder)
-    check_source(m, folder, lm_sha, codec_sha)
+    check_source(m, folder, lm_sha, codec_sha, codec_bound)
     cfg = LMConfig.from_json(m["lm_config"])
     files = m.get("files") or {}
     for need in ("decoder", "memory", "codec_decoder"):

@@ -23,6 +23,7 @@ so chunks decoded separately start from the same phase and join without a jump.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -160,6 +161,9 @@ class SpectralCodecModel(nn.Module):
         self.quantizer = enc.quantization.ResidualVectorQuantizer(dimension=cfg.dimension, n_q=cfg.n_q, bins=cfg.bins)
         self.decoder = _blocks(cfg, cfg.dec_blocks)
         self.synthesis = nn.Linear(cfg.dimension, cfg.freq_bins)
+        # the decoded log magnitude's upper bound per bin (`logmag_ceiling`; none: +inf). Not in
+        # the weights file: the codec's JSON records it, and `load_codec` sets it.
+        self.register_buffer("ceiling", torch.full((cfg.freq_bins,), math.inf), persistent=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) audio -> the encoder's input and the decoder's target: log magnitude."""
@@ -177,9 +181,11 @@ class SpectralCodecModel(nn.Module):
         """(B, T) audio -> (K, B, F) codes."""
         return self.quantizer.vq.encode(self.embed(self.features(x)), n_q=n_q)
 
-    def decode_logmag(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, K, F) codes -> (B, freq_bins, F) log magnitude (the part that exports to ONNX)."""
-        return self.synthesize(self.quantizer.vq.decode(codes.transpose(0, 1)))
+    def decode_logmag(self, codes: torch.Tensor, bounded: bool = True) -> torch.Tensor:
+        """(B, K, F) codes -> (B, freq_bins, F) log magnitude (the part that exports to ONNX),
+        held under `ceiling` unless `bounded` is False."""
+        logmag = self.synthesize(self.quantizer.vq.decode(codes.transpose(0, 1)))
+        return torch.minimum(logmag, self.ceiling[:, None]) if bounded else logmag
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         return self.decode_logmag(codes)
@@ -206,6 +212,28 @@ class SpectralCodecModel(nn.Module):
             cb.inited.fill_(1.0)
             z = z - means[layer.encode(z.T[None]).reshape(-1)]
         return {"pca_variance_explained": round(explained, 4), "frames": len(frames)}
+
+
+CEILING_MARGIN = 0.5  # log units over the loudest decoded training frame: x1.65 in magnitude, +4.3 dB
+
+
+@torch.no_grad()
+def logmag_ceiling(model: SpectralCodecModel, clips: Iterable[torch.Tensor], margin: float = CEILING_MARGIN) -> torch.Tensor:
+    """The decoder's bound: per frequency bin, the largest log magnitude it decodes from the
+    tokens of real clips (`clips`: (K, F) codes each), plus `margin`.
+
+    Why: a language model can put together codebook tokens that no real frame has, and the
+    decoder's exponential turns them into a roar. LARA-Gen's sad-excited clips reached a log
+    magnitude of 4.66, about 100 times the loudest of 40 training clips (-0.04), a saturated
+    broadband roar at RMS 0.62 where piano renders sit near 0.03. Real music never needs more
+    than what the codec decodes from real music, so the bound costs real clips nothing."""
+    peak = None
+    for codes in clips:
+        frame_max = model.decode_logmag(torch.as_tensor(codes, dtype=torch.long)[None], bounded=False)[0].amax(-1)
+        peak = frame_max if peak is None else torch.maximum(peak, frame_max)
+    if peak is None:
+        raise ValueError("no clips to measure the decoder's ceiling on")
+    return peak + margin
 
 
 def griffin_lim(logmag: torch.Tensor, cfg: SpectralCodecConfig, first_frame: int = 0, iters: int | None = None) -> torch.Tensor:

@@ -30,6 +30,9 @@ class NoteArray:
     qpm: float = 120.0
     beats_per_bar: float = 4.0
     meta: dict = field(default_factory=dict)
+    # (N,) int8: the part each note plays, ACCOMPANIMENT, MELODY or BRIDGE (a second melody),
+    # as POP909 marks its tracks; None where the source does not say (a one-track piano file)
+    part: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         order = np.lexsort((self.pitch, self.start))
@@ -37,6 +40,11 @@ class NoteArray:
         self.duration = np.maximum(np.asarray(self.duration, dtype=np.float64)[order], 1e-6)
         self.pitch = np.asarray(self.pitch, dtype=np.int64)[order]
         self.velocity = np.asarray(self.velocity, dtype=np.int64)[order]
+        if self.part is not None:
+            part = np.asarray(self.part, dtype=np.int8)
+            if part.shape != self.pitch.shape:
+                raise ValueError(f"part has {part.shape[0]} entries for {self.pitch.shape[0]} notes")
+            self.part = part[order]
 
     def __len__(self) -> int:
         return int(self.start.shape[0])
@@ -67,6 +75,7 @@ class NoteArray:
             self.qpm,
             self.beats_per_bar,
             {"bars": bar_hi - bar_lo},
+            None if self.part is None else self.part[m],
         )
 
     @classmethod
@@ -75,13 +84,23 @@ class NoteArray:
         return cls(z, z, z.astype(np.int64), z.astype(np.int64), qpm)
 
 
+ACCOMPANIMENT, MELODY, BRIDGE = 0, 1, 2
+PART_OF_TRACK = {"MELODY": MELODY, "BRIDGE": BRIDGE, "PIANO": ACCOMPANIMENT}  # POP909's track names
+
+
 def from_score(score: symusic.Score) -> NoteArray:
-    """Merge every non-drum track into one stream (all data here is piano)."""
+    """Merge every non-drum track into one stream (all data here is piano). Where every
+    track is named as POP909 names them (MELODY, BRIDGE, PIANO), each note keeps its part."""
     s = score.to("quarter")
-    parts = [t.notes.numpy() for t in s.tracks if not t.is_drum and len(t.notes)]
-    if not parts:
+    tracks = [t for t in s.tracks if not t.is_drum and len(t.notes)]
+    if not tracks:
         raise MidiError("MIDI file has no (non-drum) notes")
+    parts = [t.notes.numpy() for t in tracks]
     cat = {k: np.concatenate([p[k] for p in parts]) for k in ("time", "duration", "pitch", "velocity")}
+    names = [t.name.strip().upper() for t in tracks]
+    part = None
+    if all(n in PART_OF_TRACK for n in names):
+        part = np.concatenate([np.full(len(p["pitch"]), PART_OF_TRACK[n], np.int8) for p, n in zip(parts, names)])
     qpm = float(s.tempos[0].qpm) if len(s.tempos) else 120.0
     bpb = 4.0
     if len(s.time_signatures):
@@ -98,6 +117,7 @@ def from_score(score: symusic.Score) -> NoteArray:
         cat["velocity"].astype(np.int64) & 0x7F,
         qpm,
         bpb,
+        part=part,
     )
 
 
@@ -109,21 +129,25 @@ def parse_midi(data: bytes) -> NoteArray:
     return from_score(score)
 
 
-def to_score(notes: NoteArray, tpq: int = 480, program: int = 0, name: str = "MoodLane") -> symusic.Score:
+def to_score(notes: NoteArray, tpq: int = 480, program: int = 0, name: str = "MoodLane", lead: np.ndarray | None = None) -> symusic.Score:
+    """One piano track; with `lead` ((N,) bool, see `attributes.lead_line`), two: "Lead" and
+    "Accompaniment", so a producer can give the tune its own instrument."""
     score = symusic.Score(tpq)
     score.tempos.append(symusic.Tempo(0, float(notes.qpm)))
     num = int(round(notes.beats_per_bar))
     score.time_signatures.append(symusic.TimeSignature(0, num, 4))
-    track = symusic.Track(name, program, False)
     start = np.round(notes.start * tpq).astype(np.int32)
     dur = np.maximum(np.round(notes.duration * tpq).astype(np.int32), 1)
-    track.notes = symusic.Note.from_numpy(start, dur, notes.pitch.astype(np.int8), notes.velocity.astype(np.int8), "tick")
-    score.tracks.append(track)
+    groups = [(name, np.ones(len(notes), dtype=bool))] if lead is None else [("Lead", lead), ("Accompaniment", ~lead)]
+    for track_name, m in groups:
+        track = symusic.Track(track_name, program, False)
+        track.notes = symusic.Note.from_numpy(start[m], dur[m], notes.pitch[m].astype(np.int8), notes.velocity[m].astype(np.int8), "tick")
+        score.tracks.append(track)
     return score
 
 
-def to_midi_bytes(notes: NoteArray, tpq: int = 480) -> bytes:
-    return bytes(to_score(notes, tpq).dumps_midi())
+def to_midi_bytes(notes: NoteArray, tpq: int = 480, lead: np.ndarray | None = None) -> bytes:
+    return bytes(to_score(notes, tpq, lead=lead).dumps_midi())
 
 
 def align_to_grid(notes: NoteArray, steps_per_beat: int = 4) -> NoteArray:
@@ -161,4 +185,4 @@ def align_to_grid(notes: NoteArray, steps_per_beat: int = 4) -> NoteArray:
     # keep the first note at or after time 0 by whole bars
     if start.min() < 0:
         start = start + np.ceil(-start.min() / notes.beats_per_bar) * notes.beats_per_bar
-    return NoteArray(start, notes.duration, notes.pitch, notes.velocity, notes.qpm, notes.beats_per_bar, dict(notes.meta))
+    return NoteArray(start, notes.duration, notes.pitch, notes.velocity, notes.qpm, notes.beats_per_bar, dict(notes.meta), notes.part)
