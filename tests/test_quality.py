@@ -89,3 +89,20 @@ def test_quality_report_sets_renders_against_held_out_and_draws_piano_rolls(tmp_
     assert rep["texture_by_quadrant"]["Q1"]["inside_iqr"]["note_density"] is False
     assert set(rep["metrics"]["held_out"]) == set(Q.METRICS)
     assert (tmp_path / "piano_rolls.png").stat().st_size > 10_000
+    assert rep["lead_line_vs_pop909"] is None  # no marked parts given
+    real["lead_agreement"] = [(1.0, 0.5, 2 / 3), (0.5, 1.0, 2 / 3)]
+    rep = Q.quality_report(quadrants, [tune(1) for _ in range(4)], real)
+    assert rep["lead_line_vs_pop909"] == {"precision": 0.75, "recall": 0.75, "f1": 0.667, "songs": 2}
+
+
+def test_lead_agreement_scores_the_skyline_against_marked_parts():
+    """Lead marked on the top line; an accompaniment note left on top while the tune rests is
+    the skyline's one false find."""
+    rows = [(0, 1, 76), (0, 1, 48), (1, 1, 74), (1, 1, 50), (2, 1, 77), (2, 1, 52), (3, 1, 72), (3, 1, 53)]
+    start, dur, pitch = (np.array(c, dtype=float) for c in zip(*rows))
+    part = np.where(pitch > 60, 1, 0)
+    n = NoteArray(start, dur, pitch.astype(int), np.full(len(rows), 80), part=part)
+    assert Q.lead_agreement(n) == (1.0, 1.0, 1.0)
+    part[pitch == 72] = 0  # the last top note is accompaniment: the skyline still takes it
+    p, r, f = Q.lead_agreement(NoteArray(start, dur, pitch.astype(int), np.full(len(rows), 80), part=part))
+    assert (p, r) == (0.75, 1.0) and f == pytest.approx(6 / 7)

@@ -28,11 +28,12 @@ snapped too, so both sides are judged alike):
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from moodlane.engine.symbolic.attributes import onset_groups, skyline
+from moodlane.engine.symbolic.attributes import lead_line, onset_groups, skyline
 from moodlane.engine.symbolic.notes import NoteArray
 from moodlane.engine.symbolic.tokens import STEPS_PER_BAR, STEPS_PER_BEAT
 from moodlane.engine.training.stats import frechet
@@ -228,6 +229,16 @@ def piano_roll_png(rows: list[tuple[str, NoteArray, NoteArray]], path: Path, sec
     write_atomic(path, buf.getvalue())
 
 
+def lead_agreement(notes: NoteArray) -> tuple[float, float, float]:
+    """(precision, recall, F1) of `lead_line`'s skyline, the parts unmarked, against the lead
+    a piece marks (POP909's MELODY and BRIDGE tracks)."""
+    truth = lead_line(notes)
+    found = lead_line(replace(notes, part=None))
+    hit = float((truth & found).sum())
+    p, r = hit / max(found.sum(), 1), hit / max(truth.sum(), 1)
+    return p, r, 2 * p * r / max(p + r, 1e-9)
+
+
 def real_sets(data_dir: Path, pop_songs: int = 100, progress: bool = True) -> dict[str, list]:
     """Real pieces on the token grid: held-out EMOPIA by quadrant ("valid": [(q, notes)]), and
     for scale EMOPIA's training songs, the first `pop_songs` POP909 songs and VGMIDI."""
@@ -236,12 +247,15 @@ def real_sets(data_dir: Path, pop_songs: int = 100, progress: bool = True) -> di
     from moodlane.engine.symbolic.tokens import on_grid
     from moodlane.engine.training.data import emopia, is_valid_split, pop909, vgmidi
 
-    out: dict[str, list] = {"valid": [], "emopia_train": [], "pop909": [], "vgmidi": []}
+    out: dict[str, list] = {"valid": [], "emopia_train": [], "pop909": [], "vgmidi": [], "lead_agreement": []}
     for it in tqdm(emopia(data_dir), desc="EMOPIA windows", disable=not progress, leave=False):
         key = "valid" if is_valid_split(it.group) else "emopia_train"
         out[key].append((it.quadrant, on_grid(it.load())))
     for it in tqdm(pop909(data_dir)[:pop_songs], desc="POP909 windows", disable=not progress, leave=False):
-        out["pop909"].append((None, on_grid(it.load())))
+        notes = it.load()
+        if notes.part is not None:
+            out["lead_agreement"].append(lead_agreement(notes))
+        out["pop909"].append((None, on_grid(notes)))
     for it in tqdm(vgmidi(data_dir), desc="VGMIDI windows", disable=not progress, leave=False):
         out["vgmidi"].append((None, on_grid(it.load())))
     return out
@@ -276,6 +290,11 @@ def quality_report(quadrants: dict[int, list[NoteArray]], grid: list[NoteArray],
             **fd,
         },
         "texture_by_quadrant": per_q,
+        # how well the lead of unmarked music (EMOPIA, VGMIDI, renders) is found, on POP909's marks
+        "lead_line_vs_pop909": dict(zip(("precision", "recall", "f1"), np.round(np.mean(real["lead_agreement"], 0), 3).tolist()))
+        | {"songs": len(real["lead_agreement"])}
+        if real.get("lead_agreement")
+        else None,
         "metrics": {side: {k: v for k, v in summarise(t).items() if k in METRICS} for side, t in tables.items()},
     }
     if out is not None:
