@@ -366,6 +366,7 @@ def cmd_train(args) -> int:
         codec_kind=args.codec_kind,
         codec=args.codec_checkpoint,
         max_hours=args.max_hours,
+        parts=args.parts,
     )
     run = {
         "symbolic": jobs.train_symbolic,
@@ -633,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=positive_int("batch size"), default=8)
     t.add_argument("--attributes", type=positive_int("attributes"), default=22, help="top-k attributes to condition on")
     t.add_argument("--tiny", action="store_true", help="a tiny model (for a smoke test)")
+    t.add_argument("--parts", action="store_true", help="symbolic: learn the lead apart from the accompaniment (LEAD tokens)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     tcg = t.add_argument_group("codec")
     tcg.add_argument(

@@ -57,7 +57,7 @@ class Session:
 
 def join_notes(chunks: list[Chunk], qpm: float) -> NoteArray:
     """Concatenate bars of notes into one piece (beats from the first chunk's start)."""
-    starts, durs, pitches, vels = [], [], [], []
+    starts, durs, pitches, vels, parts = [], [], [], [], []
     offset = 0.0
     for c in chunks:
         if c.notes is None:
@@ -66,9 +66,11 @@ def join_notes(chunks: list[Chunk], qpm: float) -> NoteArray:
         durs.append(c.notes.duration)
         pitches.append(c.notes.pitch)
         vels.append(c.notes.velocity)
+        parts.append(c.notes.part)
         offset += c.beats
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
-    out = NoteArray(cat(starts), cat(durs), cat(pitches).astype(np.int64), cat(vels).astype(np.int64), qpm, 4.0)
+    part = cat(parts) if parts and all(p is not None for p in parts) else None  # parts known for every bar, or none
+    out = NoteArray(cat(starts), cat(durs), cat(pitches).astype(np.int64), cat(vels).astype(np.int64), qpm, 4.0, part=part)
     out.meta["beats"] = offset
     return out
 

@@ -7,6 +7,8 @@ from moodlane.engine.symbolic.tokens import (
     BOS,
     DUR0,
     EOS,
+    LEAD,
+    PARTS_VOCAB,
     PITCH0,
     POS0,
     VEL0,
@@ -22,8 +24,8 @@ from moodlane.engine.symbolic.tokens import (
 from tests.conftest import make_notes
 
 
-def random_grammatical(rng, n_tokens=300):
-    g, out = Grammar(), [BOS]
+def random_grammatical(rng, n_tokens=300, vocab=VOCAB_SIZE):
+    g, out = Grammar(vocab), [BOS]
     while len(out) < n_tokens:
         allowed = np.flatnonzero(g.allowed())
         t = int(rng.choice(allowed))
@@ -124,3 +126,44 @@ def test_align_to_grid_removes_a_constant_offset():
 def test_corrupt_midi_raises_midi_error(data):
     with pytest.raises(MidiError):
         parse_midi(data)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lead_tokens_survive_decode_encode_and_midi(seed):
+    """With parts, LEAD marks a note as the lead's: decode gives it part MELODY, encode
+    writes LEAD again, and the Lead/Accompaniment tracks of a MIDI file bring the parts back.
+    A grammar without parts never offers LEAD."""
+    from moodlane.engine.symbolic.attributes import lead_line
+    from moodlane.engine.symbolic.notes import MELODY
+
+    tokens = random_grammatical(np.random.default_rng(seed), vocab=PARTS_VOCAB)
+    last_note = max(i for i, t in enumerate(tokens) if VEL0 <= t < VOCAB_SIZE)
+    tokens = np.concatenate([tokens[: last_note + 1], [EOS]])
+    notes = decode(tokens, parts=True)
+    assert (tokens == LEAD).sum() > 0 and (notes.part == MELODY).sum() > 0
+    canonical = encode(notes, parts=True)
+    again = decode(canonical, parts=True)
+    assert np.array_equal(encode(again, parts=True), canonical)
+    assert np.array_equal(again.part, decode(canonical, parts=True).part)
+    assert decode(tokens).part is None and not (encode(notes) == LEAD).any()  # parts only when asked
+    midi = to_midi_bytes(again, lead=lead_line(again))
+    back = parse_midi(midi)
+    assert np.array_equal(encode(back, parts=True), canonical)
+    g = Grammar()  # the shipped model's vocabulary: no LEAD to offer
+    g.update(BAR)
+    g.update(POS0)
+    assert g.allowed().shape == (VOCAB_SIZE,) and LEAD == VOCAB_SIZE
+
+
+def test_lead_token_grammar():
+    g = Grammar(PARTS_VOCAB)
+    for t in (BAR, POS0 + 2):
+        g.update(t)
+    assert g.allowed()[LEAD] and g.allowed()[PITCH0]
+    g.update(LEAD)
+    assert not g.allowed()[LEAD] and g.allowed()[PITCH0]  # LEAD, then a note
+    for t in (PITCH0 + 30, DUR0 + 3, VEL0 + 5):
+        g.update(t)
+    allowed = g.allowed()
+    assert allowed[LEAD] and not allowed[PITCH0 + 30] and allowed[PITCH0 + 31]
+    assert token_name(LEAD) == "LEAD"

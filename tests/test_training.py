@@ -141,3 +141,25 @@ def test_train_judge(fake, tmp_path, capsys):
     loud = judge.judge(piece(rng, *QUAD_STYLE[1]))
     soft = judge.judge(piece(rng, *QUAD_STYLE[3]))
     assert loud.arousal > soft.arousal
+
+
+def test_train_symbolic_with_parts_writes_lead_tokens_and_renders_parts(fake, tmp_path, capsys):
+    """`train symbolic --parts`: the vocabulary gains LEAD, the dataset's tokens carry it (the
+    skyline lead of unmarked files), and the generator's notes say which are the lead's."""
+    from moodlane.engine.automation import EmotionCurve
+    from moodlane.engine.session import join, render_chunks
+    from moodlane.engine.symbolic.generator import SymbolicGenerator
+    from moodlane.engine.symbolic.tokens import LEAD, PARTS_VOCAB
+
+    ck = tmp_path / "ck" / "symbolic"
+    args = ["train", "symbolic", "--data", str(fake), "--out", str(tmp_path / "run"), "--export", str(ck)]
+    assert main([*args, "--tiny", "--steps", "4", "--attributes", "4", "--parts"]) == 0
+    capsys.readouterr()
+    assert json.loads(ck.with_suffix(".json").read_text())["config"]["vocab_size"] == PARTS_VOCAB
+    d = np.load(tmp_path / "run" / "dataset.npz")
+    assert bool(d["parts"]) and (d["tokens"] == LEAD).sum() > 0
+    gen = SymbolicGenerator.load(ck)
+    chunks, qpm = render_chunks(gen, EmotionCurve.constant(Emotion(0.5, 0.5)), 8, 0, 120.0)
+    piece = join(chunks, qpm)
+    assert piece.part is not None and piece.part.shape == piece.pitch.shape
+    assert set(piece.part.tolist()) <= {0, 1}

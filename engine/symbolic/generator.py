@@ -21,7 +21,7 @@ from moodlane.engine.symbolic import dynamics, mode_rule
 from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
 from moodlane.engine.symbolic.emotion_map import MODES, EmotionMap
 from moodlane.engine.symbolic.model import KVCache, SymbolicLM, for_inference
-from moodlane.engine.symbolic.tokens import BAR, BOS, POS0, Grammar, decode
+from moodlane.engine.symbolic.tokens import BAR, BOS, LEAD, POS0, Grammar, decode
 
 DEFAULT_MAP = PACKAGE_WEIGHTS / "emotion_map.json"
 
@@ -172,7 +172,7 @@ class SymbolicGenerator:
         with torch.no_grad():
             emb = self.model.attribute_embedding(torch.from_numpy(bins))[:, None]  # (rows, 1, C)
         gen = torch.Generator().manual_seed(bar_seed(state.seed, state.bar))
-        grammar = Grammar()
+        grammar = Grammar(self.cfg.vocab_size)
         grammar.reset_bar()
         first = [BOS, BAR] if not state.tokens else [BAR]
         logits = self._feed(state, first, bins, emb)
@@ -188,7 +188,8 @@ class SymbolicGenerator:
             grammar.update(t)
             out.append(t)
             logits = self._feed(state, [t], bins, emb)
-        notes = decode(np.array(out), qpm=120.0)  # a note cut off by the budget is dropped
+        # a note cut off by the budget is dropped; a model with parts says which notes are the lead's
+        notes = decode(np.array(out), qpm=120.0, parts=self.cfg.vocab_size > LEAD)
         if self.sampling.mode_rule:
             played = mode_rule.apply(notes, state.pc_hist, emotion.valence)
             state.pc_hist = mode_rule.update_histogram(state.pc_hist, notes)  # the model's own key

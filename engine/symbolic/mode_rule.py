@@ -58,6 +58,7 @@ def apply(notes: NoteArray, hist: np.ndarray, valence: float, threshold: float =
     for i, (s, p) in enumerate(zip(np.round(notes.start, 4), pitch)):
         keep[i] = (s, p) not in seen
         seen.add((s, p))
+    part = None if notes.part is None else notes.part[keep]
     return NoteArray(
-        notes.start[keep], notes.duration[keep], pitch[keep], notes.velocity[keep], notes.qpm, notes.beats_per_bar, dict(notes.meta)
+        notes.start[keep], notes.duration[keep], pitch[keep], notes.velocity[keep], notes.qpm, notes.beats_per_bar, dict(notes.meta), part
     )

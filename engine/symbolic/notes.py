@@ -85,7 +85,8 @@ class NoteArray:
 
 
 ACCOMPANIMENT, MELODY, BRIDGE = 0, 1, 2
-PART_OF_TRACK = {"MELODY": MELODY, "BRIDGE": BRIDGE, "PIANO": ACCOMPANIMENT}  # POP909's track names
+# POP909's track names, and those `to_score` writes for a lead
+PART_OF_TRACK = {"MELODY": MELODY, "BRIDGE": BRIDGE, "PIANO": ACCOMPANIMENT, "LEAD": MELODY, "ACCOMPANIMENT": ACCOMPANIMENT}
 
 
 def from_score(score: symusic.Score) -> NoteArray:

@@ -6,7 +6,13 @@ Worked example, one bar with a C major chord on beat 1 and an E on beat 3:
          POS_8  PITCH_64 DUR_4 VEL_12  BAR ...
 
 Within a position, pitches ascend; positions ascend within a bar. Durations are in 16ths
-(1..32), velocities in 16 bins of 8. Tempo is not a token: the session (DAW, preset or
+(1..32), velocities in 16 bins of 8. With parts (`encode(..., parts=True)`), a LEAD token
+before a note's PITCH marks it as the lead, the melody a listener follows
+(`attributes.lead_line`: POP909's MELODY and BRIDGE tracks, a skyline elsewhere):
+
+    BAR  POS_0  PITCH_48 DUR_8 VEL_10  PITCH_55 DUR_8 VEL_10  LEAD PITCH_72 DUR_4 VEL_12 ...
+
+A model without parts (vocabulary `PARTS_VOCAB - 1`) never sees or samples LEAD. Tempo is not a token: the session (DAW, preset or
 emotion map) owns it. `decode(encode(x))` is `x` snapped to the grid, and
 `encode(decode(tokens)) == tokens` for every grammatical sequence (tested).
 """
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moodlane.engine.symbolic.notes import NoteArray
+from moodlane.engine.symbolic.notes import ACCOMPANIMENT, MELODY, NoteArray
 
 STEPS_PER_BEAT = 4
 STEPS_PER_BAR = 16
@@ -31,10 +37,14 @@ POS0 = 4
 PITCH0 = POS0 + STEPS_PER_BAR
 DUR0 = PITCH0 + (PITCH_HI - PITCH_LO + 1)
 VEL0 = DUR0 + MAX_DUR
-VOCAB_SIZE = VEL0 + N_VEL
+VOCAB_SIZE = VEL0 + N_VEL  # without parts: the shipped model's vocabulary
+LEAD = VOCAB_SIZE  # the next note is the lead's
+PARTS_VOCAB = LEAD + 1
 
 
 def token_name(t: int) -> str:
+    if t == LEAD:
+        return "LEAD"
     if t < POS0:
         return ("PAD", "BOS", "EOS", "BAR")[t]
     if t < PITCH0:
@@ -61,17 +71,22 @@ class GridNote:
     pitch: int
     dur: int
     vel_bin: int
+    lead: bool = False
 
 
-def quantise(notes: NoteArray) -> list[GridNote]:
-    """Snap notes to the grid; drop out-of-range pitches; keep the longest of duplicates."""
+def quantise(notes: NoteArray, parts: bool = False) -> list[GridNote]:
+    """Snap notes to the grid; drop out-of-range pitches; keep the longest of duplicates.
+    `parts`: mark the lead's notes (`attributes.lead_line`)."""
+    from moodlane.engine.symbolic.attributes import lead_line
+
     step = np.round(notes.start * STEPS_PER_BEAT).astype(np.int64)
     dur = np.clip(np.round(notes.duration * STEPS_PER_BEAT).astype(np.int64), 1, MAX_DUR)
+    lead = lead_line(notes) if parts else np.zeros(len(notes), dtype=bool)
     keep: dict[tuple[int, int], GridNote] = {}
-    for s, d, p, v in zip(step, dur, notes.pitch, velocity_bin(notes.velocity)):
+    for s, d, p, v, ld in zip(step, dur, notes.pitch, velocity_bin(notes.velocity), lead):
         if not PITCH_LO <= p <= PITCH_HI or s < 0:
             continue
-        g = GridNote(int(s // STEPS_PER_BAR), int(s % STEPS_PER_BAR), int(p), int(d), int(v))
+        g = GridNote(int(s // STEPS_PER_BAR), int(s % STEPS_PER_BAR), int(p), int(d), int(v), bool(ld))
         old = keep.get((s, p))
         if old is None or old.dur < g.dur:
             keep[(s, p)] = g
@@ -90,14 +105,15 @@ def _cut_overlaps(grid: list[GridNote]) -> list[GridNote]:
             p = out[j]
             p_step = p.bar * STEPS_PER_BAR + p.pos
             if p_step + p.dur > step:
-                out[j] = GridNote(p.bar, p.pos, p.pitch, step - p_step, p.vel_bin)
+                out[j] = GridNote(p.bar, p.pos, p.pitch, step - p_step, p.vel_bin, p.lead)
         last[g.pitch] = i
     return out
 
 
-def encode(notes: NoteArray, bos: bool = True, eos: bool = True) -> np.ndarray:
-    """Notes -> token ids (int64). Every bar up to the last note gets a BAR token."""
-    grid = quantise(notes)
+def encode(notes: NoteArray, bos: bool = True, eos: bool = True, parts: bool = False) -> np.ndarray:
+    """Notes -> token ids (int64). Every bar up to the last note gets a BAR token; with
+    `parts`, each of the lead's notes a LEAD token."""
+    grid = quantise(notes, parts)
     n_bars = grid[-1].bar + 1 if grid else 0
     out = [BOS] if bos else []
     i = 0
@@ -109,7 +125,7 @@ def encode(notes: NoteArray, bos: bool = True, eos: bool = True) -> np.ndarray:
             if g.pos != last_pos:
                 out.append(POS0 + g.pos)
                 last_pos = g.pos
-            out += [PITCH0 + g.pitch - PITCH_LO, DUR0 + g.dur - 1, VEL0 + g.vel_bin]
+            out += [LEAD] * g.lead + [PITCH0 + g.pitch - PITCH_LO, DUR0 + g.dur - 1, VEL0 + g.vel_bin]
             i += 1
     if eos:
         out.append(EOS)
@@ -121,15 +137,19 @@ def bar_index(tokens: np.ndarray) -> np.ndarray:
     return np.maximum(np.cumsum(np.asarray(tokens) == BAR) - 1, 0)
 
 
-def decode(tokens: np.ndarray, qpm: float = 120.0, bar_offset: int = 0) -> NoteArray:
-    """Token ids -> notes. Ungrammatical fragments (a PITCH without DUR/VEL) are skipped."""
+def decode(tokens: np.ndarray, qpm: float = 120.0, bar_offset: int = 0, parts: bool = False) -> NoteArray:
+    """Token ids -> notes. Ungrammatical fragments (a PITCH without DUR/VEL) are skipped.
+    `parts`: the notes carry their part (MELODY after LEAD, else ACCOMPANIMENT)."""
     bar, pos = bar_offset - 1, 0
-    starts, durs, pitches, vels = [], [], [], []
+    starts, durs, pitches, vels, leads = [], [], [], [], []
     toks = [int(t) for t in tokens]
+    lead = False
     i = 0
     while i < len(toks):
         t = toks[i]
-        if t == BAR:
+        if t == LEAD:
+            lead = True
+        elif t == BAR:
             bar += 1
             pos = 0
         elif t == EOS:
@@ -143,7 +163,9 @@ def decode(tokens: np.ndarray, qpm: float = 120.0, bar_offset: int = 0) -> NoteA
                 durs.append((d - DUR0 + 1) / STEPS_PER_BEAT)
                 pitches.append(t - PITCH0 + PITCH_LO)
                 vels.append(int(bin_velocity(v - VEL0)))
+                leads.append(lead)
                 i += 2
+            lead = False
         i += 1
     start = np.array(starts)
     dur = np.array(durs)
@@ -153,14 +175,18 @@ def decode(tokens: np.ndarray, qpm: float = 120.0, bar_offset: int = 0) -> NoteA
         for a, b in zip(idx, idx[1:]):
             if start[a] + dur[a] > start[b]:
                 dur[a] = start[b] - start[a]
-    return NoteArray(start, dur, np.array(pitches), np.array(vels), qpm, BEATS_PER_BAR)
+    part = np.where(leads, MELODY, ACCOMPANIMENT).astype(np.int8) if parts else None
+    return NoteArray(start, dur, np.array(pitches), np.array(vels), qpm, BEATS_PER_BAR, part=part)
 
 
 class Grammar:
     """Which tokens may follow: keeps sampled sequences decodable (positions ascend within
-    a bar, pitches ascend within a position, every PITCH is followed by DUR then VEL)."""
+    a bar, pitches ascend within a position, every PITCH is followed by DUR then VEL, a LEAD
+    by a PITCH). `vocab`: the model's vocabulary (with parts, `PARTS_VOCAB`: LEAD may come
+    before any note's PITCH)."""
 
-    def __init__(self) -> None:
+    def __init__(self, vocab: int = VOCAB_SIZE) -> None:
+        self.vocab = vocab
         self.last = BOS
         self.pos = -1
         self.pitch = -1
@@ -179,21 +205,26 @@ class Grammar:
         self.last = t
 
     def allowed(self) -> np.ndarray:
-        m = np.zeros(VOCAB_SIZE, dtype=bool)
+        m = np.zeros(self.vocab, dtype=bool)
         t = self.last
+        lead = self.vocab > LEAD
         if t == BOS:
             m[BAR] = True
         elif t == BAR:
             m[POS0:PITCH0] = True
             m[BAR] = True
-        elif POS0 <= t < PITCH0:
-            m[PITCH0:DUR0] = True
+        elif POS0 <= t < PITCH0 or t == LEAD:
+            m[PITCH0 + self.pitch + 1 : DUR0] = True
+            if lead and t != LEAD:
+                m[LEAD] = True
         elif PITCH0 <= t < DUR0:
             m[DUR0:VEL0] = True
         elif DUR0 <= t < VEL0:
             m[VEL0:VOCAB_SIZE] = True
         else:  # after VEL: another pitch here, a later position, or the next bar
             m[PITCH0 + self.pitch + 1 : DUR0] = True
+            if lead and self.pitch + PITCH_LO < PITCH_HI:  # a higher pitch is left for the lead
+                m[LEAD] = True
             m[POS0 + self.pos + 1 : PITCH0] = True
             m[BAR] = True
         return m

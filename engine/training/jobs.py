@@ -49,6 +49,7 @@ class TrainJob:
     codec_kind: str = "spectral"  # train codec: spectral (default) or seanet
     codec: str | None = None  # train audio: the codec whose tokens it learns (default: the shipped spectral codec)
     max_hours: float | None = None  # train codec: hours of audio held in memory
+    parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -74,6 +75,7 @@ def fit_map_for(stem: Path, data_dir: Path, work: Path) -> dict:
 
 
 def train_symbolic(args: TrainJob) -> dict:
+    from moodlane.engine.symbolic.tokens import PARTS_VOCAB, VOCAB_SIZE
     from moodlane.engine.training.symbolic import TrainConfig, choose_attributes, train
 
     data_dir = resolve_data_dir(args.data)
@@ -82,7 +84,7 @@ def train_symbolic(args: TrainJob) -> dict:
     t0 = time.time()
     attrs = choose_attributes(data_dir, args.attributes)
     base = TINY if args.tiny else SymbolicConfig()
-    cfg = replace(base, attributes=attrs)
+    cfg = replace(base, attributes=attrs, vocab_size=PARTS_VOCAB if args.parts else VOCAB_SIZE)
     tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps))
     result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 writes the map

@@ -25,7 +25,7 @@ from moodlane.engine.symbolic.attributes import INDEX, bar_windows, quantile_edg
 from moodlane.engine.symbolic.checkpoint import save_symbolic
 from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
 from moodlane.engine.symbolic.notes import MidiError, align_to_grid
-from moodlane.engine.symbolic.tokens import BAR, bar_index, decode, encode
+from moodlane.engine.symbolic.tokens import BAR, LEAD, bar_index, decode, encode
 from moodlane.engine.training.data import Item, all_midi, is_valid_split
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,15 @@ class TrainConfig:
     seed: int = 1337
 
 
-def _piece(item: Item, attributes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """Tokens and per-bar raw attribute values of one file (on the 4/4 token grid)."""
+def _piece(item: Item, attributes: tuple[str, ...], parts: bool = False) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Tokens and per-bar raw attribute values of one file (on the 4/4 token grid); `parts`:
+    with LEAD tokens."""
     try:
         notes = align_to_grid(item.load())
     except MidiError as e:
         log.warning("skipping %s", e)
         return None
-    tokens = encode(notes)
+    tokens = encode(notes, parts=parts)
     if (tokens == BAR).sum() < 2:
         return None
     grid = decode(tokens, notes.qpm)  # attributes of what the tokens say, bars as tokens count them
@@ -60,17 +61,19 @@ def _piece(item: Item, attributes: tuple[str, ...]) -> tuple[np.ndarray, np.ndar
     return tokens, feats, item.group
 
 
-def build_dataset(data_dir: Path, attributes: tuple[str, ...], cache: Path, workers: int = 2) -> dict:
+def build_dataset(data_dir: Path, attributes: tuple[str, ...], cache: Path, workers: int = 2, parts: bool = False) -> dict:
     """Tokenise every MIDI file once and cache tokens + per-bar attribute values."""
     if cache.is_file():
         d = dict(np.load(cache, allow_pickle=False))
-        if tuple(d["attributes"].tolist()) == attributes:
+        if tuple(d["attributes"].tolist()) == attributes and bool(d.get("parts", False)) == parts:
             return d
     items = all_midi(data_dir)
     from tqdm import tqdm
 
     with ProcessPoolExecutor(workers) as ex:
-        results = list(tqdm(ex.map(_piece, items, [attributes] * len(items), chunksize=8), total=len(items), desc="tokenising"))
+        results = list(
+            tqdm(ex.map(_piece, items, [attributes] * len(items), [parts] * len(items), chunksize=8), total=len(items), desc="tokenising")
+        )
     results = [r for r in results if r is not None]
     tokens = np.concatenate([r[0] for r in results])
     lengths = np.array([len(r[0]) for r in results])
@@ -85,6 +88,7 @@ def build_dataset(data_dir: Path, attributes: tuple[str, ...], cache: Path, work
         "valid": valid,
         "groups": np.array([r[2] for r in results]),
         "attributes": np.array(attributes),
+        "parts": np.array(parts),
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **d)
@@ -160,7 +164,7 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()  # rank 0 tokenises and writes the cache first
-    d = build_dataset(data_dir, model_cfg.attributes, out_dir / "dataset.npz")
+    d = build_dataset(data_dir, model_cfg.attributes, out_dir / "dataset.npz", parts=model_cfg.vocab_size > LEAD)
     if ddp and rank == 0:
         import torch.distributed as dist
 
