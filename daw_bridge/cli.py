@@ -648,7 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--emotion", choices=("av", "text"), default="av", help="av: the AV encoder; text: emotion words in the prompt (baseline)"
     )
     la.add_argument("--codec-checkpoint", help="the codec that encoded the tokens (default: the shipped spectral codec)")
-    la.add_argument("--init", help="start from a MusicGen folder (transformers format: fine-tune it with emotion control) or an LM stem")
+    la.add_argument(
+        "--init",
+        help="audio: start from a MusicGen folder (transformers format: fine-tune it with emotion control) or an LM stem; "
+        "symbolic: from a symbolic stem (with --parts, LEAD is added)",
+    )
     la.add_argument("--layers", type=positive_int("layers"), help="decoder blocks (default 4)")
     la.add_argument("--dim", type=positive_int("dim"), help="model width (default 256)")
     la.add_argument("--context", type=positive_int("context"), help="steps per training crop and attention window (default 300: 4 s)")

@@ -50,6 +50,11 @@ def test_muspy_style_metrics():
     assert Q.bar_repetition(shifted) == 0.0  # each bar's (position, pitch class) is new
     assert Q.top_voice_stepwise(tune) == pytest.approx(28 / 31)  # 7 steps a bar; the 3 turns repeat the top note
     assert Q.top_voice_stepwise(same) == 0.0  # a repeated note is not a line
+    # lead coverage: the 16ths in which a lead note sounds; marked parts are believed
+    held = piece([(0.0, 8.0, 72), (0.0, 16.0, 48), (12.0, 2.0, 74)])  # a lead for 2 bars, then half a bar
+    assert Q.lead_coverage(held) == pytest.approx((32 + 8) / 64)
+    marked = NoteArray(held.start, held.duration, held.pitch, held.velocity, part=np.array([0, 0, 0]))
+    assert Q.lead_coverage(marked) == 0.0  # nothing marked as lead
 
 
 def test_frechet_features_are_key_invariant_and_fd_orders_sets():

@@ -163,3 +163,22 @@ def test_train_symbolic_with_parts_writes_lead_tokens_and_renders_parts(fake, tm
     piece = join(chunks, qpm)
     assert piece.part is not None and piece.part.shape == piece.pitch.shape
     assert set(piece.part.tolist()) <= {0, 1}
+
+
+def test_warm_start_keeps_the_old_vocabulary_and_adds_lead():
+    from dataclasses import replace
+
+    import torch
+
+    from moodlane.engine.symbolic.model import TINY, SymbolicLM
+    from moodlane.engine.symbolic.tokens import PARTS_VOCAB, VOCAB_SIZE
+    from moodlane.engine.training.symbolic import warm_start
+
+    old = SymbolicLM(replace(TINY, attributes=("velocity_mean",), vocab_size=VOCAB_SIZE))
+    new = SymbolicLM(replace(TINY, attributes=("velocity_mean",), vocab_size=PARTS_VOCAB))
+    lead_row = new.wte.weight[VOCAB_SIZE].clone()
+    warm_start(new, old)
+    assert torch.equal(new.wte.weight[:VOCAB_SIZE], old.wte.weight) and torch.equal(new.wte.weight[VOCAB_SIZE], lead_row)
+    assert torch.equal(new.lm_head.weight[:VOCAB_SIZE], old.lm_head.weight)
+    with pytest.raises(ValueError, match="--init: wte.weight"):
+        warm_start(old, new)  # a smaller vocabulary cannot hold the larger one's rows

@@ -231,9 +231,11 @@ class Grammar:
 
 
 def on_grid(notes: NoteArray) -> NoteArray:
-    """The piece as the tokens see it (16th grid, piano range), keeping its tempo and metre,
-    so attributes of data and of generated music are measured alike."""
-    g = quantise(notes)
+    """The piece as the tokens see it (16th grid, piano range), keeping its tempo and metre
+    (and its parts, as lead and accompaniment, where it has them), so attributes of data and
+    of generated music are measured alike."""
+    parts = notes.part is not None
+    g = quantise(notes, parts)
     return NoteArray(
         np.array([(x.bar * STEPS_PER_BAR + x.pos) / STEPS_PER_BEAT for x in g]),
         np.array([x.dur / STEPS_PER_BEAT for x in g]),
@@ -241,4 +243,5 @@ def on_grid(notes: NoteArray) -> NoteArray:
         bin_velocity(np.array([x.vel_bin for x in g], dtype=np.int64)),
         notes.qpm,
         notes.beats_per_bar,
+        part=np.array([MELODY if x.lead else ACCOMPANIMENT for x in g], dtype=np.int8) if parts else None,
     )

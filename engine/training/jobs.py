@@ -75,6 +75,7 @@ def fit_map_for(stem: Path, data_dir: Path, work: Path) -> dict:
 
 
 def train_symbolic(args: TrainJob) -> dict:
+    from moodlane.engine.symbolic.checkpoint import load_symbolic
     from moodlane.engine.symbolic.tokens import PARTS_VOCAB, VOCAB_SIZE
     from moodlane.engine.training.symbolic import TrainConfig, choose_attributes, train
 
@@ -82,11 +83,15 @@ def train_symbolic(args: TrainJob) -> dict:
     out = Path(args.out)
     stem = Path(args.export) if args.export else PACKAGE_WEIGHTS / "symbolic"
     t0 = time.time()
-    attrs = choose_attributes(data_dir, args.attributes)
-    base = TINY if args.tiny else SymbolicConfig()
+    init = None
+    if args.init:  # warm start: its sizes and attributes (and its vocabulary, or with --parts LEAD added)
+        init, _ = load_symbolic(args.init)
+        base, attrs = init.cfg, init.cfg.attributes
+    else:
+        base, attrs = TINY if args.tiny else SymbolicConfig(), choose_attributes(data_dir, args.attributes)
     cfg = replace(base, attributes=attrs, vocab_size=PARTS_VOCAB if args.parts else VOCAB_SIZE)
     tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps))
-    result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume)
+    result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume, init=init)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 writes the map
         return {"rank": int(os.environ["RANK"]), "final": result["history"][-1] if result["history"] else None}
     mapping = fit_map_for(stem, data_dir, out)

@@ -41,7 +41,7 @@ from moodlane.engine.training.witness import KK_MAJOR, KK_MINOR
 
 WINDOW_BARS = 4
 TEXTURE = ("note_density", "polyphony", "pitch_range", "top_voice_share")
-METRICS = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "bar_repetition", "top_voice_stepwise")
+METRICS = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "bar_repetition", "top_voice_stepwise", "lead_coverage")
 _MAJOR_SCALE = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
 _MINOR_SCALE = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)  # natural minor
 _IOI_EDGES = np.array([0.0625, 0.125, 0.25, 0.5, 1.0, 2.0])  # seconds
@@ -130,6 +130,19 @@ def top_voice_stepwise(w: NoteArray) -> float:
     return float(((step >= 1) & (step <= 4))[near].mean()) if near.any() else 0.0
 
 
+def lead_coverage(w: NoteArray, bars: int = WINDOW_BARS) -> float:
+    """The share of the window's 16ths in which a lead note sounds (`attributes.lead_line`:
+    the marked lead where the notes carry parts, else the monophonic skyline): a tune that
+    carries through, against fragments."""
+    lead = lead_line(w)
+    steps = bars * STEPS_PER_BAR
+    sounding = np.zeros(steps, dtype=bool)
+    on, off = _steps(w)
+    for a, b in zip(on[lead], off[lead]):
+        sounding[max(int(a), 0) : min(int(b), steps)] = True
+    return float(sounding.mean())
+
+
 def metrics(w: NoteArray, bars: int = WINDOW_BARS) -> dict[str, float]:
     return {
         "pitch_class_entropy": pitch_class_entropy(w),
@@ -137,6 +150,7 @@ def metrics(w: NoteArray, bars: int = WINDOW_BARS) -> dict[str, float]:
         "groove_consistency": groove_consistency(w, bars),
         "bar_repetition": bar_repetition(w, bars),
         "top_voice_stepwise": top_voice_stepwise(w),
+        "lead_coverage": lead_coverage(w, bars),
     }
 
 

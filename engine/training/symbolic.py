@@ -147,6 +147,7 @@ def train(
     export_stem: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    init: SymbolicLM | None = None,
 ) -> dict:
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
@@ -174,6 +175,8 @@ def train(
     model_cfg = replace(model_cfg, bin_edges=tuple(tuple(float(x) for x in r) for r in edges))
     torch.manual_seed(tc.seed + rank)
     model = SymbolicLM(model_cfg).to(device)
+    if init is not None:
+        warm_start(model, init)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(0.9, 0.95), weight_decay=tc.weight_decay)
     step, history, wall = 0, [], 0.0
     state_path = out_dir / "train_state.pt"
@@ -240,6 +243,18 @@ def train(
 
         dist.destroy_process_group()
     return {"history": history, "config": model_cfg.to_json()}
+
+
+def warm_start(model: SymbolicLM, init: SymbolicLM) -> None:
+    """Start `model` from `init`'s weights. A larger vocabulary (LEAD added for parts) keeps
+    the old tokens' rows of the embedding and output layer; the new rows stay as initialised."""
+    src, dst = init.state_dict(), model.state_dict()
+    for k, v in dst.items():
+        w = src.get(k)
+        if w is None or w.shape[1:] != v.shape[1:] or w.shape[0] > v.shape[0]:
+            raise ValueError(f"--init: {k} is {tuple(w.shape) if w is not None else 'missing'} there, {tuple(v.shape)} here")
+        v[: w.shape[0]] = w
+    model.load_state_dict(dst)
 
 
 def _record(data_dir: Path, tc: TrainConfig, step: int, wall: float, history: list, n_tokens: int, d: dict) -> dict:
