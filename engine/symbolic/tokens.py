@@ -12,8 +12,9 @@ before a note's PITCH marks it as the lead, the melody a listener follows
 
     BAR  POS_0  PITCH_48 DUR_8 VEL_10  PITCH_55 DUR_8 VEL_10  LEAD PITCH_72 DUR_4 VEL_12 ...
 
-A model without parts (vocabulary `PARTS_VOCAB - 1`) never sees or samples LEAD. Tempo is not a token: the session (DAW, preset or
-emotion map) owns it. `decode(encode(x))` is `x` snapped to the grid, and
+A model without parts (vocabulary `PARTS_VOCAB - 1`) never sees or samples LEAD.
+
+Tempo is not a token: the session (DAW, preset or emotion map) owns it. `decode(encode(x))` is `x` snapped to the grid, and
 `encode(decode(tokens)) == tokens` for every grammatical sequence (tested).
 """
 
