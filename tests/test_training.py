@@ -155,7 +155,8 @@ def test_train_symbolic_with_parts_writes_lead_tokens_and_renders_parts(fake, tm
     args = ["train", "symbolic", "--data", str(fake), "--out", str(tmp_path / "run"), "--export", str(ck)]
     assert main([*args, "--tiny", "--steps", "4", "--attributes", "4", "--parts"]) == 0
     capsys.readouterr()
-    assert json.loads(ck.with_suffix(".json").read_text())["config"]["vocab_size"] == PARTS_VOCAB
+    rec = json.loads(ck.with_suffix(".json").read_text())
+    assert rec["config"]["vocab_size"] == PARTS_VOCAB and rec["training"]["parts"] is True
     d = np.load(tmp_path / "run" / "dataset.npz")
     assert bool(d["parts"]) and (d["tokens"] == LEAD).sum() > 0
     gen = SymbolicGenerator.load(ck)

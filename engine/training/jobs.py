@@ -91,7 +91,7 @@ def train_symbolic(args: TrainJob) -> dict:
         base, attrs = TINY if args.tiny else SymbolicConfig(), choose_attributes(data_dir, args.attributes)
     cfg = replace(base, attributes=attrs, vocab_size=PARTS_VOCAB if args.parts else VOCAB_SIZE)
     tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps))
-    result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume, init=init)
+    result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume, init=init, command=args.command)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 writes the map
         return {"rank": int(os.environ["RANK"]), "final": result["history"][-1] if result["history"] else None}
     mapping = fit_map_for(stem, data_dir, out)

@@ -148,6 +148,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     init: SymbolicLM | None = None,
+    command: str = "",
 ) -> dict:
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
@@ -213,7 +214,7 @@ def train(
             return
         save_torch(state_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history, "wall": wall})
         if export_stem is not None:
-            save_symbolic(model, export_stem, extra={"training": _record(data_dir, tc, step, wall, history, n_train_tokens, d)})
+            save_symbolic(model, export_stem, extra={"training": _record(data_dir, tc, step, wall, history, n_train_tokens, d, command)})
 
     from tqdm import tqdm
 
@@ -257,9 +258,10 @@ def warm_start(model: SymbolicLM, init: SymbolicLM) -> None:
     model.load_state_dict(dst)
 
 
-def _record(data_dir: Path, tc: TrainConfig, step: int, wall: float, history: list, n_tokens: int, d: dict) -> dict:
+def _record(data_dir: Path, tc: TrainConfig, step: int, wall: float, history: list, n_tokens: int, d: dict, command: str = "") -> dict:
     return {
-        "command": f"moodlane train symbolic --data DATA --steps {tc.steps} --batch-size {tc.batch_size}",
+        "command": command or f"moodlane train symbolic --data DATA --steps {tc.steps} --batch-size {tc.batch_size}",
+        "parts": bool(d.get("parts", False)),
         "data": (
             f"{data_dir.name}/: pop909 + emopia + vgmidi MIDI, no labels; "
             f"{int((~d['valid']).sum())} train / {int(d['valid'].sum())} valid files (song split)"
