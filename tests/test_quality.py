@@ -96,7 +96,9 @@ def test_quality_report_sets_renders_against_held_out_and_draws_piano_rolls(tmp_
     assert (tmp_path / "piano_rolls.png").stat().st_size > 10_000
     assert rep["lead_line_vs_pop909"] is None  # no marked parts given
     real["lead_agreement"] = [(1.0, 0.5, 2 / 3), (0.5, 1.0, 2 / 3)]
-    rep = Q.quality_report(quadrants, [tune(1) for _ in range(4)], real)
+    rep = Q.quality_report(quadrants, [tune(1) for _ in range(4)], real, asked={1: 9.0, 3: 2.5})
+    tex = rep["texture_by_quadrant"]
+    assert tex["Q1"]["map_asks_notes_per_s"] == 9.0 and "map_asks_notes_per_s" not in tex["Q2"]
     assert rep["lead_line_vs_pop909"] == {"precision": 0.75, "recall": 0.75, "f1": 0.667, "songs": 2}
 
 

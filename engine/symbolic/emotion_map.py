@@ -94,6 +94,14 @@ class EmotionMap:
             r[j] = float(np.clip(to_ranks(np.array([[value]]), np.array([t["edges"]]))[0, 0], 0.0, 0.999))
         return r
 
+    def per_second(self, e: Emotion, attribute: str = "note_density", mode: str = "smooth") -> float:
+        """What the map asks of a time-based attribute at the emotion's own tempo, in seconds'
+        terms (notes per second; a duration in seconds): what a listener hears."""
+        t = (self.timed or {})[attribute]
+        tempo = self.tempo(e)
+        value = rank_to_value(self.ranks(e, mode, tempo)[self.attributes.index(attribute)], t["edges"])
+        return value * (tempo / 60.0 if t["unit"] == "per_beat" else 60.0 / tempo)
+
     def _ranks(self, e: Emotion, mode: str) -> np.ndarray:
         if mode == "emogen":
             hi = self.quadrant_high[e.quadrant - 1]

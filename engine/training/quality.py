@@ -275,10 +275,17 @@ def real_sets(data_dir: Path, pop_songs: int = 100, progress: bool = True) -> di
     return out
 
 
-def quality_report(quadrants: dict[int, list[NoteArray]], grid: list[NoteArray], real: dict[str, list], out: Path | None = None) -> dict:
+def quality_report(
+    quadrants: dict[int, list[NoteArray]],
+    grid: list[NoteArray],
+    real: dict[str, list],
+    out: Path | None = None,
+    asked: dict[int, float] | None = None,
+) -> dict:
     """The engine's renders against held-out real music: `quadrants` (renders at each
-    quadrant centre), `grid` (renders over a valence/arousal grid), `real` (`real_sets`).
-    Writes the piano-roll PNG into `out`."""
+    quadrant centre), `grid` (renders over a valence/arousal grid), `real` (`real_sets`),
+    `asked` (the notes per second the emotion map asks at each quadrant centre, beside
+    what was played). Writes the piano-roll PNG into `out`."""
     valid = describe([n for _, n in real["valid"]])
     gen = describe(grid)
     z = standardiser(valid["features"])
@@ -294,6 +301,8 @@ def quality_report(quadrants: dict[int, list[NoteArray]], grid: list[NoteArray],
         r = summarise(valid["table"][valid_q[valid["piece"]] == q])
         g = summarise(describe(pieces)["table"])
         per_q[f"Q{q}"] = {"generated": {k: g[k] for k in TEXTURE}, "held_out": {k: r[k] for k in TEXTURE}, "inside_iqr": inside_iqr(g, r)}
+        if asked and q in asked:
+            per_q[f"Q{q}"]["map_asks_notes_per_s"] = round(float(asked[q]), 2)
     report = {
         "window_bars": WINDOW_BARS,
         "frechet": {
