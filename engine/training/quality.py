@@ -211,7 +211,8 @@ def inside_iqr(generated: dict, real: dict) -> dict[str, bool]:
 def piano_roll_png(rows: list[tuple[str, NoteArray, NoteArray]], path: Path, seconds: float = 16.0) -> None:
     """One row per quadrant: the engine's render beside a held-out real clip, the first
     `seconds` of each, in seconds (EMOPIA's beats are its transcription's 120 BPM, not the
-    music's, so beats would not compare)."""
+    music's, so beats would not compare). The lead (`attributes.lead_line`) is drawn in
+    orange over the accompaniment's blues and greens (shade: velocity)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,10 +226,12 @@ def piano_roll_png(rows: list[tuple[str, NoteArray, NoteArray]], path: Path, sec
             ax = axes[r, c]
             spb = notes.seconds_per_beat
             keep = notes.start * spb < seconds
-            for s, d, p, v in zip(notes.start[keep] * spb, notes.duration[keep] * spb, notes.pitch[keep], notes.velocity[keep]):
-                ax.add_patch(plt.Rectangle((s, p - 0.4), d, 0.8, color=plt.cm.viridis(v / 127)))
+            lead = lead_line(notes)[keep]
+            for s, d, p, v, ld in zip(notes.start[keep] * spb, notes.duration[keep] * spb, notes.pitch[keep], notes.velocity[keep], lead):
+                color = plt.cm.Oranges(0.45 + 0.5 * v / 127) if ld else plt.cm.viridis(0.15 + 0.6 * v / 127)
+                ax.add_patch(plt.Rectangle((s, p - 0.4), d, 0.8, color=color))
             lo, hi = (int(notes.pitch[keep].min()) - 2, int(notes.pitch[keep].max()) + 2) if keep.any() else (48, 72)
-            ax.set(xlim=(0, seconds), ylim=(lo, hi), title=f"{name}: {who} ({notes.qpm:.0f} BPM)")
+            ax.set(xlim=(0, seconds), ylim=(lo, hi), title=f"{name}: {who} ({notes.qpm:.0f} BPM; lead in orange)")
             for b in np.arange(0, seconds, notes.beats_per_bar * spb):
                 ax.axvline(b, c="0.85", lw=0.6, zorder=0)
             ax.tick_params(labelsize=7)
