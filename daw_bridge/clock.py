@@ -259,7 +259,7 @@ class MidiClock(Clock):
                 # A tempo step drifts off the line; a loss jumps off it from one tick to the next.
                 lost = round(r / spt_fit)
                 whole = lost >= 1 and side > 0 and thr < 0.55 * spt_fit  # else a tick and the jitter overlap
-                if whole and (self._lost_run or self._on_line) and all(n == lost for n, _ in self._lost_run):
+                if whole and (self._lost_run[-1][0] == lost if self._lost_run else self._on_line):
                     if not self._lost_run:  # where the ticks sat before the jump
                         self._before = list(self._last_err)
                     self._lost_run.append((lost, r))
@@ -270,10 +270,7 @@ class MidiClock(Clock):
                 n_lost = len(self._lost_run)
                 if n_lost == self.LOST_TICKS and self._whole_ticks_late(lost * spt_fit):
                     self._relabel(lost)
-                    self._count += 1
-                    self._fit.append((self._count, t))
-                    self._est = self._estimate()
-                    return self._est, lost
+                    return self._add(t), lost
                 t0, s0, k0 = self._run_line
                 r0 = abs(t - (t0 + s0 * (self._count + 1 - k0)))
                 self._run.append(r0)
@@ -300,10 +297,14 @@ class MidiClock(Clock):
                     and abs(sum(mid) / len(mid)) > max(5.0 * self._resid_scale / m**0.5, 0.001)
                 ):  # a ramp, which a line through 8 beats lags: fit the newer half only
                     self._restart_fit(keep=max(self.MIN_WINDOW, len(self._fit) // 2))
+        return self._add(t), 0
+
+    def _add(self, t: float) -> tuple[float, float]:
+        """The tick received at `t` joins the fit as the next count; returns the new estimate."""
         self._count += 1
         self._fit.append((self._count, t))
         self._est = self._estimate()
-        return self._est, 0
+        return self._est
 
     def _whole_ticks_late(self, late: float) -> bool:
         """Do the ticks before the run in `_lost_run` and the run, less `late` seconds, lie on

@@ -177,7 +177,7 @@ def test_projection_returns_a_blend_of_real_profiles():
 
 
 def test_map_says_what_it_asks_per_second():
-    """`per_second`: a time-based attribute's value at the emotion's own tempo, in seconds'
+    """`asks_per_second`: a time-based attribute's value at the emotion's own tempo, in seconds'
     terms; the shipped map asks more notes per second as arousal rises."""
     from moodlane.engine.symbolic.attributes import rank_to_value
     from moodlane.engine.symbolic.generator import DEFAULT_MAP
@@ -186,7 +186,7 @@ def test_map_says_what_it_asks_per_second():
     e = Emotion(0.3, 0.5)
     tempo = m.tempo(e)
     per_beat = rank_to_value(m.ranks(e, tempo=tempo)[m.attributes.index("note_density")], m.timed["note_density"]["edges"])
-    assert m.per_second(e) == pytest.approx(per_beat * tempo / 60.0)
-    assert m.per_second(e, "duration_mean") > 0
-    asks = [m.per_second(Emotion(0.0, a)) for a in (-0.8, -0.3, 0.3, 0.8)]
+    assert m.asks_per_second(e) == pytest.approx(per_beat * tempo / 60.0)
+    assert m.asks_per_second(e, "duration_mean") > 0
+    asks = [m.asks_per_second(Emotion(0.0, a)) for a in (-0.8, -0.3, 0.3, 0.8)]
     assert asks == sorted(asks) and asks[-1] > 2 * asks[0]

@@ -53,6 +53,12 @@ TIMED = {
 }
 
 
+def per_second(unit: str, tempo: float) -> float:
+    """A `TIMED` attribute's value at `tempo` BPM times this is its value in seconds' terms
+    (per beat -> per second; beats -> seconds)."""
+    return tempo / 60.0 if unit == "per_beat" else 60.0 / tempo
+
+
 def basis(v: np.ndarray | float, a: np.ndarray | float) -> np.ndarray:
     v, a = np.asarray(v, dtype=np.float64), np.asarray(a, dtype=np.float64)
     return np.stack([np.ones_like(v), v, a, v * a, v * v, a * a], axis=-1)
@@ -90,17 +96,17 @@ class EmotionMap:
         r = r.copy()
         for name, t in self.timed.items():
             j = self.attributes.index(name)
-            value = rank_to_value(r[j], t["edges"]) * (own / tempo if t["unit"] == "per_beat" else tempo / own)
+            value = rank_to_value(r[j], t["edges"]) * per_second(t["unit"], own) / per_second(t["unit"], tempo)
             r[j] = float(np.clip(to_ranks(np.array([[value]]), np.array([t["edges"]]))[0, 0], 0.0, 0.999))
         return r
 
-    def per_second(self, e: Emotion, attribute: str = "note_density", mode: str = "smooth") -> float:
+    def asks_per_second(self, e: Emotion, attribute: str = "note_density", mode: str = "smooth") -> float:
         """What the map asks of a time-based attribute at the emotion's own tempo, in seconds'
         terms (notes per second; a duration in seconds): what a listener hears."""
         t = (self.timed or {})[attribute]
         tempo = self.tempo(e)
         value = rank_to_value(self.ranks(e, mode, tempo)[self.attributes.index(attribute)], t["edges"])
-        return value * (tempo / 60.0 if t["unit"] == "per_beat" else 60.0 / tempo)
+        return value * per_second(t["unit"], tempo)
 
     def _ranks(self, e: Emotion, mode: str) -> np.ndarray:
         if mode == "emogen":

@@ -91,17 +91,18 @@ PART_OF_TRACK = {"MELODY": MELODY, "BRIDGE": BRIDGE, "PIANO": ACCOMPANIMENT, "LE
 
 def from_score(score: symusic.Score) -> NoteArray:
     """Merge every non-drum track into one stream (all data here is piano). Where every
-    track is named as POP909 names them (MELODY, BRIDGE, PIANO), each note keeps its part."""
+    track is named as POP909 names them (MELODY, BRIDGE, PIANO) or as `to_score` names a
+    lead (Lead, Accompaniment), each note keeps its part."""
     s = score.to("quarter")
     tracks = [t for t in s.tracks if not t.is_drum and len(t.notes)]
     if not tracks:
         raise MidiError("MIDI file has no (non-drum) notes")
-    parts = [t.notes.numpy() for t in tracks]
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("time", "duration", "pitch", "velocity")}
+    arrays = [t.notes.numpy() for t in tracks]
+    cat = {k: np.concatenate([a[k] for a in arrays]) for k in ("time", "duration", "pitch", "velocity")}
     names = [t.name.strip().upper() for t in tracks]
     part = None
     if all(n in PART_OF_TRACK for n in names):
-        part = np.concatenate([np.full(len(p["pitch"]), PART_OF_TRACK[n], np.int8) for p, n in zip(parts, names)])
+        part = np.concatenate([np.full(len(a["pitch"]), PART_OF_TRACK[n], np.int8) for a, n in zip(arrays, names)])
     qpm = float(s.tempos[0].qpm) if len(s.tempos) else 120.0
     bpb = 4.0
     if len(s.time_signatures):

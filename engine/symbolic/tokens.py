@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moodlane.engine.symbolic.attributes import lead_line
 from moodlane.engine.symbolic.notes import ACCOMPANIMENT, MELODY, NoteArray
 
 STEPS_PER_BEAT = 4
@@ -78,8 +79,6 @@ class GridNote:
 def quantise(notes: NoteArray, parts: bool = False) -> list[GridNote]:
     """Snap notes to the grid; drop out-of-range pitches; keep the longest of duplicates.
     `parts`: mark the lead's notes (`attributes.lead_line`)."""
-    from moodlane.engine.symbolic.attributes import lead_line
-
     step = np.round(notes.start * STEPS_PER_BEAT).astype(np.int64)
     dur = np.clip(np.round(notes.duration * STEPS_PER_BEAT).astype(np.int64), 1, MAX_DUR)
     lead = lead_line(notes) if parts else np.zeros(len(notes), dtype=bool)

@@ -256,6 +256,13 @@ def lead_agreement(notes: NoteArray) -> tuple[float, float, float]:
     return p, r, 2 * p * r / max(p + r, 1e-9)
 
 
+def _mean_agreement(rows: list[tuple[float, float, float]]) -> dict | None:
+    if not rows:
+        return None
+    p, r, f = np.round(np.mean(rows, 0), 3).tolist()
+    return {"precision": p, "recall": r, "f1": f, "songs": len(rows)}
+
+
 def real_sets(data_dir: Path, pop_songs: int = 100, progress: bool = True) -> dict[str, list]:
     """Real pieces on the token grid: held-out EMOPIA by quadrant ("valid": [(q, notes)]), and
     for scale EMOPIA's training songs, the first `pop_songs` POP909 songs and VGMIDI."""
@@ -317,10 +324,7 @@ def quality_report(
         },
         "texture_by_quadrant": per_q,
         # how well the lead of unmarked music (EMOPIA, VGMIDI, renders) is found, on POP909's marks
-        "lead_line_vs_pop909": dict(zip(("precision", "recall", "f1"), np.round(np.mean(real["lead_agreement"], 0), 3).tolist()))
-        | {"songs": len(real["lead_agreement"])}
-        if real.get("lead_agreement")
-        else None,
+        "lead_line_vs_pop909": _mean_agreement(real.get("lead_agreement") or []),
         "metrics": {side: {k: v for k, v in summarise(t).items() if k in METRICS} for side, t in tables.items()},
     }
     if out is not None:
