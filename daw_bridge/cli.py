@@ -72,6 +72,7 @@ def generator_options(args: argparse.Namespace) -> GeneratorOptions:
         mapping=args.mapping,
         temperature=args.temperature,
         guidance=args.guidance,
+        guide_texture=args.guide_texture,
         mode_rule=not args.no_mode_rule,
         lm_checkpoint=args.lm_checkpoint,
         codec_checkpoint=args.codec_checkpoint,
@@ -100,6 +101,11 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
     p.add_argument("--temperature", type=finite("temperature", 0.05, 5), default=1.0)
     p.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")
+    p.add_argument(
+        "--guide-texture",
+        action="store_true",
+        help="the valence contrast also pushes texture (density, durations, polyphony) to the extremes, as before",
+    )
     p.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
     a = p.add_argument_group("audio engine (LARA-Gen)")
     a.add_argument("--lm-checkpoint", help="LM stem, or a MusicGen folder in the transformers format (default: the shipped LM)")
@@ -413,7 +419,13 @@ def cmd_eval(args) -> int:
         bars=args.bars,
         density_n=args.density_n,
         out=args.out,
-        generator=GeneratorOptions(checkpoint=args.checkpoint, precision=args.precision, guidance=args.guidance, mapping=args.mapping),
+        generator=GeneratorOptions(
+            checkpoint=args.checkpoint,
+            precision=args.precision,
+            guidance=args.guidance,
+            guide_texture=args.guide_texture,
+            mapping=args.mapping,
+        ),
     )
     print(json.dumps(run_eval(job), indent=1))
     return 0
@@ -483,6 +495,7 @@ def cmd_serve(args) -> int:
         midi_in=args.midi_in,
         midi_out=args.midi_out,
         channel=args.channel - 1,
+        lead_channel=None if args.lead_channel is None else args.lead_channel - 1,
         mode=args.mode,
         clock=args.clock,
         tempo=args.tempo or 120.0,
@@ -570,6 +583,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--midi-out", help="connect to this output port instead of creating 'MoodLane Out'")
     s.add_argument("--cc-map", help="MIDI mapping JSON (default presets/mapping.json: CC 16 valence, CC 17 arousal)")
     s.add_argument("--channel", type=int, default=1, choices=range(1, 17), metavar="1-16", help="MIDI out channel")
+    s.add_argument(
+        "--lead-channel",
+        type=int,
+        choices=range(1, 17),
+        metavar="1-16",
+        help="send the lead (melody) on this channel, the accompaniment on --channel (default: all on --channel)",
+    )
     s.add_argument(
         "--clock",
         choices=("internal", "midi", "link"),
@@ -685,6 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
     e.add_argument("--precision", choices=PRECISIONS, default="auto")
     e.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance")
+    e.add_argument(
+        "--guide-texture",
+        action="store_true",
+        help="the valence contrast also pushes texture (density, durations, polyphony) to the extremes, as before",
+    )
     e.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
     add_eval_options(e)
     e.set_defaults(func=cmd_eval)

@@ -35,6 +35,7 @@ from moodlane.daw_bridge.control import LiveControl
 from moodlane.engine.chunk import AUDIO_CHUNK_BEATS, Chunk, Generator
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.session import EmotionSource, Session
+from moodlane.engine.symbolic.attributes import lead_line
 from moodlane.engine.symbolic.dynamics import DEPTH, scale_velocity
 
 log = logging.getLogger(__name__)
@@ -63,22 +64,24 @@ class NoteEvent:
     chunk: int = field(compare=False)
     arousal: float = field(compare=False)
     version: int = field(compare=False, default=0)  # control version the chunk was made under
+    lead: bool = field(compare=False, default=False)  # a note of the lead (melody), not the accompaniment
 
 
 _order = itertools.count()
 
 
 def chunk_events(chunk: Chunk, start_beat: float, version: int = 0) -> list[NoteEvent]:
-    """Note-ons and their note-offs in absolute beats (offs sort before ons at a tie)."""
+    """Note-ons and their note-offs in absolute beats (offs sort before ons at a tie), each
+    marked lead or not (`lead_line`: the parts a model with parts wrote, else the bar's skyline)."""
     if chunk.notes is None:
         return []
     ev = []
     a = chunk.emotion.arousal
     n = chunk.notes
-    for s, d, p, v in zip(n.start, n.duration, n.pitch, n.velocity):
-        on = start_beat + float(s)
-        ev.append(NoteEvent(on, next(_order), 1, int(p), int(v), chunk.bar, a, version))
-        ev.append(NoteEvent(on + float(d) - 1e-6, next(_order), 0, int(p), 0, chunk.bar, a, version))
+    for s, d, p, v, lead in zip(n.start, n.duration, n.pitch, n.velocity, lead_line(n)):
+        on, lead = start_beat + float(s), bool(lead)
+        ev.append(NoteEvent(on, next(_order), 1, int(p), int(v), chunk.bar, a, version, lead))
+        ev.append(NoteEvent(on + float(d) - 1e-6, next(_order), 0, int(p), 0, chunk.bar, a, version, lead))
     return ev
 
 
@@ -514,13 +517,13 @@ class MidiSink:
                         self.late_dropped += 1
                         continue
                     velocity = self._expression(ev)
-                    self.out.note_on(ev.pitch, velocity)
+                    self.out.note_on(ev.pitch, velocity, ev.lead)
                     self.sent_on += 1
                     now = time.monotonic()
                     self.expression.heard(now)
                     self.played.add(now, ev.pitch, velocity)
                 else:
-                    self.out.note_off(ev.pitch)  # offs always go out: nothing may hang
+                    self.out.note_off(ev.pitch, ev.lead)  # offs always go out: nothing may hang
                     self.played.add(time.monotonic(), ev.pitch, 0)
             self.timing_error_ms.append(late * 1000.0)
 

@@ -210,14 +210,17 @@ class MidiControlInput:
 
 class MidiOut:
     """Note output with bookkeeping: every note-on gets its note-off, and `panic()` sends
-    note-offs for whatever sounds plus All Notes Off (CC 123) on the channel."""
+    note-offs for whatever sounds plus All Notes Off (CC 123) on each channel. With a
+    `lead_channel`, the lead's notes (`lead=True`) go out there, so a producer can give the
+    melody its own instrument; everything else plays on `channel`."""
 
-    def __init__(self, port, channel: int = 0) -> None:
+    def __init__(self, port, channel: int = 0, lead_channel: int | None = None) -> None:
         import mido
 
         self.port = port
         self.channel = channel
-        self.sounding: dict[int, int] = {}  # pitch -> count
+        self.lead_channel = channel if lead_channel is None else lead_channel
+        self.sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) -> count
         self._mido = mido
         self._lock = threading.Lock()
 
@@ -225,32 +228,39 @@ class MidiOut:
         with self._lock:
             self.port = port
 
-    def note_on(self, pitch: int, velocity: int) -> None:
-        with self._lock:
-            if self.sounding.get(pitch):  # retrigger: close the old one first
-                self.port.send(self._mido.Message("note_off", channel=self.channel, note=pitch, velocity=0))
-                self.sounding[pitch] -= 1
-            self.port.send(self._mido.Message("note_on", channel=self.channel, note=pitch, velocity=max(1, min(127, velocity))))
-            self.sounding[pitch] = self.sounding.get(pitch, 0) + 1
+    def _send(self, kind: str, channel: int, **fields) -> None:
+        self.port.send(self._mido.Message(kind, channel=channel, **fields))
 
-    def note_off(self, pitch: int) -> None:
+    def note_on(self, pitch: int, velocity: int, lead: bool = False) -> None:
+        key = (self.lead_channel if lead else self.channel, pitch)
         with self._lock:
-            if not self.sounding.get(pitch):
+            if self.sounding.get(key):  # retrigger: close the old one first
+                self._send("note_off", key[0], note=pitch, velocity=0)
+                self.sounding[key] -= 1
+            self._send("note_on", key[0], note=pitch, velocity=max(1, min(127, velocity)))
+            self.sounding[key] = self.sounding.get(key, 0) + 1
+
+    def note_off(self, pitch: int, lead: bool = False) -> None:
+        key = (self.lead_channel if lead else self.channel, pitch)
+        with self._lock:
+            if not self.sounding.get(key):
                 return  # already closed by a retrigger or a panic
-            self.port.send(self._mido.Message("note_off", channel=self.channel, note=pitch, velocity=0))
-            self.sounding[pitch] -= 1
+            self._send("note_off", key[0], note=pitch, velocity=0)
+            self.sounding[key] -= 1
 
     def cc(self, control: int, value: int) -> None:
         with self._lock:
-            self.port.send(self._mido.Message("control_change", channel=self.channel, control=control, value=max(0, min(127, value))))
+            for ch in sorted({self.channel, self.lead_channel}):
+                self._send("control_change", ch, control=control, value=max(0, min(127, value)))
 
     def panic(self) -> None:
         with self._lock:
             try:
-                for pitch, n in list(self.sounding.items()):
+                for (ch, pitch), n in list(self.sounding.items()):
                     for _ in range(n):
-                        self.port.send(self._mido.Message("note_off", channel=self.channel, note=pitch, velocity=0))
-                self.port.send(self._mido.Message("control_change", channel=self.channel, control=123, value=0))
+                        self._send("note_off", ch, note=pitch, velocity=0)
+                for ch in sorted({self.channel, self.lead_channel}):
+                    self._send("control_change", ch, control=123, value=0)
             except Exception as e:  # a port that vanished: nothing more to silence
                 log.warning("MIDI panic could not reach the port: %s", e)
             self.sounding.clear()

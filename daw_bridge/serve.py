@@ -54,6 +54,7 @@ class ServeOptions:
     midi_in: str | None = None  # None: a virtual port "MoodLane In"; else connect to this port
     midi_out: str | None = None
     channel: int = 0
+    lead_channel: int | None = None  # None: the lead plays on `channel` with the accompaniment
     mode: str = "midi"  # midi | audio | both
     clock: str = "internal"  # internal | midi
     tempo: float = 120.0
@@ -234,7 +235,7 @@ class Server:
             self.unavailable["midi in"] = f"{type(e).__name__}: {e}"
         if self.generator.kind == "notes":  # the port stays open in every mode, so /moodlane/mode can switch to it
             try:
-                out = MidiOut(NullPort(), self.opts.channel)
+                out = MidiOut(NullPort(), self.opts.channel, self.opts.lead_channel)
                 if self.opts.midi_out:
                     w = PortWatcher(backend, self.opts.midi_out, "output", out.set_port)
                     self.watchers.append(w)
@@ -445,7 +446,8 @@ class Server:
                 if not o.midi_out
                 else f"{o.midi_out} (now {self.midi_sink.out.port.name}; reconnects when it appears)"
             )
-            lines.append(f"MIDI out: {name} (channel {o.channel + 1})")
+            lead = "" if o.lead_channel is None else f", the lead on channel {o.lead_channel + 1}"
+            lines.append(f"MIDI out: {name} (channel {o.channel + 1}{lead})")
         if self.audio is not None:
             lines.append(
                 f"audio out: {self.audio.device_name} at {self.audio.sample_rate} Hz, block {self.audio.blocksize}, "

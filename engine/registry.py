@@ -32,6 +32,7 @@ class GeneratorOptions:
     mapping: str = "smooth"  # continuous VA map, or EmoGen's quadrant prototypes
     temperature: float = 1.0
     guidance: float = 1.0  # valence contrast guidance of the symbolic decoder
+    guide_texture: bool = False  # symbolic: the valence contrast also mirrors texture attributes
     mode_rule: bool = True
     lm_checkpoint: str | None = None  # audio: LM stem or MusicGen folder (None: the shipped LM)
     codec_checkpoint: str | None = None  # audio: codec stem (None: the LM's own)
@@ -95,5 +96,11 @@ def load_generator(opts: GeneratorOptions = GeneratorOptions()) -> Generator:
     # batch-1 decoding of a small model is latency-bound: more threads only spin (measured:
     # 19 tokens/s with 2 threads beside another busy process, 525 with one)
     torch.set_num_threads(1)
-    sampling = SamplingConfig(temperature=opts.temperature, mapping=opts.mapping, mode_rule=opts.mode_rule, guidance=opts.guidance)
+    sampling = SamplingConfig(
+        temperature=opts.temperature,
+        mapping=opts.mapping,
+        mode_rule=opts.mode_rule,
+        guidance=opts.guidance,
+        guide_texture=opts.guide_texture,
+    )
     return SymbolicGenerator.load(opts.checkpoint, sampling=sampling, precision=opts.precision)

@@ -150,3 +150,16 @@ def test_info_reports_and_plots_the_training_record(tmp_path, capsys):
     assert spectral["config"]["kind"] == "spectral" and spectral["training"]["steps"] > 0 and spectral["training"]["init"]
     assert "train predictor" in info["predictor"]["training"]["command"] and info["predictor"]["training"]["results"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("command", [["render", "-o", "x.mid"], ["serve"], ["bench", "symbolic"]])
+def test_sampling_flags_reach_the_generator_options(command):
+    from moodlane.daw_bridge.cli import build_parser, generator_options
+    from moodlane.engine.registry import load_generator
+
+    for extra, texture in (([], False), (["--guide-texture"], True)):
+        opts = generator_options(build_parser().parse_args([*command, "--guidance", "2", "--no-mode-rule", *extra]))
+        assert (opts.guide_texture, opts.guidance, opts.mode_rule) == (texture, 2.0, False)
+        if command[0] == "render":
+            sampling = load_generator(opts).sampling
+            assert (sampling.guide_texture, sampling.guidance, sampling.mode_rule) == (texture, 2.0, False)

@@ -98,9 +98,12 @@ def test_guidance_contrasts_the_mirrored_valence():
     plain = SymbolicGenerator(model, emap, SamplingConfig(max_tokens_per_bar=40, guidance=0.0))
     guided = SymbolicGenerator(model, emap, SamplingConfig(max_tokens_per_bar=40, guidance=3.0))
     sad = Emotion(-0.9, 0.0)
-    rows = guided._conditions(sad)
-    assert rows.shape == (2, 2) and rows[0].tolist() != rows[1].tolist()
-    assert rows[1].tolist() == guided.attribute_bins(Emotion(0.9, 0.0)).tolist()
+    rows, mirror = guided._conditions(sad), guided.attribute_bins(Emotion(0.9, 0.0))
+    assert rows.shape == (2, 2) and rows[0].tolist() != mirror.tolist()
+    # the texture attribute (note density) is held at the asked value; velocity is contrasted
+    assert rows[1].tolist() == [rows[0][0], mirror[1]] and rows[0][1] != mirror[1]
+    textured = SymbolicGenerator(model, emap, SamplingConfig(max_tokens_per_bar=40, guidance=3.0, guide_texture=True))
+    assert textured._conditions(sad)[1].tolist() == mirror.tolist() and rows[0][0] != mirror[0]
     assert plain._conditions(sad).shape == (1, 2)
     _, ca = render(guided, EmotionCurve.constant(sad), 3, seed=3)
     _, cc = render(plain, EmotionCurve.constant(sad), 3, seed=3)

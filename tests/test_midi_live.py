@@ -1,6 +1,7 @@
 """MIDI control input, clocks, the live scheduler and the MIDI sink, on in-memory ports."""
 
 import time
+from collections import Counter
 
 import mido
 import numpy as np
@@ -15,6 +16,7 @@ from moodlane.engine.chunk import Conditions
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.mock import MockGenerator
 from moodlane.engine.session import render
+from moodlane.engine.symbolic.attributes import lead_line
 from moodlane.engine.symbolic.dynamics import DEPTH
 
 
@@ -144,12 +146,12 @@ def test_control_change_regenerates_queued_bars():
     assert sched.generated[0].emotion.arousal == -1.0  # the sounding bar is kept
 
 
-def play_live(port, seconds: float = 1.0) -> MidiSink:
+def play_live(port, seconds: float = 1.0, lead_channel: int | None = None) -> MidiSink:
     """The mock generator through the scheduler and a MIDI sink into `port`, at 480 BPM (so a
     second holds 2 bars), for `seconds`; returns the stopped sink."""
     clk = Clock(480)
     ctl = LiveControl(tau_s=0.0)
-    sink = MidiSink(MidiOut(port), clk, ctl, LiveConfig(lookahead_beats=4)).start()
+    sink = MidiSink(MidiOut(port, 0, lead_channel), clk, ctl, LiveConfig(lookahead_beats=4)).start()
     sched = LiveScheduler(MockGenerator(), ctl, clk, [sink], config=LiveConfig(lookahead_beats=4)).start()
     clk.start()
     time.sleep(seconds)
@@ -168,6 +170,21 @@ def test_midi_sink_plays_on_time_closes_every_note_and_panics():
     assert port.sent[-1].type == "control_change" and port.sent[-1].control == 123
     err = np.array(sink.timing_error_ms)
     assert np.percentile(err, 50) < 5.0
+
+
+def test_the_lead_plays_on_its_own_channel_and_every_note_closes_there():
+    port = MemoryPort()
+    play_live(port, lead_channel=3)
+    ons = Counter((m.channel, m.note) for m in port.sent if m.type == "note_on")
+    offs = Counter((m.channel, m.note) for m in port.sent if m.type == "note_off")
+    assert ons == offs  # each note-off on its note-on's channel (the last via panic)
+    assert {ch for ch, _ in ons} == {0, 3}
+    chunk, _ = MockGenerator().generate_chunk(MockGenerator().init_state(0), Conditions(Emotion(0, 0)))
+    lead = lead_line(chunk.notes)
+    assert 0 < lead.sum() < len(lead)  # the mock's bar has a top line and notes under it
+    assert [e.lead for e in chunk_events(chunk, 0.0) if e.kind] == lead.tolist()
+    panic = {m.channel for m in port.sent if m.type == "control_change" and m.control == 123}
+    assert panic == {0, 3}
 
 
 def test_expression_scales_velocity_at_once():

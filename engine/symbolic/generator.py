@@ -19,7 +19,7 @@ from moodlane.engine.chunk import Chunk, Conditions, bar_seed
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.symbolic import dynamics, mode_rule
 from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
-from moodlane.engine.symbolic.emotion_map import MODES, EmotionMap
+from moodlane.engine.symbolic.emotion_map import MODES, TEXTURE, EmotionMap
 from moodlane.engine.symbolic.model import KVCache, SymbolicLM, for_inference
 from moodlane.engine.symbolic.tokens import BAR, BOS, LEAD, POS0, Grammar, decode
 
@@ -36,6 +36,9 @@ class SamplingConfig:
     # contrastive attribute guidance: each step is pushed away from what the decoder predicts
     # for the attributes of the emotion's valence mirror image (0: off; costs a second row)
     guidance: float = 1.0
+    # the contrast mirrors texture attributes too (density, durations, polyphony: what it did
+    # before). Off: guidance moves harmony, register and dynamics; texture follows the map
+    guide_texture: bool = False
     dynamics: float = dynamics.DEPTH  # arousal scales velocity by 2**(dynamics * arousal) (engine/symbolic/dynamics.py)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,7 @@ class SymbolicGenerator:
         self.map = emotion_map
         self.sampling = sampling
         self.cfg = model.cfg
+        self._texture = np.array([a in TEXTURE for a in self.cfg.attributes])
 
     @classmethod
     def load(
@@ -121,11 +125,15 @@ class SymbolicGenerator:
 
     def _conditions(self, emotion: Emotion, tempo: float | None = None) -> np.ndarray:
         """Attribute bins to condition on, (rows, n_attr): the emotion's, and with guidance
-        those of its valence mirror image, whose prediction the sampler steers away from."""
+        those of its valence mirror image, whose prediction the sampler steers away from
+        (with its texture attributes the asked ones unless `guide_texture`)."""
         bins = self.attribute_bins(emotion, tempo)
         if not self.sampling.guidance:
             return bins[None]
-        return np.stack([bins, self.attribute_bins(Emotion(-emotion.valence, emotion.arousal), tempo)])
+        contrast = self.attribute_bins(Emotion(-emotion.valence, emotion.arousal), tempo)
+        if not self.sampling.guide_texture:
+            contrast = np.where(self._texture, bins, contrast)
+        return np.stack([bins, contrast])
 
     @torch.no_grad()
     def _feed(self, state: SymbolicState, tokens: list[int], bins: np.ndarray, emb: torch.Tensor) -> torch.Tensor:
