@@ -31,6 +31,7 @@ from moodlane.engine.emotion import Emotion, EmotionError
 from moodlane.engine.registry import BACKENDS, ENGINES, KINDS, PRECISIONS, GeneratorOptions, describe_backend, load_generator
 from moodlane.engine.session import MAX_BEATS
 from moodlane.engine.symbolic.checkpoint import CheckpointError
+from moodlane.engine.symbolic.emotion_map import MODES as MAPPINGS
 from moodlane.engine.symbolic.notes import MidiError
 from moodlane.engine.synth import SynthError
 from moodlane.engine.training.audio_eval import AudioFileError
@@ -98,13 +99,20 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
         help="decoder weights on the CPU: auto (symbolic: the faster here, measured at load; audio: fp32), int8, fp32 "
         "(audio: int8 needs --backend onnx)",
     )
-    p.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth", help="continuous VA map, or EmoGen's quadrant prototypes")
+    p.add_argument(
+        "--mapping",
+        choices=MAPPINGS,
+        default="smooth",
+        help="continuous VA map; EmoGen's quadrant prototypes; or smooth with density and durations calibrated to EMOPIA",
+    )
     p.add_argument("--temperature", type=finite("temperature", 0.05, 5), default=1.0)
     p.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")
     p.add_argument(
         "--guide-texture",
-        action="store_true",
-        help="the valence contrast also pushes texture (density, durations, polyphony) to the extremes, as before",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the valence contrast also pushes texture (density, durations, polyphony); --no-guide-texture keeps it to "
+        "harmony, register and dynamics (more realistic texture, weaker judged emotion; see the README)",
     )
     p.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
     a = p.add_argument_group("audio engine (LARA-Gen)")
@@ -373,6 +381,7 @@ def cmd_train(args) -> int:
         codec=args.codec_checkpoint,
         max_hours=args.max_hours,
         parts=args.parts,
+        calibrate=args.calibrate,
     )
     run = {
         "symbolic": jobs.train_symbolic,
@@ -655,6 +664,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--attributes", type=positive_int("attributes"), default=22, help="top-k attributes to condition on")
     t.add_argument("--tiny", action="store_true", help="a tiny model (for a smoke test)")
     t.add_argument("--parts", action="store_true", help="symbolic: learn the lead apart from the accompaniment (LEAD tokens)")
+    t.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="map: only add the EMOPIA calibration of density and durations (--mapping calibrated) to the map at --export",
+    )
     t.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     tcg = t.add_argument_group("codec")
     tcg.add_argument(
@@ -707,10 +721,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance")
     e.add_argument(
         "--guide-texture",
-        action="store_true",
-        help="the valence contrast also pushes texture (density, durations, polyphony) to the extremes, as before",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the valence contrast also pushes texture (density, durations, polyphony); --no-guide-texture keeps it to "
+        "harmony, register and dynamics (more realistic texture, weaker judged emotion; see the README)",
     )
-    e.add_argument("--mapping", choices=("smooth", "emogen"), default="smooth")
+    e.add_argument("--mapping", choices=MAPPINGS, default="smooth")
     add_eval_options(e)
     e.set_defaults(func=cmd_eval)
 

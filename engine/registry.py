@@ -29,10 +29,10 @@ class GeneratorOptions:
     engine: str = "symbolic"
     checkpoint: str | None = None  # symbolic checkpoint stem (None: the shipped model)
     precision: str = "auto"  # decoder weights on the CPU: measured at load ("auto"), int8 or fp32
-    mapping: str = "smooth"  # continuous VA map, or EmoGen's quadrant prototypes
+    mapping: str = "smooth"  # continuous VA map, EmoGen's quadrant prototypes, or calibrated (engine/symbolic/emotion_map.py)
     temperature: float = 1.0
     guidance: float = 1.0  # valence contrast guidance of the symbolic decoder
-    guide_texture: bool = False  # symbolic: the valence contrast also mirrors texture attributes
+    guide_texture: bool = True  # symbolic: the valence contrast also mirrors texture attributes
     mode_rule: bool = True
     lm_checkpoint: str | None = None  # audio: LM stem or MusicGen folder (None: the shipped LM)
     codec_checkpoint: str | None = None  # audio: codec stem (None: the LM's own)

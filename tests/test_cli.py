@@ -157,7 +157,7 @@ def test_sampling_flags_reach_the_generator_options(command):
     from moodlane.daw_bridge.cli import build_parser, generator_options
     from moodlane.engine.registry import load_generator
 
-    for extra, texture in (([], False), (["--guide-texture"], True)):
+    for extra, texture in (([], True), (["--no-guide-texture"], False)):
         opts = generator_options(build_parser().parse_args([*command, "--guidance", "2", "--no-mode-rule", *extra]))
         assert (opts.guide_texture, opts.guidance, opts.mode_rule) == (texture, 2.0, False)
         if command[0] == "render":

@@ -100,10 +100,11 @@ def test_guidance_contrasts_the_mirrored_valence():
     sad = Emotion(-0.9, 0.0)
     rows, mirror = guided._conditions(sad), guided.attribute_bins(Emotion(0.9, 0.0))
     assert rows.shape == (2, 2) and rows[0].tolist() != mirror.tolist()
-    # the texture attribute (note density) is held at the asked value; velocity is contrasted
-    assert rows[1].tolist() == [rows[0][0], mirror[1]] and rows[0][1] != mirror[1]
-    textured = SymbolicGenerator(model, emap, SamplingConfig(max_tokens_per_bar=40, guidance=3.0, guide_texture=True))
-    assert textured._conditions(sad)[1].tolist() == mirror.tolist() and rows[0][0] != mirror[0]
+    assert rows[1].tolist() == mirror.tolist()  # the whole mirror image, texture included
+    # without texture guidance the texture attribute (note density) keeps the asked value
+    untextured = SymbolicGenerator(model, emap, SamplingConfig(max_tokens_per_bar=40, guidance=3.0, guide_texture=False))
+    assert untextured._conditions(sad)[1].tolist() == [rows[0][0], mirror[1]]
+    assert rows[0][0] != mirror[0] and rows[0][1] != mirror[1]
     assert plain._conditions(sad).shape == (1, 2)
     _, ca = render(guided, EmotionCurve.constant(sad), 3, seed=3)
     _, cc = render(plain, EmotionCurve.constant(sad), 3, seed=3)
@@ -193,3 +194,41 @@ def test_map_says_what_it_asks_per_second():
     assert m.asks_per_second(e, "duration_mean") > 0
     asks = [m.asks_per_second(Emotion(0.0, a)) for a in (-0.8, -0.3, 0.3, 0.8)]
     assert asks == sorted(asks) and asks[-1] > 2 * asks[0]
+
+
+def test_calibrated_map_asks_each_quadrant_for_emopias_median():
+    """Map version 3: a time-based attribute calibrated on EMOPIA asks each quadrant centre
+    for that quadrant's median in seconds' terms, at any session tempo, and keeps rising with
+    arousal past the quadrants."""
+    from moodlane.engine.emotion import QUADRANT_CENTRES
+    from moodlane.engine.symbolic.attributes import FEATURE_NAMES, INDEX, rank_to_value
+    from moodlane.engine.training.emotion import timed_attributes
+
+    rng = np.random.default_rng(0)
+    per_beat = {1: 4.0, 2: 5.0, 3: 1.5, 4: 2.0}  # medians at EMOPIA's 120 qpm: 8, 10, 3, 4 notes/s
+    q = np.repeat([1, 2, 3, 4], 21)
+    x = np.zeros((len(q), len(FEATURE_NAMES)))
+    x[:, INDEX["note_density"]] = [per_beat[k] * rng.uniform(0.5, 1.5) if i % 21 else per_beat[k] for i, k in enumerate(q)]
+    for k in per_beat:  # make the quadrant's median exactly its value: as many above as below
+        rows = np.flatnonzero(q == k)[1:]
+        x[rows[:10], INDEX["note_density"]] = per_beat[k] * 0.7
+        x[rows[10:], INDEX["note_density"]] = per_beat[k] * 1.3
+    lab = {"emopia_xw": x, "emopia_q": q, "emopia_valid": np.zeros(len(q), bool)}
+    edges = np.array([np.linspace(0.5, 8.0, 7), np.linspace(60, 100, 7)])
+    with pytest.raises(ValueError, match="calibration"):
+        replace(tiny_map(), timed=timed_attributes(ATTRS, edges)).ranks(Emotion(0, 0), mode="calibrated")
+    m = replace(tiny_map(), timed=timed_attributes(ATTRS, edges, lab))
+    assert m.calibrated and m.timed["note_density"]["emopia_median_per_quadrant"] == [8.0, 10.0, 3.0, 4.0]
+    for k, e in QUADRANT_CENTRES.items():
+        assert m.asks_per_second(e, mode="calibrated") == pytest.approx(2 * per_beat[k], rel=0.01)
+        at = {bpm: m.ranks(e, "calibrated", tempo=bpm)[0] for bpm in (90.0, 120.0)}
+        ratio = rank_to_value(at[90.0], edges[0]) / rank_to_value(at[120.0], edges[0])
+        assert ratio == pytest.approx(120 / 90, rel=0.01)  # the same notes per second
+    asks = [m.asks_per_second(Emotion(0.0, a), mode="calibrated") for a in (-1.0, -0.6, 0.0, 0.6, 1.0)]
+    assert asks == sorted(asks)
+    e = Emotion(0.2, 0.9)
+    assert EmotionMap.from_json(m.to_json()).asks_per_second(e, mode="calibrated") == pytest.approx(m.asks_per_second(e, mode="calibrated"))
+    assert m.ranks(e).tolist() == tiny_map().ranks(e).tolist()  # smooth and EmoGen's maps are unchanged
+    assert m.ranks(e, mode="emogen").tolist() == tiny_map().ranks(e, mode="emogen").tolist()
+    with pytest.raises(ValueError, match="four quadrants"):
+        timed_attributes(ATTRS, edges, {**lab, "emopia_q": np.where(q == 4, 3, q)})

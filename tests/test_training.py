@@ -183,3 +183,27 @@ def test_warm_start_keeps_the_old_vocabulary_and_adds_lead():
     assert torch.equal(new.lm_head.weight[:VOCAB_SIZE], old.lm_head.weight)
     with pytest.raises(ValueError, match="--init: wte.weight"):
         warm_start(old, new)  # a smaller vocabulary cannot hold the larger one's rows
+
+
+def test_calibrated_mapping_and_train_map_calibrate(fake, tmp_path, capsys):
+    """A trained map carries the EMOPIA calibration of its time-based attributes; `train map
+    --calibrate` adds it to a map without one and changes nothing else; `--mapping calibrated`
+    refuses a map without it in one line."""
+    ck = tmp_path / "ck" / "symbolic"
+    base = ["--data", str(fake), "--out", str(tmp_path / "run"), "--export", str(ck)]
+    assert main(["train", "symbolic", *base, "--tiny", "--steps", "2"]) == 0
+    path = ck.with_name("emotion_map.json")
+    d = json.loads(path.read_text())
+    assert EmotionMap.from_json(d).calibrated and d["version"] == 3
+    for t in d["timed"].values():
+        t.pop("per_second"), t.pop("emopia_median_per_quadrant")
+    path.write_text(json.dumps(d))
+    render = ["render", "--checkpoint", str(ck), "--mapping", "calibrated", "--bars", "2", "-q"]
+    capsys.readouterr()
+    assert main([*render, "-o", str(tmp_path / "a.mid")]) == 2
+    assert "train map --calibrate" in capsys.readouterr().err and not (tmp_path / "a.mid").exists()
+    assert main(["train", "map", "--calibrate", *base]) == 0
+    calibrated = json.loads(path.read_text())
+    assert EmotionMap.from_json(calibrated).calibrated
+    assert {k: v for k, v in calibrated.items() if k not in ("timed", "meta")} == {k: v for k, v in d.items() if k not in ("timed", "meta")}
+    assert main([*render, "-o", str(tmp_path / "b.mid")]) == 0 and (tmp_path / "b.mid").stat().st_size > 0

@@ -26,6 +26,14 @@ notes per second 0.59, with notes per beat 0.34). So when the session runs at an
 (a DAW sets it), they are converted to keep their seconds: at half the tempo, half the notes
 per beat. Arousal then moves density, articulation and register at any tempo (map version 2
 lists the attributes and their bin edges).
+
+Version 3 can calibrate them (mapping mode `calibrated`): the bank's bars are pop piano at a
+tempo that rises with arousal, so `smooth` asks a happy, excited bar for 14 notes a second and
+a sad, calm one for 2, where held-out EMOPIA clips of those quadrants play 7.4 and 3.9
+(medians). A time-based attribute with a `per_second` fit is asked for in seconds' terms
+directly: log(value in seconds' terms) = [1, v, a, va] @ per_second, solved on the medians of
+EMOPIA's four quadrants (training clips), linear in arousal beyond them, then turned into
+per-beat terms at the session's tempo. The other attributes are `smooth`'s.
 """
 
 from __future__ import annotations
@@ -39,8 +47,8 @@ import numpy as np
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.symbolic.attributes import rank_to_value, ranks_to_bins, to_ranks
 
-MAP_VERSION = 2
-MODES = ("smooth", "emogen")
+MAP_VERSION = 3
+MODES = ("smooth", "emogen", "calibrated")
 # attribute -> its unit: "per_beat" (x tempo/60 = per second) or "beats" (x 60/tempo = seconds)
 TIMED = {
     "note_density": "per_beat",
@@ -65,6 +73,11 @@ def per_second(unit: str, tempo: float) -> float:
     return tempo / 60.0 if unit == "per_beat" else 60.0 / tempo
 
 
+def linear_basis(v: np.ndarray | float, a: np.ndarray | float) -> np.ndarray:
+    """[1, v, a, va]: what a `per_second` fit is linear in (exactly determined by 4 quadrants)."""
+    return basis(v, a)[..., :4]
+
+
 def basis(v: np.ndarray | float, a: np.ndarray | float) -> np.ndarray:
     v, a = np.asarray(v, dtype=np.float64), np.asarray(a, dtype=np.float64)
     return np.stack([np.ones_like(v), v, a, v * a, v * v, a * a], axis=-1)
@@ -84,7 +97,8 @@ class EmotionMap:
     bank: np.ndarray | None = None  # (N, k) rank profiles of real bars (training split)
     weights: np.ndarray | None = None  # (k,) attribute weights for the projection
     neighbours: int = 16
-    # version 2: attribute -> {"unit": "per_beat" | "beats", "edges": its inner quantile edges}
+    # version 2: attribute -> {"unit": "per_beat" | "beats", "edges": its inner quantile edges};
+    # version 3 adds "per_second": 4 coefficients of log(value in seconds' terms) on `linear_basis`
     timed: dict | None = None
     # version 2: the quadratic fit saw arousal within about +-0.6 (EMOPIA's quadrant centres,
     # VGMIDI's per-bar means) and bends back beyond it (at +1 it asked for softer, sparser
@@ -94,17 +108,30 @@ class EmotionMap:
     def ranks(self, e: Emotion, mode: str = "smooth", tempo: float | None = None) -> np.ndarray:
         """Attribute ranks for `e` at `tempo` BPM (None: the emotion's own tempo)."""
         r = self._ranks(e, mode)
+        if mode == "calibrated" and not self.calibrated:
+            raise ValueError("this emotion map has no calibration of its time-based attributes (moodlane train map --calibrate adds it)")
+        if not self.timed:
+            return r
         # the fitted tempo before the default tempo's clip to `tempo_range`: past it, arousal
         # still asks for more (or fewer) notes per second
         own = self.fitted_tempo(e)
-        if tempo is None or not self.timed or abs(tempo - own) < 1e-6:
-            return r
         r = r.copy()
         for name, t in self.timed.items():
             j = self.attributes.index(name)
-            value = rank_to_value(r[j], t["edges"]) * per_second(t["unit"], own) / per_second(t["unit"], tempo)
+            if mode == "calibrated":
+                seconds = float(np.exp(linear_basis(e.valence, e.arousal) @ np.asarray(t["per_second"])))
+                value = seconds / per_second(t["unit"], self.tempo(e) if tempo is None else tempo)
+            elif tempo is not None and abs(tempo - own) > 1e-6:
+                value = rank_to_value(r[j], t["edges"]) * per_second(t["unit"], own) / per_second(t["unit"], tempo)
+            else:
+                continue
             r[j] = float(np.clip(to_ranks(np.array([[value]]), np.array([t["edges"]]))[0, 0], 0.0, 0.999))
         return r
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether mapping mode `calibrated` can run: every time-based attribute has its fit."""
+        return bool(self.timed) and all(t.get("per_second") is not None for t in self.timed.values())
 
     def asks_per_second(self, e: Emotion, attribute: str = "note_density", mode: str = "smooth") -> float:
         """What the map asks of a time-based attribute at the emotion's own tempo, in seconds'
@@ -118,7 +145,7 @@ class EmotionMap:
         if mode == "emogen":
             hi = self.quadrant_high[e.quadrant - 1]
             return np.where(hi, self.high_rank, self.low_rank)
-        if mode != "smooth":
+        if mode not in ("smooth", "calibrated"):
             raise ValueError(f"mapping mode must be one of {MODES}, got {mode!r}")
         a = e.arousal if self.arousal_limit is None else float(np.clip(e.arousal, -self.arousal_limit, self.arousal_limit))
         r = np.clip(0.5 + self.gain * (basis(e.valence, a) @ self.coef.T - 0.5), 0.02, 0.98)
@@ -161,8 +188,8 @@ class EmotionMap:
 
     @classmethod
     def from_json(cls, d: dict) -> EmotionMap:
-        if d.get("format") != "moodlane.emotion_map" or d.get("version") not in (1, MAP_VERSION):
-            raise ValueError(f"expected a moodlane.emotion_map version 1 or {MAP_VERSION}")
+        if d.get("format") != "moodlane.emotion_map" or d.get("version") not in range(1, MAP_VERSION + 1):
+            raise ValueError(f"expected a moodlane.emotion_map version 1 to {MAP_VERSION}")
         return cls(
             tuple(d["attributes"]),
             np.asarray(d["coef"], dtype=np.float64),

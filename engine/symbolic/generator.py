@@ -31,14 +31,15 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     max_tokens_per_bar: int = 240  # a dense bar of pop piano is ~150 tokens
-    mapping: str = "smooth"  # or "emogen": EmoGen's binarised quadrant prototypes
+    mapping: str = "smooth"  # "emogen": EmoGen's binarised quadrant prototypes; "calibrated": density and durations as EMOPIA's
     mode_rule: bool = True  # valence moves the mode (engine/symbolic/mode_rule.py)
     # contrastive attribute guidance: each step is pushed away from what the decoder predicts
     # for the attributes of the emotion's valence mirror image (0: off; costs a second row)
     guidance: float = 1.0
-    # the contrast mirrors texture attributes too (density, durations, polyphony: what it did
-    # before). Off: guidance moves harmony, register and dynamics; texture follows the map
-    guide_texture: bool = False
+    # the contrast mirrors texture attributes too (density, durations, polyphony). Off: guidance
+    # moves harmony, register and dynamics and texture follows the map (measured: more real
+    # textures, weaker judged emotion; README, issue 18)
+    guide_texture: bool = True
     dynamics: float = dynamics.DEPTH  # arousal scales velocity by 2**(dynamics * arousal) (engine/symbolic/dynamics.py)
 
     def __post_init__(self) -> None:
@@ -84,6 +85,8 @@ class SymbolicGenerator:
     def __init__(self, model: SymbolicLM, emotion_map: EmotionMap, sampling: SamplingConfig = SamplingConfig()) -> None:
         if tuple(emotion_map.attributes) != tuple(model.cfg.attributes):
             raise CheckpointError("emotion map and model disagree on the conditioning attributes")
+        if sampling.mapping == "calibrated" and not emotion_map.calibrated:
+            raise CheckpointError("mapping 'calibrated' needs an emotion map with its calibration (moodlane train map --calibrate)")
         self.model = model.eval()
         self.map = emotion_map
         self.sampling = sampling

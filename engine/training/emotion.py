@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from moodlane.engine.emotion import QUADRANT_CENTRES
 from moodlane.engine.symbolic.attributes import FEATURE_NAMES, INDEX, PC_NAMES, to_ranks
-from moodlane.engine.symbolic.emotion_map import TIMED, EmotionMap, basis
+from moodlane.engine.symbolic.emotion_map import TIMED, EmotionMap, basis, linear_basis, per_second
 from moodlane.engine.symbolic.judge import SymbolicJudge
 
 # Grid artefacts: EMOPIA is transcribed audio, not beat-aligned, so where its onsets fall
@@ -20,10 +20,29 @@ from moodlane.engine.symbolic.judge import SymbolicJudge
 JUDGE_EXCLUDE = ("offbeat_fraction", "downbeat_fraction", "eighth_note_prevalence", "total_notes", *(f"pc_{n}" for n in PC_NAMES))
 
 
-def timed_attributes(attributes: tuple[str, ...], edges: np.ndarray) -> dict:
+EMOPIA_QPM = 120.0  # EMOPIA's transcriptions all say 120 qpm: their beats are half-seconds
+
+
+def timed_attributes(attributes: tuple[str, ...], edges: np.ndarray, lab: dict | None = None) -> dict:
     """The time-based attributes among `attributes`, with their units and bin edges: the
-    map converts them to the session's tempo (`EmotionMap.ranks`)."""
-    return {n: {"unit": TIMED[n], "edges": [float(x) for x in edges[j]]} for j, n in enumerate(attributes) if n in TIMED}
+    map converts them to the session's tempo (`EmotionMap.ranks`). With `lab`, each is
+    calibrated to EMOPIA (`per_second`): log of its median over each quadrant's training
+    clips, in seconds' terms, solved exactly on [1, v, a, va] at the quadrant centres."""
+    timed = {n: {"unit": TIMED[n], "edges": [float(x) for x in edges[j]]} for j, n in enumerate(attributes) if n in TIMED}
+    if lab is None:
+        return timed
+    train = ~lab["emopia_valid"]
+    x, q = lab["emopia_xw"][train], lab["emopia_q"][train]
+    quads = (1, 2, 3, 4)
+    if not all((q == k).any() for k in quads):
+        raise ValueError("calibrating the time-based attributes needs EMOPIA clips of all four quadrants")
+    B = linear_basis(np.array([QUADRANT_CENTRES[k].valence for k in quads]), np.array([QUADRANT_CENTRES[k].arousal for k in quads]))
+    for name, t in timed.items():
+        seconds = x[:, INDEX[name]] * per_second(t["unit"], EMOPIA_QPM)
+        medians = np.array([np.median(seconds[q == k]) for k in quads])
+        t["per_second"] = [round(float(c), 5) for c in np.linalg.solve(B, np.log(np.maximum(medians, 1e-3)))]
+        t["emopia_median_per_quadrant"] = [round(float(m), 4) for m in medians]
+    return timed
 
 
 def fit_emotion_map(
@@ -93,7 +112,7 @@ def fit_emotion_map(
         bank = to_ranks(bank_values[pick], edges)
     if bank is not None:
         weights = np.clip(np.array(per_attr_r), 0.0, None) ** 2  # share of variance emotion explains
-    timed = timed_attributes(tuple(attributes), edges)
+    timed = timed_attributes(tuple(attributes), edges, lab)
     return EmotionMap(
         tuple(attributes),
         coef,

@@ -251,7 +251,7 @@ def run_eval(args: EvalJob) -> dict:
     results["attribute_forest"] = attribute_forest(lab, gen.cfg.attributes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    asked = {q: gen.map.asks_per_second(e) for q, e in QUADRANT_CENTRES.items()} if gen.map.timed else None
+    asked = {q: gen.map.asks_per_second(e, mode=gen.sampling.mapping) for q, e in QUADRANT_CENTRES.items()} if gen.map.timed else None
     results["quality"] = quality_report(quadrants, grid, real_sets(data_dir), out, asked)
     results["wall_s"] = round(time.time() - t0, 1)
     write_atomic(out / "results.json", json.dumps(results, indent=1).encode())

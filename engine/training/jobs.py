@@ -17,7 +17,7 @@ from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
 from moodlane.engine.symbolic.emotion_map import EmotionMap
 from moodlane.engine.symbolic.model import TINY, SymbolicConfig
 from moodlane.engine.training.data import resolve_data_dir
-from moodlane.engine.training.emotion import fit_emotion_map, fit_judge
+from moodlane.engine.training.emotion import fit_emotion_map, fit_judge, timed_attributes
 from moodlane.engine.training.labelled import labelled_features
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class TrainJob:
     codec: str | None = None  # train audio: the codec whose tokens it learns (default: the shipped spectral codec)
     max_hours: float | None = None  # train codec: hours of audio held in memory
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
+    calibrate: bool = False  # train map: only add the calibration of the time-based attributes
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -104,12 +105,32 @@ def train_symbolic(args: TrainJob) -> dict:
     }
 
 
+def calibrate_map_for(stem: Path, data_dir: Path, work: Path, command: str = "") -> dict:
+    """Add the EMOPIA calibration of the time-based attributes (mapping mode `calibrated`) to
+    the emotion map beside `stem`, leaving everything else in it as it is."""
+    path = stem.with_name("emotion_map.json")
+    emap = EmotionMap.load(path)
+    lab = labelled_features(data_dir, work / "labelled.npz")
+    cfg = SymbolicConfig.from_json(json.loads(stem.with_suffix(".json").read_text())["config"])
+    timed = timed_attributes(emap.attributes, np.asarray(cfg.bin_edges), lab)
+    meta = {
+        **emap.meta,
+        "calibration": {"command": command or "moodlane train map --calibrate --data DATA", "data": "EMOPIA training split"},
+    }
+    _write_json(path, replace(emap, timed=timed, meta=meta).to_json())
+    return {name: {"emopia_median_per_quadrant": t["emopia_median_per_quadrant"]} for name, t in timed.items()}
+
+
 def train_map(args: TrainJob) -> dict:
-    """Refit only the emotion map of the checkpoint at `export` (default: the shipped one)."""
+    """Refit only the emotion map of the checkpoint at `export` (default: the shipped one), or
+    with `calibrate` only add its calibration."""
     data_dir = resolve_data_dir(args.data)
     stem = Path(args.export) if args.export else PACKAGE_WEIGHTS / "symbolic"
     t0 = time.time()
-    result = fit_map_for(stem, data_dir, Path(args.out))
+    if args.calibrate:
+        result = calibrate_map_for(stem, data_dir, Path(args.out), args.command)
+    else:
+        result = fit_map_for(stem, data_dir, Path(args.out))
     return {"emotion_map": str(stem.with_name("emotion_map.json")), **result, "wall_s": round(time.time() - t0, 1)}
 
 
