@@ -119,6 +119,10 @@ def test_train_eval_bench_end_to_end(fake, tmp_path, capsys):
     assert dens["ratio_plus1_over_minus1"].keys() == dens["notes_per_beat_by_valence"].keys() and dens["tempo_bpm"] == 120.0
     assert len(res["va_grid"]["requested"]) == 25 and len(res["ramp"]["judged_arousal_per_bar"]) == 4
     assert res["judge"]["all"]["emopia_clips"] == 48
+    recall = res["judge"]["all"]["per_quadrant_recall"]  # 12 fake clips per quadrant: the mean recall is the accuracy
+    assert set(recall) == {"Q1", "Q2", "Q3", "Q4"} and np.mean(list(recall.values())) == pytest.approx(
+        res["judge"]["all"]["quadrant_accuracy"], abs=1e-3
+    )
     assert (out / "va_grid.png").stat().st_size > 10_000
     capsys.readouterr()
 

@@ -169,6 +169,8 @@ def judge_report(judge: SymbolicJudge, lab: dict, valid: bool | None = None) -> 
         y = lab["emopia_q"][me]
         out["quadrant_accuracy"] = round(float((pred == y).mean()), 4)
         out["quadrant_macro_f1"] = round(float(f1_score(y, pred, average="macro")), 4)
+        # real music's own "objective accuracy", per quadrant: what a generated quadrant's figure reads against
+        out["per_quadrant_recall"] = {f"Q{k}": round(float((pred[y == k] == k).mean()), 4) for k in (1, 2, 3, 4) if (y == k).any()}
         out["emopia_clips"] = int(me.sum())
     mv = np.ones(len(lab["vgmidi_v"]), bool) if valid is None else lab["vgmidi_valid"] == valid
     if mv.sum() > 2:
