@@ -59,11 +59,11 @@ TIMED = {
     "duration_mean": "beats",
     "duration_std": "beats",
 }
-# texture: what the per-quadrant statistics measure (density, durations, polyphony,
-# the top voice's share). The valence guidance keeps these at the asked values: the valence
-# mirror of an emotion asks for a different density through the map's v*a term, and pushing
-# away from it drove sparse music sparser and dense music denser (measured: Q3 0.55 notes/s,
-# Q1 16.6, against EMOPIA's 2.1-5.3 and 5.9-10.0).
+# texture: what the quality report's per-quadrant statistics measure (density, durations,
+# polyphony, the top voice's share). The valence mirror of an emotion asks for a different
+# density through the map's v*a term, and guidance pushing away from it drove sparse music
+# sparser and dense music denser (Q3 0.55 notes/s, Q1 16.6, against EMOPIA's 2.1-5.3 and
+# 5.9-10.0); with `SamplingConfig.guide_texture` off the contrast keeps these as asked.
 TEXTURE = (*TIMED, "polyphony_mean", "top_line_relative_density")
 
 
