@@ -103,7 +103,8 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
         "--mapping",
         choices=MAPPINGS,
         default="smooth",
-        help="continuous VA map; EmoGen's quadrant prototypes; or smooth with density and durations calibrated to EMOPIA",
+        help="emotion -> attributes: smooth (continuous VA map, default), emogen (EmoGen's quadrant prototypes), "
+        "calibrated (smooth, with density and durations at real music's per-quadrant range)",
     )
     p.add_argument("--temperature", type=finite("temperature", 0.05, 5), default=1.0)
     p.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")

@@ -12,6 +12,7 @@ from moodlane.engine.chunk import Conditions
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.mock import MockGenerator
 from moodlane.engine.session import Session, render
+from moodlane.engine.symbolic.checkpoint import CheckpointError
 from moodlane.engine.symbolic.emotion_map import EmotionMap
 from moodlane.engine.symbolic.generator import SamplingConfig, SymbolicGenerator
 from moodlane.engine.symbolic.model import TINY, SymbolicLM
@@ -232,3 +233,7 @@ def test_calibrated_map_asks_each_quadrant_for_emopias_median():
     assert m.ranks(e, mode="emogen").tolist() == tiny_map().ranks(e, mode="emogen").tolist()
     with pytest.raises(ValueError, match="four quadrants"):
         timed_attributes(ATTRS, edges, {**lab, "emopia_q": np.where(q == 4, 3, q)})
+    model = SymbolicLM(replace(TINY, attributes=ATTRS, bin_edges=tuple(map(tuple, edges))))
+    assert SymbolicGenerator(model, m, SamplingConfig(mapping="calibrated")).attribute_bins(Emotion(0.6, 0.6)).shape == (2,)
+    with pytest.raises(CheckpointError, match="train map --calibrate"):
+        SymbolicGenerator(model, tiny_map(), SamplingConfig(mapping="calibrated"))

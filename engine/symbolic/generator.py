@@ -31,7 +31,9 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     max_tokens_per_bar: int = 240  # a dense bar of pop piano is ~150 tokens
-    mapping: str = "smooth"  # "emogen": EmoGen's binarised quadrant prototypes; "calibrated": density and durations as EMOPIA's
+    # engine/symbolic/emotion_map.py: "smooth"; "emogen", EmoGen's binarised quadrant
+    # prototypes; "calibrated", density and durations at EMOPIA's per-quadrant medians
+    mapping: str = "smooth"
     mode_rule: bool = True  # valence moves the mode (engine/symbolic/mode_rule.py)
     # contrastive attribute guidance: each step is pushed away from what the decoder predicts
     # for the attributes of the emotion's valence mirror image (0: off; costs a second row)
