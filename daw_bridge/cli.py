@@ -86,6 +86,16 @@ def generator_options(args: argparse.Namespace) -> GeneratorOptions:
     )
 
 
+def add_guide_texture(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--guide-texture",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the valence contrast also pushes texture (density, durations, polyphony); --no-guide-texture keeps it to "
+        "harmony, register and dynamics (more realistic texture, weaker judged emotion; see the README)",
+    )
+
+
 def add_generator_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine", choices=ENGINES, default="symbolic", help="generator: symbolic (default), audio, mock, mock-audio (no weights)"
@@ -108,13 +118,7 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--temperature", type=finite("temperature", 0.05, 5), default=1.0)
     p.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance (0: ~1.3x faster)")
-    p.add_argument(
-        "--guide-texture",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the valence contrast also pushes texture (density, durations, polyphony); --no-guide-texture keeps it to "
-        "harmony, register and dynamics (more realistic texture, weaker judged emotion; see the README)",
-    )
+    add_guide_texture(p)
     p.add_argument("--no-mode-rule", action="store_true", help="attribute control only: valence does not move the mode")
     a = p.add_argument_group("audio engine (LARA-Gen)")
     a.add_argument("--lm-checkpoint", help="LM stem, or a MusicGen folder in the transformers format (default: the shipped LM)")
@@ -720,13 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", help="symbolic checkpoint stem (default: the shipped model)")
     e.add_argument("--precision", choices=PRECISIONS, default="auto")
     e.add_argument("--guidance", type=finite("guidance", 0, 10), default=1.0, help="valence contrast guidance")
-    e.add_argument(
-        "--guide-texture",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the valence contrast also pushes texture (density, durations, polyphony); --no-guide-texture keeps it to "
-        "harmony, register and dynamics (more realistic texture, weaker judged emotion; see the README)",
-    )
+    add_guide_texture(e)
     e.add_argument("--mapping", choices=MAPPINGS, default="smooth")
     add_eval_options(e)
     e.set_defaults(func=cmd_eval)

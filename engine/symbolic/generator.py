@@ -21,7 +21,7 @@ from moodlane.engine.symbolic import dynamics, mode_rule
 from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
 from moodlane.engine.symbolic.emotion_map import MODES, TEXTURE, EmotionMap
 from moodlane.engine.symbolic.model import KVCache, SymbolicLM, for_inference
-from moodlane.engine.symbolic.tokens import BAR, BOS, LEAD, POS0, Grammar, decode
+from moodlane.engine.symbolic.tokens import BAR, BOS, POS0, Grammar, decode
 
 DEFAULT_MAP = PACKAGE_WEIGHTS / "emotion_map.json"
 
@@ -202,7 +202,7 @@ class SymbolicGenerator:
             out.append(t)
             logits = self._feed(state, [t], bins, emb)
         # a note cut off by the budget is dropped; a model with parts says which notes are the lead's
-        notes = decode(np.array(out), qpm=120.0, parts=self.cfg.vocab_size > LEAD)
+        notes = decode(np.array(out), qpm=120.0, parts=self.cfg.parts)
         if self.sampling.mode_rule:
             played = mode_rule.apply(notes, state.pc_hist, emotion.valence)
             state.pc_hist = mode_rule.update_histogram(state.pc_hist, notes)  # the model's own key

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from moodlane.engine.symbolic.tokens import VOCAB_SIZE
+from moodlane.engine.symbolic.tokens import LEAD, VOCAB_SIZE
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class SymbolicConfig:
     @property
     def n_attr(self) -> int:
         return len(self.attributes)
+
+    @property
+    def parts(self) -> bool:
+        """Whether the vocabulary has LEAD: the model says which notes are the lead's."""
+        return self.vocab_size > LEAD
 
     def to_json(self) -> dict:
         return asdict(self)

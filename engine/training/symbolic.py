@@ -25,7 +25,7 @@ from moodlane.engine.symbolic.attributes import INDEX, bar_windows, quantile_edg
 from moodlane.engine.symbolic.checkpoint import save_symbolic
 from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
 from moodlane.engine.symbolic.notes import MidiError, align_to_grid
-from moodlane.engine.symbolic.tokens import BAR, LEAD, bar_index, decode, encode
+from moodlane.engine.symbolic.tokens import BAR, bar_index, decode, encode
 from moodlane.engine.training.data import Item, all_midi, is_valid_split
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()  # rank 0 tokenises and writes the cache first
-    d = build_dataset(data_dir, model_cfg.attributes, out_dir / "dataset.npz", parts=model_cfg.vocab_size > LEAD)
+    d = build_dataset(data_dir, model_cfg.attributes, out_dir / "dataset.npz", parts=model_cfg.parts)
     if ddp and rank == 0:
         import torch.distributed as dist
 
