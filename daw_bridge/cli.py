@@ -386,6 +386,7 @@ def cmd_train(args) -> int:
         codec=args.codec_checkpoint,
         max_hours=args.max_hours,
         parts=args.parts,
+        mode_twins=args.mode_twins,
         calibrate=args.calibrate,
     )
     run = {
@@ -669,6 +670,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--attributes", type=positive_int("attributes"), default=22, help="top-k attributes to condition on")
     t.add_argument("--tiny", action="store_true", help="a tiny model (for a smoke test)")
     t.add_argument("--parts", action="store_true", help="symbolic: learn the lead apart from the accompaniment (LEAD tokens)")
+    t.add_argument(
+        "--mode-twins",
+        action="store_true",
+        help="symbolic: key-aware data, each training song also in its parallel mode (major <-> minor)",
+    )
     t.add_argument(
         "--calibrate",
         action="store_true",

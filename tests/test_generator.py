@@ -169,6 +169,21 @@ def test_mode_rule_moves_major_to_minor_and_back():
     assert mode_rule.apply(a_minor, h, valence=0.8).pitch.tolist() == [57, 61, 64, 69, 66, 68, 62, 59]
 
 
+def test_mode_twin_moves_a_whole_piece_to_its_parallel_mode():
+    """Key-aware training data: a C major piece's twin is in C minor (and back), with its
+    timing, velocities and parts kept."""
+    from moodlane.engine.symbolic import mode_rule
+    from tests.conftest import make_notes
+
+    c_major = make_notes([(i, 1, p, 80) for i, p in enumerate([60, 64, 67, 72, 69, 71, 65, 62])])
+    twin = mode_rule.mode_twin(c_major)
+    assert twin.pitch.tolist() == [60, 63, 67, 72, 68, 70, 65, 62]
+    assert mode_rule.estimate_key(mode_rule.update_histogram(np.zeros(12), twin, decay=1.0)) == (0, False)
+    assert np.array_equal(twin.start, c_major.start) and np.array_equal(twin.velocity, c_major.velocity)
+    assert mode_rule.mode_twin(twin).pitch.tolist() == c_major.pitch.tolist()  # minor -> major
+    assert len(mode_rule.mode_twin(c_major.window(5, 6))) == 0  # empty stays empty
+
+
 def test_projection_returns_a_blend_of_real_profiles():
     m = tiny_map()
     bank = np.array([[0.1, 0.1], [0.9, 0.9], [0.2, 0.8]])

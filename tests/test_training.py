@@ -170,6 +170,32 @@ def test_train_symbolic_with_parts_writes_lead_tokens_and_renders_parts(fake, tm
     assert set(piece.part.tolist()) <= {0, 1}
 
 
+def test_mode_twins_add_each_training_song_in_its_parallel_mode(fake, tmp_path, capsys):
+    """`train symbolic --mode-twins`: every training file gains a twin in the other mode, with
+    its own key attributes; validation files have none; the cache knows which it holds."""
+    from moodlane.engine.training.data import all_midi, is_valid_split
+    from moodlane.engine.training.symbolic import build_dataset
+
+    attrs = ("mode_major_minus_minor", "note_density")
+    plain = build_dataset(fake, attrs, tmp_path / "plain.npz", workers=1)
+    twins = build_dataset(fake, attrs, tmp_path / "twins.npz", workers=1, mode_twins=True)
+    n_train = sum(not is_valid_split(i.group) for i in all_midi(fake))
+    assert not plain["twin"].any() and int(twins["twin"].sum()) == n_train
+    assert not (twins["twin"] & twins["valid"]).any() and twins["valid"].sum() == plain["valid"].sum()
+    bars = np.repeat(twins["twin"], twins["n_bars"])
+    mode, density = twins["bar_values"][:, 0], twins["bar_values"][:, 1]
+    originals = np.repeat(~twins["twin"] & ~twins["valid"], twins["n_bars"])
+    assert np.allclose(np.sort(density[bars]), np.sort(density[originals]))  # same notes and rhythm
+    assert mode[bars].mean() < mode[originals].mean()  # the rule-built data is major; its twins minor
+    again = build_dataset(fake, attrs, tmp_path / "twins.npz", workers=1, mode_twins=False)
+    assert not again["twin"].any()  # a cache with twins is not reused for a run without
+    ck = tmp_path / "ck" / "symbolic"  # the command line reaches it, and the record says so
+    args = ["train", "symbolic", "--data", str(fake), "--out", str(tmp_path / "run"), "--export", str(ck), "--tiny"]
+    assert main([*args, "--steps", "2", "--attributes", "2", "--mode-twins"]) == 0
+    rec = json.loads(ck.with_suffix(".json").read_text())["training"]
+    assert rec["train_config"]["mode_twins"] is True and f"{n_train} of the train pieces parallel-mode twins" in rec["data"]
+
+
 def test_warm_start_keeps_the_old_vocabulary_and_adds_lead():
     from dataclasses import replace
 

@@ -8,6 +8,10 @@ minor of the key the music is in (3rd, 6th and 7th degrees a semitone down), and
 clearly positive valence minor music is moved to the parallel major. The key is tracked
 from the decoder's own output (a decaying pitch-class histogram, Krumhansl-Kessler
 profiles), so the rule follows modulations and never feeds back into the model context.
+
+The same move of a whole song (`mode_twin`) makes key-aware training data: `train symbolic
+--mode-twins` adds each training song's parallel-mode twin, so the decoder sees minor music
+in the same styles as the major pop piano it mostly learns from.
 """
 
 from __future__ import annotations
@@ -49,9 +53,15 @@ def apply(notes: NoteArray, hist: np.ndarray, valence: float, threshold: float =
     tonic, major = estimate_key(hist)
     if (valence < 0) != major:
         return notes  # already in the asked-for mode
-    table = TO_MINOR if valence < 0 else TO_MAJOR
+    return to_parallel(notes, tonic, to_minor=valence < 0)
+
+
+def to_parallel(notes: NoteArray, tonic: int, to_minor: bool) -> NoteArray:
+    """`notes` moved to the parallel minor (or major) of `tonic`: 3rd, 6th and 7th degrees a
+    semitone down (or up)."""
+    table = TO_MINOR if to_minor else TO_MAJOR
     rel = (notes.pitch - tonic) % 12
-    shift = np.array([table.get(int(r), int(r)) - int(r) for r in rel])
+    shift = np.array([table.get(int(r), int(r)) - int(r) for r in rel], dtype=np.int64)
     pitch = notes.pitch + shift
     keep = np.ones(len(pitch), dtype=bool)  # two notes that meet on one key: keep the first
     seen = set()
@@ -62,3 +72,14 @@ def apply(notes: NoteArray, hist: np.ndarray, valence: float, threshold: float =
     return NoteArray(
         notes.start[keep], notes.duration[keep], pitch[keep], notes.velocity[keep], notes.qpm, notes.beats_per_bar, dict(notes.meta), part
     )
+
+
+def mode_twin(notes: NoteArray) -> NoteArray:
+    """The whole piece in the parallel mode of its key (major -> natural minor, minor ->
+    major): key-aware training data. Pop piano is mostly major, so a decoder learns minor
+    harmony only weakly from it; each training song's twin shows the same music with its
+    harmony, melody and key attributes in the other mode (`train symbolic --mode-twins`)."""
+    if len(notes) == 0:
+        return notes
+    tonic, major = estimate_key(update_histogram(np.zeros(12), notes, decay=1.0))
+    return to_parallel(notes, tonic, to_minor=major)

@@ -23,6 +23,7 @@ import torch
 from moodlane.engine.atomic import save_torch
 from moodlane.engine.symbolic.attributes import INDEX, bar_windows, quantile_edges, to_bins
 from moodlane.engine.symbolic.checkpoint import save_symbolic
+from moodlane.engine.symbolic.mode_rule import mode_twin
 from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
 from moodlane.engine.symbolic.notes import MidiError, align_to_grid
 from moodlane.engine.symbolic.tokens import BAR, bar_index, decode, encode
@@ -40,19 +41,22 @@ class TrainConfig:
     warmup: int = 200
     weight_decay: float = 0.1
     attr_dropout: float = 0.15  # per attribute per sequence: teaches "unspecified"
+    mode_twins: bool = False  # key-aware data: each training song in its parallel mode too
     eval_every: int = 250
     eval_batches: int = 20
     seed: int = 1337
 
 
-def _piece(item: Item, attributes: tuple[str, ...], parts: bool = False) -> tuple[np.ndarray, np.ndarray, str] | None:
+def _piece(item: Item, attributes: tuple[str, ...], parts: bool = False, twin: bool = False) -> tuple[np.ndarray, np.ndarray, str] | None:
     """Tokens and per-bar raw attribute values of one file (on the 4/4 token grid); `parts`:
-    with LEAD tokens."""
+    with LEAD tokens; `twin`: the piece in its parallel mode (`mode_rule.mode_twin`)."""
     try:
         notes = align_to_grid(item.load())
     except MidiError as e:
         log.warning("skipping %s", e)
         return None
+    if twin:
+        notes = mode_twin(notes)
     tokens = encode(notes, parts=parts)
     if (tokens == BAR).sum() < 2:
         return None
@@ -61,19 +65,28 @@ def _piece(item: Item, attributes: tuple[str, ...], parts: bool = False) -> tupl
     return tokens, feats, item.group
 
 
-def build_dataset(data_dir: Path, attributes: tuple[str, ...], cache: Path, workers: int = 2, parts: bool = False) -> dict:
-    """Tokenise every MIDI file once and cache tokens + per-bar attribute values."""
+def build_dataset(
+    data_dir: Path, attributes: tuple[str, ...], cache: Path, workers: int = 2, parts: bool = False, mode_twins: bool = False
+) -> dict:
+    """Tokenise every MIDI file once and cache tokens + per-bar attribute values; with
+    `mode_twins`, each training song's parallel-mode twin too (validation songs have none,
+    so validation loss stays comparable)."""
     if cache.is_file():
         d = dict(np.load(cache, allow_pickle=False))
-        if tuple(d["attributes"].tolist()) == attributes and bool(d.get("parts", False)) == parts:
+        same = tuple(d["attributes"].tolist()) == attributes and bool(d.get("parts", False)) == parts
+        if same and bool(d.get("mode_twins", False)) == mode_twins:
             return d
     items = all_midi(data_dir)
+    twins = [False] * len(items)
+    if mode_twins:
+        train_items = [it for it in items if not is_valid_split(it.group)]
+        items, twins = items + train_items, twins + [True] * len(train_items)
     from tqdm import tqdm
 
+    n = len(items)
     with ProcessPoolExecutor(workers) as ex:
-        results = list(
-            tqdm(ex.map(_piece, items, [attributes] * len(items), [parts] * len(items), chunksize=8), total=len(items), desc="tokenising")
-        )
+        results = list(tqdm(ex.map(_piece, items, [attributes] * n, [parts] * n, twins, chunksize=8), total=n, desc="tokenising"))
+    twins = [t for r, t in zip(results, twins) if r is not None]
     results = [r for r in results if r is not None]
     tokens = np.concatenate([r[0] for r in results])
     lengths = np.array([len(r[0]) for r in results])
@@ -89,6 +102,8 @@ def build_dataset(data_dir: Path, attributes: tuple[str, ...], cache: Path, work
         "groups": np.array([r[2] for r in results]),
         "attributes": np.array(attributes),
         "parts": np.array(parts),
+        "mode_twins": np.array(mode_twins),
+        "twin": np.array(twins),
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **d)
@@ -166,7 +181,7 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()  # rank 0 tokenises and writes the cache first
-    d = build_dataset(data_dir, model_cfg.attributes, out_dir / "dataset.npz", parts=model_cfg.parts)
+    d = build_dataset(data_dir, model_cfg.attributes, out_dir / "dataset.npz", parts=model_cfg.parts, mode_twins=tc.mode_twins)
     if ddp and rank == 0:
         import torch.distributed as dist
 
@@ -265,6 +280,7 @@ def _record(data_dir: Path, tc: TrainConfig, step: int, wall: float, history: li
         "data": (
             f"{data_dir.name}/: pop909 + emopia + vgmidi MIDI, no labels; "
             f"{int((~d['valid']).sum())} train / {int(d['valid'].sum())} valid files (song split)"
+            + (f", {int(d['twin'].sum())} of the train pieces parallel-mode twins" if d.get("twin") is not None and d["twin"].any() else "")
         ),
         "train_tokens": n_tokens,
         "steps": step,
