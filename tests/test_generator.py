@@ -196,6 +196,23 @@ def test_projection_returns_a_blend_of_real_profiles():
     assert EmotionMap.from_json(m2.to_json()).neighbours == 1
 
 
+def test_valence_limit_holds_the_fit_at_its_range_and_round_trips():
+    """Past `valence_limit` the smooth fit holds valence (as `arousal_limit` holds arousal), so
+    its v^2 term cannot bend the asks back; inside it nothing changes; maps without it (the
+    shipped one) are untouched."""
+    from dataclasses import replace as dc_replace
+
+    m = tiny_map()
+    m.coef[:, 4] = 0.3  # a v^2 term: unlimited, +0.9 and -0.9 ask for more than 0.6
+    held = dc_replace(m, valence_limit=0.6)
+    assert not np.allclose(m.ranks(Emotion(0.9, 0.2)), m.ranks(Emotion(0.6, 0.2)))
+    assert np.allclose(held.ranks(Emotion(0.9, 0.2)), held.ranks(Emotion(0.6, 0.2)))
+    assert np.allclose(held.ranks(Emotion(-1.0, 0.2)), held.ranks(Emotion(-0.6, 0.2)))
+    assert np.allclose(held.ranks(Emotion(0.3, -0.4)), m.ranks(Emotion(0.3, -0.4)))
+    assert EmotionMap.from_json(held.to_json()).valence_limit == 0.6
+    assert EmotionMap.from_json({**m.to_json(), "version": 2}).valence_limit is None
+
+
 def test_map_says_what_it_asks_per_second():
     """`asks_per_second`: a time-based attribute's value at the emotion's own tempo, in seconds'
     terms; the shipped map asks more notes per second as arousal rises."""

@@ -104,6 +104,11 @@ class EmotionMap:
     # VGMIDI's per-bar means) and bends back beyond it (at +1 it asked for softer, sparser
     # music than at +0.5); past the limit arousal acts through tempo and the time-based attributes
     arousal_limit: float | None = None
+    # the same for valence (maps fitted from issue 18 on): beyond +-0.6 the v^2 term asked a
+    # happy, excited bar for soft, quiet playing (velocity rank 0.25 at (0.8, 0.8), 0.59 at
+    # (0.4, 0.8)); held at the limit, valence still acts through the mode rule, guidance and
+    # the calibrated time-based attributes
+    valence_limit: float | None = None
 
     def ranks(self, e: Emotion, mode: str = "smooth", tempo: float | None = None) -> np.ndarray:
         """Attribute ranks for `e` at `tempo` BPM (None: the emotion's own tempo)."""
@@ -148,7 +153,8 @@ class EmotionMap:
         if mode not in ("smooth", "calibrated"):
             raise ValueError(f"mapping mode must be one of {MODES}, got {mode!r}")
         a = e.arousal if self.arousal_limit is None else float(np.clip(e.arousal, -self.arousal_limit, self.arousal_limit))
-        r = np.clip(0.5 + self.gain * (basis(e.valence, a) @ self.coef.T - 0.5), 0.02, 0.98)
+        v = e.valence if self.valence_limit is None else float(np.clip(e.valence, -self.valence_limit, self.valence_limit))
+        r = np.clip(0.5 + self.gain * (basis(v, a) @ self.coef.T - 0.5), 0.02, 0.98)
         if self.bank is None or not len(self.bank):
             return r
         w = self.weights if self.weights is not None else np.ones(r.shape[0])
@@ -183,6 +189,7 @@ class EmotionMap:
             "bank": None if self.bank is None else np.round(self.bank, 3).tolist(),
             "timed": self.timed,
             "arousal_limit": self.arousal_limit,
+            "valence_limit": self.valence_limit,
             "meta": self.meta,
         }
 
@@ -205,6 +212,7 @@ class EmotionMap:
             int(d.get("neighbours", 16)),
             d.get("timed"),
             d.get("arousal_limit"),
+            d.get("valence_limit"),
         )
 
     @classmethod
