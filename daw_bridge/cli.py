@@ -387,6 +387,7 @@ def cmd_train(args) -> int:
         max_hours=args.max_hours,
         parts=args.parts,
         mode_twins=args.mode_twins,
+        song_key=args.song_key,
         calibrate=args.calibrate,
     )
     run = {
@@ -675,6 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="symbolic: key-aware data, each training song also in its parallel mode (major <-> minor)",
     )
+    t.add_argument("--song-key", action="store_true", help="symbolic: condition on the whole song's key, not each window's")
     t.add_argument(
         "--calibrate",
         action="store_true",

@@ -196,6 +196,34 @@ def test_mode_twins_add_each_training_song_in_its_parallel_mode(fake, tmp_path, 
     assert rec["train_config"]["mode_twins"] is True and f"{n_train} of the train pieces parallel-mode twins" in rec["data"]
 
 
+def test_song_key_gives_every_bar_the_whole_songs_key(fake, tmp_path):
+    """`train symbolic --song-key`: the key attributes are one value per song, the whole song's
+    (a twin's is the other mode's); the other attributes stay per window."""
+    from types import SimpleNamespace
+
+    from moodlane.engine.symbolic.attributes import features
+    from moodlane.engine.symbolic.tokens import decode
+    from moodlane.engine.training.symbolic import _piece, build_dataset
+    from tests.conftest import make_notes
+
+    # four bars of C major, then four of C minor: the windows disagree, the song has one key
+    chords = [(60, 64, 67)] * 4 + [(60, 63, 67)] * 4
+    notes = make_notes([(4 * b + k, 1, p + 12 * (k % 2), 80) for b, ch in enumerate(chords) for k in range(4) for p in ch])
+    item = SimpleNamespace(load=lambda: notes, group="song")
+    attrs = ("mode_major_minus_minor", "note_density")
+    tokens, per_bar, _ = _piece(item, attrs)
+    _, song, _ = _piece(item, attrs, song_key=True)
+    assert per_bar[0, 0] > per_bar[-1, 0]  # major at the start, minor at the end
+    assert np.all(song[:, 0] == features(decode(tokens, notes.qpm))[INDEX["mode_major_minus_minor"]])
+    assert np.allclose(song[:, 1], per_bar[:, 1])  # density per window as before
+
+    twins = build_dataset(fake, attrs, tmp_path / "song.npz", workers=1, mode_twins=True, song_key=True)
+    assert bool(twins["song_key"])
+    off = np.concatenate([[0], np.cumsum(twins["n_bars"])])
+    first = twins["bar_values"][off[:-1], 0]
+    assert first[twins["twin"]].mean() < first[~twins["twin"] & ~twins["valid"]].mean()
+
+
 def test_warm_start_keeps_the_old_vocabulary_and_adds_lead():
     from dataclasses import replace
 

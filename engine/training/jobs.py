@@ -51,6 +51,7 @@ class TrainJob:
     max_hours: float | None = None  # train codec: hours of audio held in memory
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
     mode_twins: bool = False  # train symbolic: each training song in its parallel mode too (key-aware)
+    song_key: bool = False  # train symbolic: key attributes measured over the whole song
     calibrate: bool = False  # train map: only add the calibration of the time-based attributes
 
 
@@ -92,7 +93,9 @@ def train_symbolic(args: TrainJob) -> dict:
     else:
         base, attrs = TINY if args.tiny else SymbolicConfig(), choose_attributes(data_dir, args.attributes)
     cfg = replace(base, attributes=attrs, vocab_size=PARTS_VOCAB if args.parts else VOCAB_SIZE)
-    tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps), mode_twins=args.mode_twins)
+    tc = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps), mode_twins=args.mode_twins, song_key=args.song_key
+    )
     result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume, init=init, command=args.command)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 writes the map
         return {"rank": int(os.environ["RANK"]), "final": result["history"][-1] if result["history"] else None}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from moodlane.engine.atomic import save_torch
-from moodlane.engine.symbolic.attributes import INDEX, bar_windows, quantile_edges, to_bins
+from moodlane.engine.symbolic.attributes import INDEX, bar_windows, features, quantile_edges, to_bins
 from moodlane.engine.symbolic.checkpoint import save_symbolic
 from moodlane.engine.symbolic.mode_rule import mode_twin
 from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
@@ -30,6 +30,9 @@ from moodlane.engine.symbolic.tokens import BAR, bar_index, decode, encode
 from moodlane.engine.training.data import Item, all_midi, is_valid_split
 
 log = logging.getLogger(__name__)
+# a key is a property of a song: on 3-bar windows the key profiles are noisy, and the decoder
+# learned to ignore them (issue 18: asked for minor, it kept the major of its context)
+SONG_KEY = ("key_major_corr", "key_minor_corr", "mode_major_minus_minor")
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,18 @@ class TrainConfig:
     weight_decay: float = 0.1
     attr_dropout: float = 0.15  # per attribute per sequence: teaches "unspecified"
     mode_twins: bool = False  # key-aware data: each training song in its parallel mode too
+    song_key: bool = False  # the key attributes (`SONG_KEY`) measured over the whole song, not per window
     eval_every: int = 250
     eval_batches: int = 20
     seed: int = 1337
 
 
-def _piece(item: Item, attributes: tuple[str, ...], parts: bool = False, twin: bool = False) -> tuple[np.ndarray, np.ndarray, str] | None:
+def _piece(
+    item: Item, attributes: tuple[str, ...], parts: bool = False, twin: bool = False, song_key: bool = False
+) -> tuple[np.ndarray, np.ndarray, str] | None:
     """Tokens and per-bar raw attribute values of one file (on the 4/4 token grid); `parts`:
-    with LEAD tokens; `twin`: the piece in its parallel mode (`mode_rule.mode_twin`)."""
+    with LEAD tokens; `twin`: the piece in its parallel mode (`mode_rule.mode_twin`);
+    `song_key`: every bar's key attributes are the whole song's."""
     try:
         notes = align_to_grid(item.load())
     except MidiError as e:
@@ -62,11 +69,22 @@ def _piece(item: Item, attributes: tuple[str, ...], parts: bool = False, twin: b
         return None
     grid = decode(tokens, notes.qpm)  # attributes of what the tokens say, bars as tokens count them
     feats = bar_windows(grid)[:, [INDEX[a] for a in attributes]]
+    if song_key:
+        whole = features(grid)
+        for j, a in enumerate(attributes):
+            if a in SONG_KEY:
+                feats[:, j] = whole[INDEX[a]]
     return tokens, feats, item.group
 
 
 def build_dataset(
-    data_dir: Path, attributes: tuple[str, ...], cache: Path, workers: int = 2, parts: bool = False, mode_twins: bool = False
+    data_dir: Path,
+    attributes: tuple[str, ...],
+    cache: Path,
+    workers: int = 2,
+    parts: bool = False,
+    mode_twins: bool = False,
+    song_key: bool = False,
 ) -> dict:
     """Tokenise every MIDI file once and cache tokens + per-bar attribute values; with
     `mode_twins`, each training song's parallel-mode twin too (validation songs have none,
@@ -74,7 +92,7 @@ def build_dataset(
     if cache.is_file():
         d = dict(np.load(cache, allow_pickle=False))
         same = tuple(d["attributes"].tolist()) == attributes and bool(d.get("parts", False)) == parts
-        if same and bool(d.get("mode_twins", False)) == mode_twins:
+        if same and bool(d.get("mode_twins", False)) == mode_twins and bool(d.get("song_key", False)) == song_key:
             return d
     items = all_midi(data_dir)
     twins = [False] * len(items)
@@ -85,7 +103,9 @@ def build_dataset(
 
     n = len(items)
     with ProcessPoolExecutor(workers) as ex:
-        results = list(tqdm(ex.map(_piece, items, [attributes] * n, [parts] * n, twins, chunksize=8), total=n, desc="tokenising"))
+        results = list(
+            tqdm(ex.map(_piece, items, [attributes] * n, [parts] * n, twins, [song_key] * n, chunksize=8), total=n, desc="tokenising")
+        )
     twins = [t for r, t in zip(results, twins) if r is not None]
     results = [r for r in results if r is not None]
     tokens = np.concatenate([r[0] for r in results])
@@ -103,6 +123,7 @@ def build_dataset(
         "attributes": np.array(attributes),
         "parts": np.array(parts),
         "mode_twins": np.array(mode_twins),
+        "song_key": np.array(song_key),
         "twin": np.array(twins),
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +202,9 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()  # rank 0 tokenises and writes the cache first
-    d = build_dataset(data_dir, model_cfg.attributes, out_dir / "dataset.npz", parts=model_cfg.parts, mode_twins=tc.mode_twins)
+    d = build_dataset(
+        data_dir, model_cfg.attributes, out_dir / "dataset.npz", parts=model_cfg.parts, mode_twins=tc.mode_twins, song_key=tc.song_key
+    )
     if ddp and rank == 0:
         import torch.distributed as dist
 
