@@ -120,12 +120,13 @@ class EmotionMap:
         # the fitted tempo before the default tempo's clip to `tempo_range`: past it, arousal
         # still asks for more (or fewer) notes per second
         own = self.fitted_tempo(e)
+        at = self.tempo(e) if tempo is None else tempo
+        b = linear_basis(e.valence, e.arousal)
         r = r.copy()
         for name, t in self.timed.items():
             j = self.attributes.index(name)
             if mode == "calibrated":
-                seconds = float(np.exp(linear_basis(e.valence, e.arousal) @ np.asarray(t["per_second"])))
-                value = seconds / per_second(t["unit"], self.tempo(e) if tempo is None else tempo)
+                value = float(np.exp(b @ np.asarray(t["per_second"]))) / per_second(t["unit"], at)
             elif tempo is not None and abs(tempo - own) > 1e-6:
                 value = rank_to_value(r[j], t["edges"]) * per_second(t["unit"], own) / per_second(t["unit"], tempo)
             else:

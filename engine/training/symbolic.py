@@ -90,10 +90,10 @@ def build_dataset(
     """Tokenise every MIDI file once and cache tokens + per-bar attribute values; with
     `mode_twins`, each training song's parallel-mode twin too (validation songs have none,
     so validation loss stays comparable); with `song_key`, the key attributes of the song."""
+    flags = {"parts": parts, "mode_twins": mode_twins, "song_key": song_key}  # what a cache must match
     if cache.is_file():
         d = dict(np.load(cache, allow_pickle=False))
-        same = tuple(d["attributes"].tolist()) == attributes and bool(d.get("parts", False)) == parts
-        if same and bool(d.get("mode_twins", False)) == mode_twins and bool(d.get("song_key", False)) == song_key:
+        if tuple(d["attributes"].tolist()) == attributes and all(bool(d.get(k, False)) == v for k, v in flags.items()):
             return d
     items = all_midi(data_dir)
     twins = [False] * len(items)
@@ -122,9 +122,7 @@ def build_dataset(
         "valid": valid,
         "groups": np.array([r[2] for r in results]),
         "attributes": np.array(attributes),
-        "parts": np.array(parts),
-        "mode_twins": np.array(mode_twins),
-        "song_key": np.array(song_key),
+        **{k: np.array(v) for k, v in flags.items()},
         "twin": np.array(twins),
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
