@@ -25,6 +25,18 @@ def jack_running() -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to stop this process when its parent dies, so a
+    server left by a crashed test run (segfault, kill -9) does not outlive it and hand the
+    next run a graph with a dead client in it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def ensure_jack(rate: int = 48000, period: int = 512) -> Iterator[bool]:
     """Yields True if it started a server (and stops it after), False if one was running."""
@@ -35,7 +47,11 @@ def ensure_jack(rate: int = 48000, period: int = 512) -> Iterator[bool]:
         raise JackUnavailable("jackd is not installed (Debian: apt-get install jackd2)")
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
     proc = subprocess.Popen(
-        ["jackd", "-r", "-d", "dummy", "-r", str(rate), "-p", str(period)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ["jackd", "-r", "-d", "dummy", "-r", str(rate), "-p", str(period)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     try:
         for _ in range(100):

@@ -34,8 +34,13 @@ class MidiUnavailable(RuntimeError):
     """No MIDI backend could open ports on this machine."""
 
 
+_PROBED: set[str] = set()  # backends whose probe port opened in this process
+
+
 def open_backend(name: str | None = None):
-    """A mido Backend that can open virtual ports, or MidiUnavailable saying why."""
+    """A mido Backend that can open virtual ports, or MidiUnavailable saying why. Each backend
+    is probed once per process: RtMidi's JACK port, closed just after it opened, can crash
+    the process (a segfault in `close_port`, once in four local runs of the JACK tests)."""
     import mido
 
     chosen = name or os.environ.get(ENV_VAR)
@@ -49,8 +54,10 @@ def open_backend(name: str | None = None):
     for n in names:
         try:
             backend = mido.Backend(n, load=True)
-            probe = backend.open_output("MoodLane probe", virtual=True)
-            probe.close()
+            if n not in _PROBED:
+                probe = backend.open_output("MoodLane probe", virtual=True)
+                probe.close()
+                _PROBED.add(n)
             return backend
         except Exception as e:  # rtmidi raises SystemError/OSError subclasses per API
             errors.append(f"{n}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")

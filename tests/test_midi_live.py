@@ -398,3 +398,28 @@ def test_midi_clock_takes_no_slower_tempo_for_lost_ticks(factor):
     assert clk.lost_ticks == 0 and clk.ticks == len(true) - 1
     assert abs(clk.time_of(clk.ticks / 24) - true[-1]) < 0.004
     assert clk.tempo == pytest.approx(100.0 * factor, rel=0.003)
+
+
+def test_each_midi_backend_is_probed_once_per_process(monkeypatch):
+    """Opening and at once closing a JACK port is what crashes RtMidi, so the probe that
+    checks a backend can open virtual ports runs once, not at every server start."""
+    import mido
+
+    from moodlane.daw_bridge import midi
+
+    opened = []
+
+    class FakeBackend:
+        def __init__(self, name, load=False):
+            self.name = name
+
+        def open_output(self, port, virtual=False):
+            opened.append(port)
+            return MemoryPort(port)
+
+    monkeypatch.setattr(mido, "Backend", FakeBackend)
+    monkeypatch.setattr(midi, "_PROBED", set())
+    assert midi.open_backend("fake").name == "fake" and midi.open_backend("fake").name == "fake"
+    assert opened == ["MoodLane probe"]
+    midi.open_backend("other")
+    assert opened == ["MoodLane probe"] * 2  # a backend of its own is probed
