@@ -388,6 +388,7 @@ def cmd_train(args) -> int:
         parts=args.parts,
         mode_twins=args.mode_twins,
         song_key=args.song_key,
+        add_attributes=tuple(args.add_attribute),
         calibrate=args.calibrate,
     )
     run = {
@@ -677,6 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="symbolic: key-aware data, each training song also in its parallel mode (major <-> minor)",
     )
     t.add_argument("--song-key", action="store_true", help="symbolic: condition on the whole song's key, not each window's")
+    t.add_argument(
+        "--add-attribute",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="symbolic: condition on this attribute too (repeatable; with --init its table starts at zero), e.g. minor_chord_share",
+    )
     t.add_argument(
         "--calibrate",
         action="store_true",

@@ -86,6 +86,7 @@ SCALE_EXPECTED = {
     "major_triad_fraction": 0,
     "minor_triad_fraction": 0,
     "minor_major_triad_ratio": 0.5,
+    "minor_chord_share": 0.5,  # half bars C D and E G: no complete triad
     "dominant_seventh_fraction": 0,
     "diminished_fraction": 0,
     "augmented_fraction": 0,
@@ -183,6 +184,7 @@ CHORDS_EXPECTED = {
     "major_triad_fraction": 1 / 3,
     "minor_triad_fraction": 1 / 3,
     "minor_major_triad_ratio": 0.5,
+    "minor_chord_share": 1 / 4,  # half bars: C major, A minor, G (G7 + C5), G
     "dominant_seventh_fraction": 1 / 3,
     "diminished_fraction": 0,
     "augmented_fraction": 0,
@@ -255,3 +257,28 @@ def test_bins_and_ranks_are_monotone():
     # about one eighth of the data in each bin
     counts = np.bincount(to_bins(vals, edges)[:, 0], minlength=8)
     assert counts.min() > 100
+
+
+def test_minor_chord_share_hears_the_parallel_mode_and_broken_chords():
+    """I-V-vi-IV in C (one minor chord in four) against its parallel minor i-v-VI-iv (three
+    in four), as block chords and as broken chords, with a passing melody note on top."""
+
+    def progression(roots_thirds, broken):
+        notes = []
+        for bar, (root, third) in enumerate(roots_thirds):
+            pcs = [root, root + third, root + 7]
+            for half in (0, 2):
+                t0 = bar * 4 + half
+                if broken:
+                    notes += [(t0 + 0.5 * i, 0.5, 48 + p, 70) for i, p in enumerate(pcs + [pcs[1]])]
+                else:
+                    notes += [(t0, 2, 48 + p, 70) for p in pcs]
+                notes.append((t0 + 1, 0.5, 74, 90))  # D5: a passing note, not a chord tone
+            # (each half bar is its own frame)
+        return make_notes(notes)
+
+    major = [(0, 4), (7, 4), (9, 3), (5, 4)]  # C G Am F
+    minor = [(0, 3), (7, 3), (8, 4), (5, 3)]  # Cm Gm Ab Fm
+    for broken in (False, True):
+        assert features(progression(major, broken))[INDEX["minor_chord_share"]] == pytest.approx(1 / 4)
+        assert features(progression(minor, broken))[INDEX["minor_chord_share"]] == pytest.approx(3 / 4)

@@ -243,6 +243,49 @@ def test_warm_start_keeps_the_old_vocabulary_and_adds_lead():
         warm_start(old, new)  # a smaller vocabulary cannot hold the larger one's rows
 
 
+def test_warm_start_with_an_added_attribute_plays_as_before_until_trained():
+    """`--init STEM --add-attribute NAME`: the new attribute's table starts at zero, so every
+    bin of it gives the old model's logits; an `init` whose attributes do not lead is refused."""
+    from dataclasses import replace
+
+    import torch
+
+    from moodlane.engine.symbolic.model import TINY, SymbolicLM
+    from moodlane.engine.training.symbolic import warm_start
+
+    old = SymbolicLM(replace(TINY, attributes=("velocity_mean", "note_density"))).eval()
+    new = SymbolicLM(replace(TINY, attributes=("velocity_mean", "note_density", "minor_chord_share"))).eval()
+    warm_start(new, old)
+    idx = torch.randint(0, TINY.vocab_size, (1, 12))
+    a_old = torch.randint(0, TINY.n_bins + 1, (1, 12, 2))
+    with torch.no_grad():
+        want = old(idx, a_old)[0]
+        for b in (0, TINY.n_bins - 1, TINY.n_bins):
+            a_new = torch.cat([a_old, torch.full((1, 12, 1), b)], -1)
+            assert torch.allclose(new(idx, a_new)[0], want, atol=1e-6)
+    assert new.attr[2].weight.abs().sum() == 0 and new.attr[2].weight.requires_grad
+    swapped = SymbolicLM(replace(TINY, attributes=("note_density", "velocity_mean", "minor_chord_share")))
+    with pytest.raises(ValueError, match="must lead"):
+        warm_start(swapped, old)
+
+
+def test_train_symbolic_init_with_an_added_attribute(fake, tmp_path, capsys):
+    """`train symbolic --init STEM --add-attribute NAME`: the new model conditions on the old
+    attributes and the new one, with bin edges for each; an unknown name is refused."""
+    from moodlane.engine.training.jobs import TrainJob, train_symbolic
+
+    ck, ck2 = tmp_path / "ck" / "symbolic", tmp_path / "ck2" / "symbolic"
+    common = ["train", "symbolic", "--data", str(fake), "--steps", "2"]
+    assert main([*common, "--out", str(tmp_path / "run"), "--export", str(ck), "--tiny", "--attributes", "3"]) == 0
+    args = [*common, "--out", str(tmp_path / "run2"), "--export", str(ck2), "--init", str(ck), "--add-attribute", "minor_chord_share"]
+    assert main(args) == 0
+    capsys.readouterr()
+    old, new = (json.loads(c.with_suffix(".json").read_text())["config"] for c in (ck, ck2))
+    assert new["attributes"] == [*old["attributes"], "minor_chord_share"] and len(new["bin_edges"]) == 4
+    with pytest.raises(ValueError, match="--add-attribute: \\['minor_mood'\\]"):
+        train_symbolic(TrainJob(data=str(fake), out=str(tmp_path), add_attributes=("minor_mood",)))
+
+
 def test_calibrated_mapping_and_train_map_calibrate(fake, tmp_path, capsys):
     """A trained map carries the EMOPIA calibration of its time-based attributes; `train map
     --calibrate` adds it to a map without one and changes nothing else; `--mapping calibrated`

@@ -84,6 +84,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "major_triad_fraction",
     "minor_triad_fraction",
     "minor_major_triad_ratio",
+    "minor_chord_share",
     "dominant_seventh_fraction",
     "diminished_fraction",
     "augmented_fraction",
@@ -148,6 +149,39 @@ def chord_type(pcs: set[int]) -> str | None:
             if rel == ivs:
                 return name
     return None
+
+
+# the 24 major and minor triads as pitch-class masks: rows 0-11 major on C..B, 12-23 minor
+_TRIADS = np.array(
+    [[(p - r) % 12 in ({0, 4, 7} if q == 0 else {0, 3, 7}) for p in range(12)] for q in (0, 1) for r in range(12)], dtype=np.float64
+)
+_ROOTS = np.tile(np.eye(12), (2, 1))  # (24, 12): each triad's root
+CHORD_FRAME_BEATS = 2.0  # half a 4/4 bar: pop harmony moves by the bar or the half bar
+
+
+def minor_chord_share(notes: NoteArray, span_beats: float) -> float:
+    """Harmony's mode, frame by frame: each half bar's chord is the major or minor triad
+    whose three pitch classes all sound there with the most note-time between them, its
+    root's counted twice when it is the frame's lowest note (so F A C over a passing D is F,
+    not D minor); broken chords count as well as block chords. The share of minor ones among
+    the frames that hold one (0.5 where none does). Unlike key profiles, which hear a minor
+    key and its relative major as one scale, this hears i-iv-v against I-IV-V."""
+    n_frames = max(1, int(np.ceil(span_beats / CHORD_FRAME_BEATS - 1e-9)))
+    pc, s, e = notes.pitch % 12, notes.start, notes.end
+    n_major = n_minor = 0
+    for k in range(n_frames):
+        lo, hi = k * CHORD_FRAME_BEATS, (k + 1) * CHORD_FRAME_BEATS
+        overlap = np.clip(np.minimum(e, hi) - np.maximum(s, lo), 0.0, None)
+        w = np.bincount(pc, overlap, minlength=12)
+        complete = _TRIADS @ (w > 0) == 3
+        if not complete.any():
+            continue
+        bass = pc[np.flatnonzero(overlap > 0)[np.argmin(notes.pitch[overlap > 0])]]
+        score = np.where(complete, _TRIADS @ w + _ROOTS[:, bass] * w[bass], -1.0)
+        best_major, best_minor = score[:12].max(), score[12:].max()
+        if best_major != best_minor:
+            n_major, n_minor = n_major + (best_major > best_minor), n_minor + (best_minor > best_major)
+    return n_minor / (n_major + n_minor) if n_major + n_minor else 0.5
 
 
 def _key_corr(hist: np.ndarray) -> tuple[float, float]:
@@ -273,6 +307,7 @@ def features(notes: NoteArray, span_beats: float | None = None) -> np.ndarray:
         put("minor_major_triad_ratio", nmin / (nmaj + nmin) if nmaj + nmin else 0.5)
     else:
         put("minor_major_triad_ratio", 0.5)
+    put("minor_chord_share", minor_chord_share(notes, span_beats))
     bass = p[bass_line(notes)]
     put("bass_pitch_mean", bass.mean())
     put("melody_bass_spread", (mel - bass).mean())

@@ -52,6 +52,7 @@ class TrainJob:
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
     mode_twins: bool = False  # train symbolic: each training song in its parallel mode too (key-aware)
     song_key: bool = False  # train symbolic: key attributes measured over the whole song
+    add_attributes: tuple[str, ...] = ()  # train symbolic: conditioning beyond the selected (or --init's) attributes
     calibrate: bool = False  # train map: only add the calibration of the time-based attributes
 
 
@@ -78,10 +79,14 @@ def fit_map_for(stem: Path, data_dir: Path, work: Path) -> dict:
 
 
 def train_symbolic(args: TrainJob) -> dict:
+    from moodlane.engine.symbolic.attributes import FEATURE_NAMES, NOT_CONTROLLABLE
     from moodlane.engine.symbolic.checkpoint import load_symbolic
     from moodlane.engine.symbolic.tokens import PARTS_VOCAB, VOCAB_SIZE
     from moodlane.engine.training.symbolic import TrainConfig, choose_attributes, train
 
+    bad = [a for a in args.add_attributes if a not in FEATURE_NAMES or a in NOT_CONTROLLABLE]
+    if bad:
+        raise ValueError(f"--add-attribute: {bad} not among the controllable attributes (engine/symbolic/attributes.py FEATURE_NAMES)")
     data_dir = resolve_data_dir(args.data)
     out = Path(args.out)
     stem = Path(args.export) if args.export else PACKAGE_WEIGHTS / "symbolic"
@@ -92,7 +97,8 @@ def train_symbolic(args: TrainJob) -> dict:
         base, attrs = init.cfg, init.cfg.attributes
     else:
         base, attrs = TINY if args.tiny else SymbolicConfig(), choose_attributes(data_dir, args.attributes)
-    cfg = replace(base, attributes=attrs, vocab_size=PARTS_VOCAB if args.parts else VOCAB_SIZE)
+    attrs = attrs + tuple(a for a in args.add_attributes if a not in attrs)
+    cfg = replace(base, attributes=attrs, bin_edges=(), vocab_size=PARTS_VOCAB if args.parts else VOCAB_SIZE)  # edges: from the data
     tc = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps), mode_twins=args.mode_twins, song_key=args.song_key
     )

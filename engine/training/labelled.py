@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from moodlane.engine.symbolic.attributes import bar_windows, features
+from moodlane.engine.symbolic.attributes import N_FEATURES, bar_windows, features
 from moodlane.engine.symbolic.tokens import on_grid
 from moodlane.engine.training.data import emopia, is_valid_split, vgmidi
 
 
 def labelled_features(data_dir: Path, cache: Path | None = None, progress: bool = True) -> dict:
     if cache is not None and cache.is_file():
-        return dict(np.load(cache, allow_pickle=False))
+        d = dict(np.load(cache, allow_pickle=False))
+        if d["emopia_x"].shape[-1] == N_FEATURES:  # else made before a feature was added
+            return d
     ems = emopia(data_dir)
     e_x, e_w = [], []
     for it in tqdm(ems, desc="EMOPIA attributes", disable=not progress):

@@ -285,10 +285,17 @@ def train(
 
 def warm_start(model: SymbolicLM, init: SymbolicLM) -> None:
     """Start `model` from `init`'s weights. A larger vocabulary (LEAD added for parts) keeps
-    the old tokens' rows of the embedding and output layer; the new rows stay as initialised."""
+    the old tokens' rows of the embedding and output layer; the new rows stay as initialised.
+    An attribute `init` lacks (after its own, `--add-attribute`) gets a table of zeros, so the
+    model starts out playing exactly as `init` does and learns what the new attribute says."""
+    if model.cfg.attributes[: init.cfg.n_attr] != init.cfg.attributes:
+        raise ValueError(f"--init: its attributes {init.cfg.attributes} must lead {model.cfg.attributes}")
     src, dst = init.state_dict(), model.state_dict()
     for k, v in dst.items():
         w = src.get(k)
+        if w is None and k.startswith("attr.") and int(k.split(".")[1]) >= init.cfg.n_attr:
+            v.zero_()
+            continue
         if w is None or w.shape[1:] != v.shape[1:] or w.shape[0] > v.shape[0]:
             raise ValueError(f"--init: {k} is {tuple(w.shape) if w is not None else 'missing'} there, {tuple(v.shape)} here")
         v[: w.shape[0]] = w
