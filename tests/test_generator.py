@@ -269,3 +269,36 @@ def test_calibrated_map_asks_each_quadrant_for_emopias_median():
     assert SymbolicGenerator(model, m, SamplingConfig(mapping="calibrated")).attribute_bins(Emotion(0.6, 0.6)).shape == (2,)
     with pytest.raises(CheckpointError, match="train map --calibrate"):
         SymbolicGenerator(model, tiny_map(), SamplingConfig(mapping="calibrated"))
+
+
+def test_mode_context_puts_the_moved_bar_in_the_decoders_context(gen):
+    """`SamplingConfig.mode_context`: a bar the mode rule moved replaces the decoder's own in
+    its context (tokens and KV cache), so the next bar follows the mode that was played.
+    Without it the context keeps what the decoder wrote."""
+    from moodlane.engine.symbolic.tokens import decode
+
+    def last_bar(state):
+        start = max(i for i, t in enumerate(state.tokens) if t == BAR)
+        return decode(np.array(state.tokens[start:]), qpm=120.0)
+
+    sad = Conditions(Emotion(-0.8, 0.0))
+    for ctx in (True, False):
+        g = SymbolicGenerator(gen.model, gen.map, replace(gen.sampling, mode_context=ctx))
+        state, moved = g.init_state(5), None
+        for _ in range(12):
+            chunk, state = g.generate_chunk(state, sad)
+            wrote = decode(np.array(chunk.tokens), qpm=120.0)
+            if sorted(wrote.pitch.tolist()) != sorted(chunk.notes.pitch.tolist()):
+                moved = (wrote, chunk.notes)
+                break
+        assert moved is not None, "the rule moved no bar of random music in 12"
+        context = last_bar(state)
+        assert sorted(context.pitch.tolist()) == sorted((moved[1] if ctx else moved[0]).pitch.tolist())
+        assert state.cache.length == len(state.tokens) == len(state.attrs)
+        # the cache holds exactly what a fresh pass over the context computes
+        fresh = state.clone()
+        g._refill(fresh, reserve=1)
+        assert fresh.tokens == state.tokens
+        emb = g.model.attribute_embedding(torch.from_numpy(g._conditions(sad.emotion)))[:, None]
+        bins = g._conditions(sad.emotion)
+        assert torch.allclose(g._feed(state, [BAR], bins, emb), g._feed(fresh, [BAR], bins, emb), atol=1e-4)

@@ -21,7 +21,7 @@ from moodlane.engine.symbolic import dynamics, mode_rule
 from moodlane.engine.symbolic.checkpoint import DEFAULT_SYMBOLIC, PACKAGE_WEIGHTS, CheckpointError, load_symbolic
 from moodlane.engine.symbolic.emotion_map import MODES, TEXTURE, EmotionMap
 from moodlane.engine.symbolic.model import KVCache, SymbolicLM, for_inference
-from moodlane.engine.symbolic.tokens import BAR, BOS, POS0, Grammar, decode
+from moodlane.engine.symbolic.tokens import BAR, BOS, POS0, Grammar, decode, encode
 
 DEFAULT_MAP = PACKAGE_WEIGHTS / "emotion_map.json"
 
@@ -35,6 +35,9 @@ class SamplingConfig:
     # prototypes; "calibrated", density and durations at EMOPIA's per-quadrant medians
     mapping: str = "smooth"
     mode_rule: bool = True  # valence moves the mode (engine/symbolic/mode_rule.py)
+    # the bar the rule moved replaces the decoder's own in its context, so the decoder goes on
+    # in the mode it hears and writes that mode's harmony itself (the rule then corrects less)
+    mode_context: bool = False
     # contrastive attribute guidance: each step is pushed away from what the decoder predicts
     # for the attributes of the emotion's valence mirror image (0: off; costs a second row)
     guidance: float = 1.0
@@ -153,6 +156,13 @@ class SymbolicGenerator:
         return logits[:, -1]
 
     @torch.no_grad()
+    def _replace_last(self, state: SymbolicState, n: int, tokens: list[int], bins: np.ndarray, emb: torch.Tensor) -> None:
+        """Put `tokens` in place of the context's last `n` (the bar just written)."""
+        del state.tokens[-n:], state.attrs[-n:]
+        state.cache.length -= n
+        self._feed(state, tokens, bins, emb)
+
+    @torch.no_grad()
     def _refill(self, state: SymbolicState, reserve: int) -> None:
         """Keep the most recent whole bars that leave `reserve` tokens free, re-encode them."""
         budget = self.cfg.block_size - reserve
@@ -206,6 +216,9 @@ class SymbolicGenerator:
         if self.sampling.mode_rule:
             played = mode_rule.apply(notes, state.pc_hist, emotion.valence)
             state.pc_hist = mode_rule.update_histogram(state.pc_hist, notes)  # the model's own key
+            if self.sampling.mode_context and played is not notes:
+                moved = first[:-1] + encode(played, bos=False, eos=False, parts=self.cfg.parts).tolist()
+                self._replace_last(state, len(first) + len(out) - 1, moved, bins, emb)
             notes = played
         notes = dynamics.apply(notes, emotion.arousal, self.sampling.dynamics)
         chunk = Chunk(state.bar, emotion, 4.0, notes=notes, tokens=tuple(out))
