@@ -274,7 +274,6 @@ def test_minor_chord_share_hears_the_parallel_mode_and_broken_chords():
                 else:
                     notes += [(t0, 2, 48 + p, 70) for p in pcs]
                 notes.append((t0 + 1, 0.5, 74, 90))  # D5: a passing note, not a chord tone
-            # (each half bar is its own frame)
         return make_notes(notes)
 
     major = [(0, 4), (7, 4), (9, 3), (5, 4)]  # C G Am F

@@ -299,6 +299,6 @@ def test_mode_context_puts_the_moved_bar_in_the_decoders_context(gen):
         fresh = state.clone()
         g._refill(fresh, reserve=1)
         assert fresh.tokens == state.tokens
-        emb = g.model.attribute_embedding(torch.from_numpy(g._conditions(sad.emotion)))[:, None]
         bins = g._conditions(sad.emotion)
+        emb = g.model.attribute_embedding(torch.from_numpy(bins))[:, None]
         assert torch.allclose(g._feed(state, [BAR], bins, emb), g._feed(fresh, [BAR], bins, emb), atol=1e-4)

@@ -176,11 +176,12 @@ def minor_chord_share(notes: NoteArray, span_beats: float) -> float:
         complete = _TRIADS @ (w > 0) == 3
         if not complete.any():
             continue
-        bass = pc[np.flatnonzero(overlap > 0)[np.argmin(notes.pitch[overlap > 0])]]
+        sounding = np.flatnonzero(overlap > 0)
+        bass = pc[sounding[np.argmin(notes.pitch[sounding])]]
         score = np.where(complete, _TRIADS @ w + _ROOTS[:, bass] * w[bass], -1.0)
         best_major, best_minor = score[:12].max(), score[12:].max()
-        if best_major != best_minor:
-            n_major, n_minor = n_major + (best_major > best_minor), n_minor + (best_minor > best_major)
+        n_major += best_major > best_minor  # a tie says neither
+        n_minor += best_minor > best_major
     return n_minor / (n_major + n_minor) if n_major + n_minor else 0.5
 
 

@@ -293,7 +293,7 @@ def warm_start(model: SymbolicLM, init: SymbolicLM) -> None:
     src, dst = init.state_dict(), model.state_dict()
     for k, v in dst.items():
         w = src.get(k)
-        if w is None and k.startswith("attr.") and int(k.split(".")[1]) >= init.cfg.n_attr:
+        if w is None and k.startswith("attr."):  # an added attribute (init's lead, checked above)
             v.zero_()
             continue
         if w is None or w.shape[1:] != v.shape[1:] or w.shape[0] > v.shape[0]:
