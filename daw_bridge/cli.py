@@ -387,6 +387,7 @@ def cmd_train(args) -> int:
         max_hours=args.max_hours,
         parts=args.parts,
         mode_twins=args.mode_twins,
+        twin_splice=args.twin_splice,
         song_key=args.song_key,
         add_attributes=tuple(args.add_attribute),
         calibrate=args.calibrate,
@@ -676,6 +677,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode-twins",
         action="store_true",
         help="symbolic: key-aware data, each training song also in its parallel mode (major <-> minor)",
+    )
+    t.add_argument(
+        "--twin-splice",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="symbolic, with --mode-twins: the share of crops that switch to the twin at a bar line (the mode moves, its context does not)",
     )
     t.add_argument("--song-key", action="store_true", help="symbolic: condition on the whole song's key, not each window's")
     t.add_argument(

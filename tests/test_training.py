@@ -191,9 +191,62 @@ def test_mode_twins_add_each_training_song_in_its_parallel_mode(fake, tmp_path, 
     assert not again["twin"].any()  # a cache with twins is not reused for a run without
     ck = tmp_path / "ck" / "symbolic"  # the command line reaches it, and the record says so
     args = ["train", "symbolic", "--data", str(fake), "--out", str(tmp_path / "run"), "--export", str(ck), "--tiny"]
-    assert main([*args, "--steps", "2", "--attributes", "2", "--mode-twins"]) == 0
+    assert main([*args, "--steps", "2", "--attributes", "2", "--mode-twins", "--twin-splice", "0.5"]) == 0
     rec = json.loads(ck.with_suffix(".json").read_text())["training"]
     assert rec["train_config"]["mode_twins"] is True and f"{n_train} of the train pieces parallel-mode twins" in rec["data"]
+    assert rec["train_config"]["twin_splice"] == 0.5
+    from moodlane.engine.training.jobs import TrainJob, train_symbolic
+
+    for bad in (TrainJob(data=str(fake), out=str(tmp_path), twin_splice=0.5), TrainJob(mode_twins=True, twin_splice=1.5)):
+        with pytest.raises(ValueError, match="--twin-splice must be in \\[0, 1\\] and needs --mode-twins"):
+            train_symbolic(bad)
+
+
+def test_twin_splice_switches_mode_at_a_bar_line_with_the_attributes(fake, tmp_path):
+    """`--twin-splice`: a spliced crop is its song up to a bar line and the twin after it, each
+    token with its own source's attribute bins, so the context says one mode and the
+    attributes, then the notes, the other; without it, no crop mixes the two."""
+    from moodlane.engine.symbolic.attributes import quantile_edges
+    from moodlane.engine.symbolic.tokens import BAR
+    from moodlane.engine.training.symbolic import Batcher, build_dataset
+
+    attrs = ("mode_major_minus_minor", "note_density")
+    d = build_dataset(fake, attrs, tmp_path / "twins.npz", workers=1, mode_twins=True)
+    edges = quantile_edges(d["bar_values"], 8)
+    plain = Batcher(d, edges, 64, False, 0)
+    with pytest.raises(ValueError, match="mode-twin"):
+        Batcher(build_dataset(fake, attrs, tmp_path / "plain.npz", workers=1), edges, 64, False, 0, splice=0.5)
+    b = Batcher(d, edges, 64, False, 0, splice=1.0)
+    assert (b.partner >= 0).all() and (b.partner[b.partner] == np.arange(len(b.pieces))).all()
+
+    def source(seg: np.ndarray, attr: np.ndarray, pieces: list) -> set:
+        """Which pieces hold this crop's tokens and bins as a contiguous run, bar by bar."""
+        found = set()
+        for bar in np.split(np.arange(len(seg)), np.flatnonzero(seg == BAR)[1:]):
+            if len(bar) < 2:
+                continue
+            hits = {
+                j
+                for j, (tok, att, _) in enumerate(pieces)
+                for s in np.flatnonzero(tok == seg[bar[0]])
+                if s + len(bar) <= len(tok) and (tok[s : s + len(bar)] == seg[bar]).all() and (att[s : s + len(bar)] == attr[bar]).all()
+            }
+            found.add(frozenset(hits))
+        return found
+
+    switched = 0
+    for _ in range(20):
+        pi = int(b.rng.integers(len(b.pieces)))
+        seg, attr = b._crop(pi)
+        assert len(seg) <= 65
+        sources = source(seg, attr, b.pieces)
+        assert all(h & {pi, int(b.partner[pi])} for h in sources)  # every bar from the song or its twin
+        switched += any(pi not in h for h in sources)
+    assert switched >= 10  # most crops of more than one bar switch to the twin
+    for _ in range(20):
+        pi = int(plain.rng.integers(len(plain.pieces)))
+        seg, attr = plain._crop(pi)
+        assert all(pi in h for h in source(seg, attr, plain.pieces))
 
 
 def test_song_key_gives_every_bar_the_whole_songs_key(fake, tmp_path):

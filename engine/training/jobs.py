@@ -51,6 +51,7 @@ class TrainJob:
     max_hours: float | None = None  # train codec: hours of audio held in memory
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
     mode_twins: bool = False  # train symbolic: each training song in its parallel mode too (key-aware)
+    twin_splice: float = 0.0  # train symbolic, with mode_twins: share of crops switching mode at a bar line
     song_key: bool = False  # train symbolic: key attributes measured over the whole song
     add_attributes: tuple[str, ...] = ()  # train symbolic: conditioning beyond the selected (or --init's) attributes
     calibrate: bool = False  # train map: only add the calibration of the time-based attributes
@@ -84,6 +85,8 @@ def train_symbolic(args: TrainJob) -> dict:
     from moodlane.engine.symbolic.tokens import PARTS_VOCAB, VOCAB_SIZE
     from moodlane.engine.training.symbolic import TrainConfig, choose_attributes, train
 
+    if not 0.0 <= args.twin_splice <= 1.0 or (args.twin_splice and not args.mode_twins):
+        raise ValueError(f"--twin-splice must be in [0, 1] and needs --mode-twins, got {args.twin_splice}")
     bad = [a for a in args.add_attributes if a not in FEATURE_NAMES or a in NOT_CONTROLLABLE]
     if bad:
         raise ValueError(f"--add-attribute: {bad} not among the controllable attributes (engine/symbolic/attributes.py FEATURE_NAMES)")
@@ -100,7 +103,12 @@ def train_symbolic(args: TrainJob) -> dict:
     attrs = attrs + tuple(a for a in args.add_attributes if a not in attrs)
     cfg = replace(base, attributes=attrs, bin_edges=(), vocab_size=PARTS_VOCAB if args.parts else VOCAB_SIZE)  # edges: from the data
     tc = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, eval_every=min(250, args.steps), mode_twins=args.mode_twins, song_key=args.song_key
+        steps=args.steps,
+        batch_size=args.batch_size,
+        eval_every=min(250, args.steps),
+        mode_twins=args.mode_twins,
+        twin_splice=args.twin_splice,
+        song_key=args.song_key,
     )
     result = train(data_dir, out, cfg, tc, export_stem=stem, resume=args.resume, init=init, command=args.command)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 writes the map

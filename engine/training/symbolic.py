@@ -46,6 +46,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     attr_dropout: float = 0.15  # per attribute per sequence: teaches "unspecified"
     mode_twins: bool = False  # key-aware data: each training song in its parallel mode too
+    # with `mode_twins`: the share of crops that switch to the twin (or back) at a bar line, so
+    # the context says one mode and the attributes, then the notes, the other
+    twin_splice: float = 0.0
     song_key: bool = False  # the key attributes (`SONG_KEY`) measured over the whole song, not per window
     eval_every: int = 250
     eval_batches: int = 20
@@ -93,13 +96,14 @@ def build_dataset(
     flags = {"parts": parts, "mode_twins": mode_twins, "song_key": song_key}  # what a cache must match
     if cache.is_file():
         d = dict(np.load(cache, allow_pickle=False))
-        if tuple(d["attributes"].tolist()) == attributes and all(bool(d.get(k, False)) == v for k, v in flags.items()):
+        same = tuple(d["attributes"].tolist()) == attributes and all(bool(d.get(k, False)) == v for k, v in flags.items())
+        if same and "origin" in d:
             return d
     items = all_midi(data_dir)
-    twins = [False] * len(items)
+    twins, origin = [False] * len(items), list(range(len(items)))
     if mode_twins:
-        train_items = [it for it in items if not is_valid_split(it.group)]
-        items, twins = items + train_items, twins + [True] * len(train_items)
+        train_idx = [i for i, it in enumerate(items) if not is_valid_split(it.group)]
+        items, twins, origin = items + [items[i] for i in train_idx], twins + [True] * len(train_idx), origin + train_idx
     from tqdm import tqdm
 
     n = len(items)
@@ -108,6 +112,7 @@ def build_dataset(
             tqdm(ex.map(_piece, items, [attributes] * n, [parts] * n, twins, [song_key] * n, chunksize=8), total=n, desc="tokenising")
         )
     twins = [t for r, t in zip(results, twins) if r is not None]
+    origin = [o for r, o in zip(results, origin) if r is not None]
     results = [r for r in results if r is not None]
     tokens = np.concatenate([r[0] for r in results])
     lengths = np.array([len(r[0]) for r in results])
@@ -124,6 +129,7 @@ def build_dataset(
         "attributes": np.array(attributes),
         **{k: np.array(v) for k, v in flags.items()},
         "twin": np.array(twins),
+        "origin": np.array(origin),  # the file each piece came from (a twin shares its song's)
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **d)
@@ -132,16 +138,20 @@ def build_dataset(
 
 class Batcher:
     """Random crops of `block_size + 1` tokens that start on a bar line, with each token's
-    attribute bins taken from its bar."""
+    attribute bins taken from its bar. With `splice` > 0, that share of the crops of a song
+    that has a parallel-mode twin switch from one to the other at a bar line a few bars in
+    (`mode_twins` data): the attributes change mode there, the context does not, so the
+    decoder learns to take the mode from the attributes, as a valence lane that moves asks."""
 
-    def __init__(self, d: dict, edges: np.ndarray, block_size: int, split_valid: bool, seed: int) -> None:
-        self.block = block_size
+    def __init__(self, d: dict, edges: np.ndarray, block_size: int, split_valid: bool, seed: int, splice: float = 0.0) -> None:
+        self.block, self.splice = block_size, splice
         self.rng = np.random.default_rng(seed)
         tok_off = np.concatenate([[0], np.cumsum(d["lengths"])])
         bar_off = np.concatenate([[0], np.cumsum(d["n_bars"])])
         bins = to_bins(d["bar_values"], edges)
         self.pieces = []
-        for i in np.flatnonzero(d["valid"] == split_valid):
+        chosen = np.flatnonzero(d["valid"] == split_valid)
+        for i in chosen:
             tok = d["tokens"][tok_off[i] : tok_off[i + 1]].astype(np.int64)
             b = bins[bar_off[i] : bar_off[i + 1]]
             bi = np.minimum(bar_index(tok), len(b) - 1)
@@ -149,6 +159,33 @@ class Batcher:
             self.pieces.append((tok, b[bi], starts))
         self.weights = np.array([len(p[0]) for p in self.pieces], dtype=np.float64)
         self.weights /= self.weights.sum()
+        self.partner = np.full(len(self.pieces), -1)  # the piece's twin (or song), bar for bar
+        if splice > 0:
+            if "origin" not in d or not d["twin"].any():
+                raise ValueError("twin splicing needs mode-twin data (--mode-twins)")
+            at = {(int(d["origin"][i]), bool(d["twin"][i])): j for j, i in enumerate(chosen)}
+            for (o, tw), j in at.items():
+                k = at.get((o, not tw))
+                if k is not None and len(self.pieces[k][2]) == len(self.pieces[j][2]):
+                    self.partner[j] = k
+
+    def _crop(self, pi: int) -> tuple[np.ndarray, np.ndarray]:
+        """`block + 1` tokens (or fewer at a piece's end) and their attribute bins."""
+        tok, attr, starts = self.pieces[pi]
+        head = self.rng.random() < 0.1  # from the piece's first token
+        s = 0 if head else int(self.rng.choice(len(starts)))
+        a0 = 0 if head else int(starts[s])
+        k = self.partner[pi]
+        if k < 0 or self.rng.random() >= self.splice or s + 1 >= len(starts):
+            return tok[a0 : a0 + self.block + 1], attr[a0 : a0 + self.block + 1]
+        cut = min(len(starts) - 1, s + int(self.rng.integers(1, 5)))  # switch 1-4 bars in
+        tok2, attr2, starts2 = self.pieces[k]
+        b0, b1 = int(starts[cut]), int(starts2[cut])
+        n = self.block + 1 - (b0 - a0)
+        return (
+            np.concatenate([tok[a0:b0], tok2[b1 : b1 + max(n, 0)]])[: self.block + 1],
+            np.concatenate([attr[a0:b0], attr2[b1 : b1 + max(n, 0)]])[: self.block + 1],
+        )
 
     def batch(self, n: int, n_bins: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         T = self.block
@@ -156,12 +193,10 @@ class Batcher:
         y = np.zeros((n, T), dtype=np.int64)
         a = np.full((n, T, self.pieces[0][1].shape[1]), n_bins, dtype=np.int64)
         for r, pi in enumerate(self.rng.choice(len(self.pieces), n, p=self.weights)):
-            tok, attr, starts = self.pieces[pi]
-            s = 0 if self.rng.random() < 0.1 else int(self.rng.choice(starts))
-            seg = tok[s : s + T + 1]
+            seg, attr = self._crop(int(pi))
             L = len(seg) - 1
             x[r, :L], y[r, :L] = seg[:-1], seg[1:]
-            a[r, :L] = attr[s : s + L]
+            a[r, :L] = attr[:L]
             drop = self.rng.random(a.shape[2]) < dropout
             a[r, :, drop] = n_bins
         return torch.from_numpy(x), torch.from_numpy(a), torch.from_numpy(y)
@@ -229,7 +264,7 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model)
-    train_b = Batcher(d, edges, model_cfg.block_size, False, tc.seed + 1000 * rank + step)
+    train_b = Batcher(d, edges, model_cfg.block_size, False, tc.seed + 1000 * rank + step, splice=tc.twin_splice)
     valid_b = Batcher(d, edges, model_cfg.block_size, True, 0)
     n_train_tokens = int(sum(len(p[0]) for p in train_b.pieces))
 
