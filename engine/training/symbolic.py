@@ -96,9 +96,8 @@ def build_dataset(
     flags = {"parts": parts, "mode_twins": mode_twins, "song_key": song_key}  # what a cache must match
     if cache.is_file():
         d = dict(np.load(cache, allow_pickle=False))
-        same = tuple(d["attributes"].tolist()) == attributes and all(bool(d.get(k, False)) == v for k, v in flags.items())
-        if same and "origin" in d:
-            return d
+        if "origin" in d and tuple(d["attributes"].tolist()) == attributes and all(bool(d.get(k, False)) == v for k, v in flags.items()):
+            return d  # (a cache written before `origin` is rebuilt)
     items = all_midi(data_dir)
     twins, origin = [False] * len(items), list(range(len(items)))
     if mode_twins:
@@ -161,7 +160,7 @@ class Batcher:
         self.weights /= self.weights.sum()
         self.partner = np.full(len(self.pieces), -1)  # the piece's twin (or song), bar for bar
         if splice > 0:
-            if "origin" not in d or not d["twin"].any():
+            if not d["twin"].any():
                 raise ValueError("twin splicing needs mode-twin data (--mode-twins)")
             at = {(int(d["origin"][i]), bool(d["twin"][i])): j for j, i in enumerate(chosen)}
             for (o, tw), j in at.items():
@@ -172,20 +171,17 @@ class Batcher:
     def _crop(self, pi: int) -> tuple[np.ndarray, np.ndarray]:
         """`block + 1` tokens (or fewer at a piece's end) and their attribute bins."""
         tok, attr, starts = self.pieces[pi]
+        n = self.block + 1
         head = self.rng.random() < 0.1  # from the piece's first token
         s = 0 if head else int(self.rng.choice(len(starts)))
         a0 = 0 if head else int(starts[s])
         k = self.partner[pi]
         if k < 0 or self.rng.random() >= self.splice or s + 1 >= len(starts):
-            return tok[a0 : a0 + self.block + 1], attr[a0 : a0 + self.block + 1]
+            return tok[a0 : a0 + n], attr[a0 : a0 + n]
         cut = min(len(starts) - 1, s + int(self.rng.integers(1, 5)))  # switch 1-4 bars in
         tok2, attr2, starts2 = self.pieces[k]
         b0, b1 = int(starts[cut]), int(starts2[cut])
-        n = self.block + 1 - (b0 - a0)
-        return (
-            np.concatenate([tok[a0:b0], tok2[b1 : b1 + max(n, 0)]])[: self.block + 1],
-            np.concatenate([attr[a0:b0], attr2[b1 : b1 + max(n, 0)]])[: self.block + 1],
-        )
+        return np.concatenate([tok[a0:b0], tok2[b1 : b1 + n]])[:n], np.concatenate([attr[a0:b0], attr2[b1 : b1 + n]])[:n]
 
     def batch(self, n: int, n_bins: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         T = self.block
