@@ -84,7 +84,7 @@ def fit_emotion_map(
     R = np.concatenate([r_e, r_v])
     w = np.concatenate([np.full(len(r_e), 0.5 / len(r_e)), np.full(len(r_v), 0.5 / len(r_v))]) * len(R)
     reg = Ridge(ridge_alpha, fit_intercept=False).fit(B, R, sample_weight=w)
-    coef = reg.coef_  # (k, 6); past +-0.6 the map holds arousal and valence (`EmotionMap.arousal_limit`, `valence_limit`)
+    coef = reg.coef_  # (k, 6); past +-0.6 the map holds arousal (`EmotionMap.arousal_limit`), not valence
     centres = basis(
         np.array([QUADRANT_CENTRES[i].valence for i in (1, 2, 3, 4)]), np.array([QUADRANT_CENTRES[i].arousal for i in (1, 2, 3, 4)])
     )
@@ -127,7 +127,6 @@ def fit_emotion_map(
         weights,
         timed=timed,
         arousal_limit=0.6,
-        valence_limit=0.6,
     )
 
 
