@@ -385,6 +385,7 @@ def cmd_train(args) -> int:
         codec_kind=args.codec_kind,
         codec=args.codec_checkpoint,
         max_hours=args.max_hours,
+        minutes=args.minutes,
         parts=args.parts,
         mode_twins=args.mode_twins,
         twin_splice=args.twin_splice,
@@ -409,6 +410,14 @@ def cmd_data(args) -> int:
 
     if args.what == "encode":
         return cmd_data_encode(args)
+    if args.what == "pack":
+        from moodlane.engine.audio.text import MiniLM
+        from moodlane.engine.training.pack import pack_tokens
+
+        if not args.pack_out:
+            raise DataError("data pack needs --pack-out DIR (the pack; --out is the encoded folder it reads)")
+        print(json.dumps(pack_tokens(args.out, args.pack_out, MiniLM(), "minilm", args.codebooks, args.max_mb, args.valid_clips), indent=1))
+        return 0
     if args.what == "render-audio":
         job = audio_data.RenderJob(
             data=args.data,
@@ -720,10 +729,20 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--dim", type=positive_int("dim"), help="model width (default 256)")
     la.add_argument("--context", type=positive_int("context"), help="steps per training crop and attention window (default 300: 4 s)")
     la.add_argument("--lr", type=finite("lr", 1e-6, 1.0), help="peak learning rate (default: audio LM 6e-4, codec 1e-3)")
+    la.add_argument(
+        "--minutes",
+        type=finite("minutes", 0, 100_000),
+        default=0.0,
+        help="audio LM: stop after this much wall time (or --steps, whichever first), the learning rate decaying over it (0: no limit)",
+    )
     t.set_defaults(func=cmd_train)
 
-    d = sub.add_parser("data", help="prepare training data: render labelled audio, encode it to codec tokens")
-    d.add_argument("what", choices=("render-audio", "encode"), help="render-audio: MIDI -> labelled audio; encode: audio -> codec tokens")
+    d = sub.add_parser("data", help="prepare training data: render labelled audio, encode it to codec tokens, pack them for a GPU machine")
+    d.add_argument(
+        "what",
+        choices=("render-audio", "encode", "pack"),
+        help="render-audio: MIDI -> labelled audio; encode: audio -> codec tokens; pack: tokens, LARA targets, text states in a budget",
+    )
     d.add_argument("--data", help="MIDI data folder laid out like shared/data (or $MOODLANE_DATA)")
     d.add_argument("--out", default="runs/audio", help="folder for audio/, manifest.jsonl, encoded/ (resumes what is there)")
     d.add_argument("--codec-checkpoint", help="encode: codec stem or official EnCodec .th (default: the shipped spectral codec)")
@@ -735,6 +754,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--jobs", type=int, default=0, help="render-audio: worker processes (0: one per core)")
     d.add_argument("--limit", type=int, default=0, help="clips per set (0: all)")
     d.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: the system's)")
+    d.add_argument("--pack-out", help="pack: the folder to write (train audio --audio reads it like --out)")
+    d.add_argument("--codebooks", type=int_range("codebooks", 1, 32), default=4, help="pack: codebooks kept (the LM's)")
+    d.add_argument(
+        "--max-mb",
+        type=finite("max MB", 1, 10_000),
+        default=16.0,
+        help="pack: size budget (a GPU call carries 64 MiB, the checkout about 45 MB of it)",
+    )
+    d.add_argument("--valid-clips", type=positive_int("valid clips"), default=64, help="pack: held-out clips kept")
     d.set_defaults(func=cmd_data)
 
     e = sub.add_parser("eval", help="symbolic: emotion control; codec: against Opus on held-out songs; predictor: on the symbolic renders")

@@ -639,3 +639,56 @@ def test_spread_takes_clips_through_the_whole_set():
     recs = [{"i": i} for i in range(100)]
     assert [r["i"] for r in spread(recs, 5)] == [0, 25, 50, 74, 99]
     assert spread(recs[:3], 5) == recs[:3]
+
+
+def test_a_pack_keeps_codes_targets_and_texts_and_trains_without_an_encoder(tmp_path):
+    """`moodlane data pack`: the LM's codebooks exactly, the LARA targets within half a
+    quantisation step, the text states of every training text; labelled clips first under
+    a budget; and `train_lara` runs on it with the pack's text table as its encoder."""
+    from moodlane.engine.training.lara import LaraTrainConfig, TokenSet, train_lara
+    from moodlane.engine.training.pack import TEXTS, TextTable, pack_tokens
+
+    src, dst = tmp_path / "src", tmp_path / "pack"
+    fake_encoded(src, clips=9)
+    rec = pack_tokens(src, dst, FakeText(), "minilm", n_q=CFG.n_q, valid_clips=2, progress=False)
+    assert rec["train_clips"] == rec["train_of"] == 6 and rec["valid_clips"] == 2 and rec["codebooks"] == CFG.n_q
+    assert 0 < rec["feature_error_max_over_std"] < 0.02
+    for split in ("train", "valid"):
+        packed, plain = TokenSet(dst, split, CFG.n_q, 8), TokenSet(src, split, CFG.n_q, 8)
+        by_id = {c.rec["id"]: c for c in plain.clips}
+        for c in packed.clips:
+            ref = by_id[c.rec["id"]]
+            assert np.array_equal(c.codes, ref.codes)
+            f = ref.features.astype(np.float32)
+            step = (f.max(0) - f.min(0)) / 255
+            assert np.all(np.abs(c.features - f) <= step / 2 + 1e-4)
+    table = TextTable(dst / TEXTS)
+    first = json.loads((dst / "manifest.jsonl").read_text().splitlines()[0])["text"]
+    texts = [first, first.split(",")[0]]
+    states, mask = table(texts)
+    want, _ = FakeText()(texts)
+    assert table.encoder == "minilm" and mask.all() and torch.allclose(states, want, atol=1e-2)
+    with pytest.raises(KeyError, match="no states for"):
+        table(["solo theremin"])
+
+    one = (dst / "encoded" / "set" / "c0.npz").stat().st_size / 1e6  # a budget for the valid clips and about 2 more
+    small = pack_tokens(src, tmp_path / "small", FakeText(), "minilm", n_q=CFG.n_q, max_mb=4.5 * one, valid_clips=2, progress=False)
+    kept = [json.loads(x) for x in (tmp_path / "small" / "manifest.jsonl").read_text().splitlines()]
+    train = [r for r in kept if r["split"] == "train"]
+    labelled = [bool(r["labels"]) for r in train]
+    assert 1 <= small["train_clips"] < 6 and labelled == sorted(labelled, reverse=True)  # labelled ones first
+    assert small["train_labelled"] == sum(labelled) >= 1
+    with pytest.raises(ValueError, match="holds no training clip"):
+        pack_tokens(src, tmp_path / "none", FakeText(), "minilm", n_q=CFG.n_q, max_mb=1e-6, valid_clips=1, progress=False)
+
+    cfg = dataclasses.replace(CFG, feature_dim=200)
+    tc = LaraTrainConfig(steps=2, batch_size=2, valid_crops=4, save_every=1, warmup=1)
+    out = train_lara(dst, tmp_path / "run", tmp_path / "lm", codec_signature(tiny_codec()), tc, cfg, text_encoder=table, progress=False)
+    assert out["steps"] == 2 and np.isfinite(out["final"]["valid_ce"])
+    # a time budget ends training before its steps, with the weights of the last step written
+    timed = dataclasses.replace(tc, steps=1_000_000, save_every=1_000_000, minutes=0.01)
+    out = train_lara(
+        dst, tmp_path / "run2", tmp_path / "lm2", codec_signature(tiny_codec()), timed, cfg, text_encoder=table, progress=False
+    )
+    assert 1 <= out["steps"] < 1_000_000 and 0.6 <= out["wall_s"] < 30
+    assert load_lm(tmp_path / "lm2")[1]["training"]["steps"] == out["steps"]

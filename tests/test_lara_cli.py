@@ -140,7 +140,7 @@ def test_train_audio_flags_reach_the_training_config(tmp_path, capsys, monkeypat
     seen: dict = {}
 
     def fake_train(audio, out, stem, sig, tc, cfg, **kw):
-        seen.update(tc=tc, cfg=cfg, init=kw.get("init"))
+        seen.update(tc=tc, cfg=cfg, init=kw.get("init"), text=kw.get("text_encoder"))
         return {"ok": True}
 
     monkeypatch.setattr("moodlane.engine.training.lara.train_lara", fake_train)
@@ -152,7 +152,16 @@ def test_train_audio_flags_reach_the_training_config(tmp_path, capsys, monkeypat
     assert (cfg.dim, cfg.ffn, cfg.n_layer, cfg.context, cfg.lara_layer) == (64, 256, 3, 200, 2)
     assert (cfg.av_freqs, cfg.av_max_freq) == (2, 1.0)  # new LMs get the smooth AV encoder
     code, _, err = run(base, capsys)
-    assert code == 0 and seen["tc"].lr == 6e-4  # the default when not given
+    assert code == 0 and seen["tc"].lr == 6e-4 and seen["tc"].minutes == 0 and seen["text"] is None  # the defaults
+    # a pack carries its text states: they stand in for the encoder, and --minutes reaches the trainer
+    from moodlane.engine.training.pack import TEXTS, TextTable
+
+    states = np.zeros((1, 2, 384), np.float16)
+    np.savez(tmp_path / TEXTS, encoder=np.array("minilm"), texts=np.array('["solo harp"]'), states=states, lengths=np.array([2]))
+    code, _, err = run([*base, "--minutes", "7.5"], capsys)
+    assert code == 0, err
+    assert seen["tc"].minutes == 7.5 and isinstance(seen["text"], TextTable) and seen["text"](["solo harp"])[1].all()
+    (tmp_path / TEXTS).unlink()
 
     torch.manual_seed(0)
     small = LaraLM(dataclasses.replace(TINY_LM, context=48, lara_layer=1))

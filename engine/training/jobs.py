@@ -49,6 +49,7 @@ class TrainJob:
     codec_kind: str = "spectral"  # train codec: spectral (default) or seanet
     codec: str | None = None  # train audio: the codec whose tokens it learns (default: the shipped spectral codec)
     max_hours: float | None = None  # train codec: hours of audio held in memory
+    minutes: float = 0.0  # train audio: a wall-clock budget (0: none)
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
     mode_twins: bool = False  # train symbolic: each training song in its parallel mode too (key-aware)
     twin_splice: float = 0.0  # train symbolic, with mode_twins: share of crops switching mode at a bar line
@@ -212,6 +213,7 @@ def train_audio(args: TrainJob) -> dict:
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.lm import LMConfig
     from moodlane.engine.training.lara import LaraTrainConfig, tiny_setup, train_lara
+    from moodlane.engine.training.pack import TEXTS, TextTable
 
     over = {
         k: v
@@ -226,6 +228,7 @@ def train_audio(args: TrainJob) -> dict:
         lara_weight=args.lara_weight,
         emotion=args.emotion,
         device=args.device,
+        minutes=args.minutes,
         **({"lr": args.lr} if args.lr is not None else {}),
     )
     init, text_encoder, init_meta = None, None, None
@@ -247,6 +250,11 @@ def train_audio(args: TrainJob) -> dict:
         cfg = LMConfig(n_q=sig["n_q"], card=sig["bins"], frame_rate=sig["frame_rate"], **over)
     if args.tiny:
         tc, cfg = tiny_setup(tc, cfg, sig)
+    table = Path(args.audio) / TEXTS
+    if text_encoder is None and table.is_file():  # a pack (moodlane data pack): the text states travel with it
+        text_encoder = TextTable(table)
+        if text_encoder.encoder != cfg.text_encoder:
+            raise ValueError(f"{table} holds {text_encoder.encoder} states; this LM reads {cfg.text_encoder}")
     stem = Path(args.export) if args.export else DEFAULT_LM
     return train_lara(
         args.audio,

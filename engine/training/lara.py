@@ -39,6 +39,7 @@ from moodlane.engine.audio.generator import emotion_words
 from moodlane.engine.audio.lm import TINY_LM, LaraLM, LMConfig, ce_loss, delay, lara_loss
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.training.audio_data import label_at, read_manifest
+from moodlane.engine.training.pack import dequantise
 
 log = logging.getLogger(__name__)
 EMOTIONS = ("av", "text")
@@ -58,6 +59,10 @@ class LaraTrainConfig:
     p_short_text: float = 0.5  # the instrument only, without tempo/register/density words
     label_jitter: float = 0.3  # quadrant-centre labels (EMOPIA) spread over their quadrant's middle (0: as labelled)
     save_every: int = 250
+    # a wall-clock budget (0: none): training ends after `steps` or this many minutes, whichever
+    # comes first, and the learning rate decays over whichever it is nearer (a lent GPU's call
+    # has a fixed time, and its speed is not known beforehand)
+    minutes: float = 0.0
     valid_crops: int = 48
     seed: int = 0
     device: str = "cpu"
@@ -68,6 +73,8 @@ class LaraTrainConfig:
             raise ValueError(f"emotion must be one of {EMOTIONS}, got {self.emotion!r}")
         if not self.lara_weight >= 0:
             raise ValueError("lara_weight must be >= 0")
+        if not self.minutes >= 0:
+            raise ValueError("minutes must be >= 0")
 
 
 @dataclass
@@ -75,7 +82,7 @@ class Clip:
     rec: dict
     codes: np.ndarray  # (K, F) uint16
     feature_times: np.ndarray
-    features: np.ndarray  # (N, D) float16
+    features: np.ndarray  # (N, D) float16, or float32 from a pack
     frame_rate: float
 
 
@@ -96,7 +103,7 @@ class TokenSet:
                 continue
             codec = (str(d["codec_sha256"]) or None, str(d["codec_name"])) if "codec_sha256" in d.files else (None, None)
             self.codecs.setdefault(codec, f)
-            self.clips.append(Clip(r, d["codes"][:n_q], d["feature_times"], d["features"], float(d["frame_rate"])))
+            self.clips.append(Clip(r, d["codes"][:n_q], d["feature_times"], dequantise(d), float(d["frame_rate"])))
         if not self.clips:
             raise ValueError(f"{root}/encoded: no {split} clips of {min_frames}+ frames (run `moodlane data encode --out {root}` first)")
         if len(self.codecs) > 1:
@@ -236,10 +243,16 @@ class LossStep(torch.nn.Module):
         return losses(self.model, b, self.layer)
 
 
-def _lr(step: int, tc: LaraTrainConfig) -> float:
+def _done(step: int, seconds: float, tc: LaraTrainConfig) -> float:
+    """How far training is, 0 to 1: by steps, or by time where `tc.minutes` is nearer."""
+    frac = step / tc.steps
+    return max(frac, seconds / (60.0 * tc.minutes)) if tc.minutes else frac
+
+
+def _lr(step: int, tc: LaraTrainConfig, done: float | None = None) -> float:
     if step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
-    frac = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+    frac = (step - tc.warmup) / max(1, tc.steps - tc.warmup) if done is None else done
     return tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
@@ -275,6 +288,8 @@ def train_lara(
 ) -> dict:
     """Train (or resume) and export `export_stem`; returns the training record."""
     rank, world = _dist()
+    if tc.minutes and world > 1:
+        raise ValueError("a time budget (minutes) trains on one process: ranks would stop at different steps")
     out, stem = Path(out), Path(export_stem)
     out.mkdir(parents=True, exist_ok=True)
     if tc.threads:
@@ -357,9 +372,9 @@ def train_lara(
             meta["init"] = {k: init_record.get(k) for k in ("training", "history", "init")}
         save_lm(stem, model, meta)
 
-    while step < tc.steps:
+    while (done := _done(step, wall + time.time() - t_start, tc)) < 1.0:
         for g in opt.param_groups:
-            g["lr"] = _lr(step, tc)
+            g["lr"] = _lr(step, tc, done if tc.minutes else None)
         b = make_batch(train, texts, cfg, tc, rng, tc.batch_size, norm=norm).to(dev)
         with amp:
             ce, la = step_fn(b)
@@ -371,7 +386,7 @@ def train_lara(
         step += 1
         acc.append((ce.item(), -la.item()))
         bar.update(1)
-        if step % tc.save_every == 0 or step == tc.steps:
+        if step % tc.save_every == 0 or _done(step, wall + time.time() - t_start, tc) >= 1.0:
             m = np.mean(acc, axis=0)
             acc = []
             history.append({"step": step, "train_ce": round(float(m[0]), 4), "train_lara_cos": round(float(m[1]), 4), **evaluate()})

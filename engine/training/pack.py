@@ -1,0 +1,157 @@
+"""`moodlane data pack`: the LM's training data in a form that travels to a GPU machine.
+
+A lent GPU machine takes 64 MiB of files per call and reaches no package registry, so it
+has neither the rendered audio nor the text encoder's weights. A pack is a folder that
+`moodlane train audio --audio PACK` reads like an encoded folder (`TokenSet`), made small:
+- the codes of the first `n_q` codebooks only (the LM's), as uint16;
+- the LARA targets (the music model's window features) as uint8, scaled per clip and
+  feature between its minimum and maximum (`features_lo` + q x `features_step`); the error
+  is at most half a step, recorded in `pack.json` against the features' spread;
+- the text encoder's states of every text the LM can see in training (each clip's
+  description and its instrument alone), in `texts.npz`, so no encoder is needed there
+  (`TextTable`);
+- the manifest lines of the clips kept. Labelled clips come first, then unlabelled ones
+  (POP909) in a fixed hashed order until the budget is spent; `valid_clips` held-out clips
+  (labelled first) are enough for the validation crops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from moodlane.engine.atomic import write_atomic
+from moodlane.engine.training.audio_data import read_manifest
+
+PACK_FORMAT = "moodlane.audio_pack"
+TEXTS = "texts.npz"
+
+
+def dequantise(d) -> np.ndarray:
+    """A token file's window features (N, D) as float32, whether stored plain or packed."""
+    if "features" in d.files:
+        return d["features"]
+    return d["features_lo"][None, :] + d["features_q"].astype(np.float32) * d["features_step"][None, :]
+
+
+def _packed(d) -> tuple[dict[str, np.ndarray], float]:
+    """(the packed arrays, the largest rounding error over the feature's spread)."""
+    f = np.asarray(dequantise(d), dtype=np.float32)
+    lo, hi = f.min(0), f.max(0)
+    step = np.maximum(hi - lo, 1e-6) / 255.0
+    q = np.clip(np.rint((f - lo) / step), 0, 255).astype(np.uint8)
+    err = float((np.abs(lo + q * step - f) / np.maximum(f.std(0), 1e-3)).max())
+    keep = {k: d[k] for k in ("feature_times", "frame_rate", "codec_sha256", "codec_name", "music_model") if k in d.files}
+    return {**keep, "features_q": q, "features_lo": lo.astype(np.float32), "features_step": step.astype(np.float32)}, err
+
+
+def _order(r: dict) -> tuple[int, str]:
+    return (0 if r.get("labels") else 1, hashlib.sha256(r["id"].encode()).hexdigest())
+
+
+class TextTable:
+    """The text encoder's states, looked up from a pack (`texts.npz`): the encoder's call,
+    (texts) -> (states (B, L, D), mask (B, L)), for texts it holds."""
+
+    def __init__(self, path: str | Path) -> None:
+        with np.load(path) as d:
+            self.encoder = str(d["encoder"])
+            names = json.loads(str(d["texts"]))
+            states, lengths = d["states"], d["lengths"]
+        self.rows = {t: torch.from_numpy(states[i, : lengths[i]].astype(np.float32)) for i, t in enumerate(names)}
+
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [t for t in texts if t not in self.rows]
+        if missing:
+            raise KeyError(f"the pack's text table has no states for {missing[:3]} (pack the data again with this text)")
+        m = max(len(self.rows[t]) for t in texts)
+        out = torch.zeros(len(texts), m, next(iter(self.rows.values())).shape[1])
+        mask = torch.zeros(len(texts), m, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            out[i, : len(self.rows[t])], mask[i, : len(self.rows[t])] = self.rows[t], True
+        return out, mask
+
+
+def training_texts(recs: list[dict]) -> list[str]:
+    """Every text the LM sees in training with the AV encoder: each description, and its
+    instrument alone (`lara.training_text`)."""
+    return sorted({t for r in recs for t in (r["text"], r["text"].split(",")[0])})
+
+
+def pack_tokens(
+    src: str | Path,
+    dst: str | Path,
+    text_encoder,
+    encoder_name: str,
+    n_q: int = 4,
+    max_mb: float = 16.0,
+    valid_clips: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Write the pack of `src` (an encoded folder) to `dst`; returns its record."""
+    src, dst = Path(src), Path(dst)
+    if not 1 <= n_q <= 32 or max_mb <= 0 or valid_clips < 1:
+        raise ValueError(f"n_q must be in 1..32, max_mb > 0 and valid_clips >= 1; got {n_q}, {max_mb}, {valid_clips}")
+    recs = [r for r in read_manifest(src) if (src / "encoded" / (r["id"] + ".npz")).is_file()]
+    if not recs:
+        raise ValueError(f"{src}/encoded: no token files (run `moodlane data encode --out {src}` first)")
+    valid = sorted((r for r in recs if r["split"] == "valid"), key=_order)[:valid_clips]
+    train = sorted((r for r in recs if r["split"] == "train"), key=_order)
+    budget = max_mb * 1e6
+    kept, used, worst, frames, codec = [], 0, 0.0, {"train": 0, "valid": 0}, set()
+    for r in tqdm(valid + train, desc="pack", disable=not progress):
+        with np.load(src / "encoded" / (r["id"] + ".npz")) as d:
+            if d["codes"].shape[0] < n_q:
+                raise ValueError(f"{r['id']}: {d['codes'].shape[0]} codebooks, the pack asks for {n_q}")
+            arrays, err = _packed(d)
+            arrays["codes"] = d["codes"][:n_q].astype(np.uint16)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        if used + len(buf.getvalue()) > budget and r["split"] == "train":
+            break
+        path = dst / "encoded" / (r["id"] + ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buf.getvalue())
+        used += len(buf.getvalue())
+        worst = max(worst, err)
+        frames[r["split"]] += arrays["codes"].shape[1]
+        codec.add(str(arrays.get("codec_sha256", "")))
+        kept.append(r)
+    if not any(r["split"] == "train" for r in kept):
+        raise ValueError(f"a budget of {max_mb} MB holds no training clip")
+    texts = training_texts(kept)
+    states, mask = text_encoder(texts)
+    lengths = mask.sum(1).numpy().astype(np.int32)
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        encoder=np.array(encoder_name),
+        texts=np.array(json.dumps(texts)),
+        states=states.float().numpy().astype(np.float16),
+        lengths=lengths,
+    )
+    write_atomic(dst / TEXTS, buf.getvalue())
+    write_atomic(dst / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in kept).encode())
+    rate = float(np.load(dst / "encoded" / (kept[0]["id"] + ".npz"))["frame_rate"])
+    record = {
+        "format": PACK_FORMAT,
+        "source": str(src),
+        "codebooks": n_q,
+        "codec_sha256": sorted(codec),
+        "train_clips": sum(r["split"] == "train" for r in kept),
+        "train_labelled": sum(r["split"] == "train" and bool(r.get("labels")) for r in kept),
+        "train_of": len(train),
+        "valid_clips": len(valid),
+        "hours": {k: round(v / rate / 3600, 2) for k, v in frames.items()},
+        "texts": len(texts),
+        "mb": round((used + len(buf.getvalue())) / 1e6, 2),
+        "feature_error_max_over_std": round(worst, 4),
+    }
+    write_atomic(dst / "pack.json", json.dumps(record, indent=1).encode())
+    return record
