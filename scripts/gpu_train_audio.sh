@@ -18,8 +18,8 @@
 # carried wheels, so the pack's budget (`--max-mb`, default 16) is what is left.
 # `train audio --minutes` stops on time with the learning rate decayed over it, and the LM is
 # written every 250 steps, so a call cut short still brings weights back. What comes back under
-# $OUT: the LM (lm.safetensors + lm.json, its training record naming the device), the log,
-# nvidia-smi's line. Tested here on the CPU with a tiny config (tests/test_gpu_script.py):
+# $OUT: the LM (lm.safetensors + lm.json, its training record naming the device; over 15 MB the
+# weights come back in parts), the log, nvidia-smi's line. Tested here on the CPU with a tiny config (tests/test_gpu_script.py):
 #   DEVICE=cpu TINY=1 STEPS=3 PACK=... OUT=... bash scripts/gpu_train_audio.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +51,9 @@ args=(train audio --audio "$PACK" --out "${RUN:-$(mktemp -d)}" --export "$OUT/lm
   tail -n 30 "$OUT/train.log" >&2
   exit 1
 }
+# files come back at most 16 MiB each: a larger LM comes back in parts (cat lm.safetensors.part-* > lm.safetensors)
+part="${SPLIT_BYTES:-15000000}"
+if [ "$(stat -c %s "$OUT/lm.safetensors")" -gt "$part" ]; then
+  split -b "$part" "$OUT/lm.safetensors" "$OUT/lm.safetensors.part-" && rm "$OUT/lm.safetensors"
+fi
 tail -n 40 "$OUT/train.log"

@@ -69,9 +69,13 @@ def test_gpu_script_trains_from_a_pack_on_the_cpu(tmp_path):
         "PACK": str(pack),
         "OUT": str(out),
         "RUN": str(tmp_path / "run"),
+        "SPLIT_BYTES": "200000",  # the tiny LM is about 600 kB: it comes back in parts, as a large one would
     }
     p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train_audio.sh")], env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr + p.stdout
+    parts = sorted(out.glob("lm.safetensors.part-*"))
+    assert len(parts) >= 3 and not (out / "lm.safetensors").exists()
+    (out / "lm.safetensors").write_bytes(b"".join(f.read_bytes() for f in parts))
     model, meta = load_lm(out / "lm")
     assert meta["training"]["steps"] == 3 and meta["training"]["device"] == "cpu"
     assert meta["codec"]["sha256"] == sig["sha256"] and str(pack) in meta["training"]["data"]
