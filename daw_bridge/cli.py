@@ -416,7 +416,11 @@ def cmd_data(args) -> int:
 
         if not args.pack_out:
             raise DataError("data pack needs --pack-out DIR (the pack; --out is the encoded folder it reads)")
-        print(json.dumps(pack_tokens(args.out, args.pack_out, MiniLM(), "minilm", args.codebooks, args.max_mb, args.valid_clips), indent=1))
+        try:
+            record = pack_tokens(args.out, args.pack_out, MiniLM(), "minilm", args.codebooks, args.max_mb, args.valid_clips)
+        except (FileNotFoundError, ValueError) as e:  # no encoded folder, too few codebooks, a budget too small
+            raise DataError(str(e)) from None
+        print(json.dumps(record, indent=1))
         return 0
     if args.what == "render-audio":
         job = audio_data.RenderJob(

@@ -220,3 +220,10 @@ def test_eval_audio_takes_lists_of_guidance_scales():
     for bad in ("1,nan", "", "1,30"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["eval", "audio", "--av-cfg", bad])
+
+
+def test_data_pack_errors_are_one_line(tmp_path, capsys):
+    code, _, err = run(["data", "pack", "--out", str(tmp_path / "missing"), "--pack-out", str(tmp_path / "p")], capsys)
+    assert code == 2 and "manifest.jsonl does not exist" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(["data", "pack", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "needs --pack-out" in err
