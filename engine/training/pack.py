@@ -7,9 +7,9 @@ has neither the rendered audio nor the text encoder's weights. A pack is a folde
 - the LARA targets (the music model's window features) as uint8, scaled per clip and
   feature between its minimum and maximum (`features_lo` + q x `features_step`); the error
   is at most half a step, recorded in `pack.json` against the features' spread;
-- the text encoder's states of every text the LM can see in training (each clip's
-  description and its instrument alone), in `texts.npz`, so no encoder is needed there
-  (`TextTable`);
+- the text encoder's states of every text the LM can see in training (each candidate
+  clip's description and its instrument alone), in `texts.npz`, so no encoder is needed
+  there (`TextTable`); the budget counts it first;
 - the manifest lines of the clips kept. Labelled clips come first, then unlabelled ones
   (POP909) in a fixed hashed order until the budget is spent; `valid_clips` held-out clips
   (labelled first) are enough for the validation crops.
@@ -103,8 +103,21 @@ def pack_tokens(
         raise ValueError(f"{src}/encoded: no token files (run `moodlane data encode --out {src}` first)")
     valid = sorted((r for r in recs if r["split"] == "valid"), key=_order)[:valid_clips]
     train = sorted((r for r in recs if r["split"] == "train"), key=_order)
+    # the text table first: every text of every candidate clip, so it fits whatever is kept
+    texts = training_texts(valid + train)
+    states, mask = text_encoder(texts)
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        encoder=np.array(encoder_name),
+        texts=np.array(json.dumps(texts)),
+        states=states.float().numpy().astype(np.float16),
+        lengths=mask.sum(1).numpy().astype(np.int32),
+    )
+    dst.mkdir(parents=True, exist_ok=True)
+    write_atomic(dst / TEXTS, buf.getvalue())
     budget = max_mb * 1e6
-    kept, used, worst, frames, codec = [], 0, 0.0, {"train": 0, "valid": 0}, set()
+    kept, used, worst, frames, codec = [], len(buf.getvalue()), 0.0, {"train": 0, "valid": 0}, set()
     for r in tqdm(valid + train, desc="pack", disable=not progress):
         with np.load(src / "encoded" / (r["id"] + ".npz")) as d:
             if d["codes"].shape[0] < n_q:
@@ -125,18 +138,6 @@ def pack_tokens(
         kept.append(r)
     if not any(r["split"] == "train" for r in kept):
         raise ValueError(f"a budget of {max_mb} MB holds no training clip")
-    texts = training_texts(kept)
-    states, mask = text_encoder(texts)
-    lengths = mask.sum(1).numpy().astype(np.int32)
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        encoder=np.array(encoder_name),
-        texts=np.array(json.dumps(texts)),
-        states=states.float().numpy().astype(np.float16),
-        lengths=lengths,
-    )
-    write_atomic(dst / TEXTS, buf.getvalue())
     write_atomic(dst / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in kept).encode())
     rate = float(np.load(dst / "encoded" / (kept[0]["id"] + ".npz"))["frame_rate"])
     record = {
@@ -150,7 +151,7 @@ def pack_tokens(
         "valid_clips": len(valid),
         "hours": {k: round(v / rate / 3600, 2) for k, v in frames.items()},
         "texts": len(texts),
-        "mb": round((used + len(buf.getvalue())) / 1e6, 2),
+        "mb": round(used / 1e6, 2),
         "feature_error_max_over_std": round(worst, 4),
     }
     write_atomic(dst / "pack.json", json.dumps(record, indent=1).encode())
