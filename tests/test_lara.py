@@ -678,6 +678,8 @@ def test_a_pack_keeps_codes_targets_and_texts_and_trains_without_an_encoder(tmp_
     labelled = [bool(r["labels"]) for r in train]
     assert 1 <= small["train_clips"] < 6 and labelled == sorted(labelled, reverse=True)  # labelled ones first
     assert small["train_labelled"] == sum(labelled) >= 1
+    with pytest.raises(ValueError, match="already holds a pack"):
+        pack_tokens(src, dst, FakeText(), "minilm", n_q=CFG.n_q, progress=False)
     with pytest.raises(ValueError, match="holds no training clip"):
         pack_tokens(src, tmp_path / "none", FakeText(), "minilm", n_q=CFG.n_q, max_mb=1e-6, valid_clips=1, progress=False)
 

@@ -6,7 +6,8 @@ has neither the rendered audio nor the text encoder's weights. A pack is a folde
 - the codes of the first `n_q` codebooks only (the LM's), as uint16;
 - the LARA targets (the music model's window features) as uint8, scaled per clip and
   feature between its minimum and maximum (`features_lo` + q x `features_step`); the error
-  is at most half a step, recorded in `pack.json` against the features' spread;
+  is at most half a step, and `pack.json` records the worst against the feature's standard
+  deviation within its clip;
 - the text encoder's states of every text the LM can see in training (each candidate
   clip's description and its instrument alone), in `texts.npz`, so no encoder is needed
   there (`TextTable`); the budget counts it first;
@@ -101,6 +102,8 @@ def pack_tokens(
     recs = [r for r in read_manifest(src) if (src / "encoded" / (r["id"] + ".npz")).is_file()]
     if not recs:
         raise ValueError(f"{src}/encoded: no token files (run `moodlane data encode --out {src}` first)")
+    if (dst / "encoded").exists():  # a pack's size is what travels: no files of an older one in it
+        raise ValueError(f"{dst} already holds a pack: pack into a new folder")
     valid = sorted((r for r in recs if r["split"] == "valid"), key=_order)[:valid_clips]
     train = sorted((r for r in recs if r["split"] == "train"), key=_order)
     # the text table first: every text of every candidate clip, so it fits whatever is kept
@@ -117,7 +120,7 @@ def pack_tokens(
     dst.mkdir(parents=True, exist_ok=True)
     write_atomic(dst / TEXTS, buf.getvalue())
     budget = max_mb * 1e6
-    kept, used, worst, frames, codec = [], len(buf.getvalue()), 0.0, {"train": 0, "valid": 0}, set()
+    kept, used, worst, frames, codec, rate = [], len(buf.getvalue()), 0.0, {"train": 0, "valid": 0}, set(), 1.0
     for r in tqdm(valid + train, desc="pack", disable=not progress):
         with np.load(src / "encoded" / (r["id"] + ".npz")) as d:
             if d["codes"].shape[0] < n_q:
@@ -135,11 +138,11 @@ def pack_tokens(
         worst = max(worst, err)
         frames[r["split"]] += arrays["codes"].shape[1]
         codec.add(str(arrays.get("codec_sha256", "")))
+        rate = float(arrays["frame_rate"])
         kept.append(r)
     if not any(r["split"] == "train" for r in kept):
         raise ValueError(f"a budget of {max_mb} MB holds no training clip")
     write_atomic(dst / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in kept).encode())
-    rate = float(np.load(dst / "encoded" / (kept[0]["id"] + ".npz"))["frame_rate"])
     record = {
         "format": PACK_FORMAT,
         "source": str(src),
