@@ -418,7 +418,7 @@ def cmd_data(args) -> int:
             raise DataError("data pack needs --pack-out DIR (the pack; --out is the encoded folder it reads)")
         try:
             record = pack_tokens(args.out, args.pack_out, MiniLM(), "minilm", args.codebooks, args.max_mb, args.valid_clips)
-        except (FileNotFoundError, ValueError) as e:  # no encoded folder, too few codebooks, a budget too small
+        except ValueError as e:  # no token files, too few codebooks, a budget too small
             raise DataError(str(e)) from None
         print(json.dumps(record, indent=1))
         return 0

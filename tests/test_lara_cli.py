@@ -222,8 +222,10 @@ def test_eval_audio_takes_lists_of_guidance_scales():
             build_parser().parse_args(["eval", "audio", "--av-cfg", bad])
 
 
-def test_data_pack_errors_are_one_line(tmp_path, capsys):
+def test_data_pack_and_train_audio_errors_are_one_line(tmp_path, capsys):
     code, _, err = run(["data", "pack", "--out", str(tmp_path / "missing"), "--pack-out", str(tmp_path / "p")], capsys)
+    assert code == 2 and "manifest.jsonl does not exist" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(["train", "audio", "--audio", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), "--steps", "1"], capsys)
     assert code == 2 and "manifest.jsonl does not exist" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(["data", "pack", "--out", str(tmp_path)], capsys)
     assert code == 2 and "needs --pack-out" in err

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from moodlane.engine.atomic import write_atomic
 from moodlane.engine.emotion import QUADRANT_CENTRES
 from moodlane.engine.symbolic.notes import NoteArray
-from moodlane.engine.training.data import Item, emopia, is_valid_split, pop909, resolve_data_dir, vgmidi
+from moodlane.engine.training.data import DataError, Item, emopia, is_valid_split, pop909, resolve_data_dir, vgmidi
 
 # (GM program, name in the text description). Polyphony is kept for all of them.
 PROGRAMS: tuple[tuple[int, str], ...] = (
@@ -253,7 +253,7 @@ def source_notes(recs: list[dict], data: str | os.PathLike | None, max_seconds: 
 def read_manifest(root: str | os.PathLike) -> list[dict]:
     p = Path(root) / "manifest.jsonl"
     if not p.is_file():
-        raise FileNotFoundError(f"{p} does not exist: run `moodlane data render-audio --out {root}` first")
+        raise DataError(f"{p} does not exist: run `moodlane data render-audio --out {root}` first")
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
