@@ -14,7 +14,8 @@ import numpy as np
 
 from moodlane.engine.audio.checkpoint import codec_signature, load_lm
 from moodlane.engine.audio.codec import load_codec
-from moodlane.engine.training.pack import TEXTS, pack_tokens
+from moodlane.engine.training.lara import TEXTS
+from moodlane.engine.training.pack import pack_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 

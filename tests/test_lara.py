@@ -645,8 +645,8 @@ def test_a_pack_keeps_codes_targets_and_texts_and_trains_without_an_encoder(tmp_
     """`moodlane data pack`: the LM's codebooks exactly, the LARA targets within half a
     quantisation step, the text states of every training text; labelled clips first under
     a budget; and `train_lara` runs on it with the pack's text table as its encoder."""
-    from moodlane.engine.training.lara import LaraTrainConfig, TokenSet, train_lara
-    from moodlane.engine.training.pack import TEXTS, TextTable, pack_tokens
+    from moodlane.engine.training.lara import TEXTS, LaraTrainConfig, TextTable, TokenSet, train_lara
+    from moodlane.engine.training.pack import pack_tokens
 
     src, dst = tmp_path / "src", tmp_path / "pack"
     fake_encoded(src, clips=9)

@@ -154,7 +154,7 @@ def test_train_audio_flags_reach_the_training_config(tmp_path, capsys, monkeypat
     code, _, err = run(base, capsys)
     assert code == 0 and seen["tc"].lr == 6e-4 and seen["tc"].minutes == 0 and seen["text"] is None  # the defaults
     # a pack carries its text states: they stand in for the encoder, and --minutes reaches the trainer
-    from moodlane.engine.training.pack import TEXTS, TextTable
+    from moodlane.engine.training.lara import TEXTS, TextTable
 
     states = np.zeros((1, 2, 384), np.float16)
     np.savez(tmp_path / TEXTS, encoder=np.array("minilm"), texts=np.array('["solo harp"]'), states=states, lengths=np.array([2]))

@@ -212,8 +212,7 @@ def train_audio(args: TrainJob) -> dict:
     from moodlane.engine.audio.checkpoint import DEFAULT_LM, codec_signature
     from moodlane.engine.audio.codec import load_codec
     from moodlane.engine.audio.lm import LMConfig
-    from moodlane.engine.training.lara import LaraTrainConfig, tiny_setup, train_lara
-    from moodlane.engine.training.pack import TEXTS, TextTable
+    from moodlane.engine.training.lara import TEXTS, LaraTrainConfig, TextTable, tiny_setup, train_lara
 
     over = {
         k: v

@@ -22,6 +22,7 @@ Resumable from OUT/train_state.pt; CPU, one CUDA GPU (bf16), or several through 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -39,10 +40,10 @@ from moodlane.engine.audio.generator import emotion_words
 from moodlane.engine.audio.lm import TINY_LM, LaraLM, LMConfig, ce_loss, delay, lara_loss
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.training.audio_data import label_at, read_manifest
-from moodlane.engine.training.pack import dequantise
 
 log = logging.getLogger(__name__)
 EMOTIONS = ("av", "text")
+TEXTS = "texts.npz"  # a pack's text table (`TextTable`)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,23 @@ def interp_rows(times: np.ndarray, rows: np.ndarray, t: np.ndarray) -> np.ndarra
     return ((1 - w) * rows[j] + w * rows[j + 1]).astype(np.float32)
 
 
+def dequantise(d) -> np.ndarray:
+    """A token file's window features (N, D): as stored (float16), or from a pack's uint8
+    (`moodlane data pack`) as float32."""
+    if "features" in d.files:
+        return d["features"]
+    return d["features_lo"][None, :] + d["features_q"].astype(np.float32) * d["features_step"][None, :]
+
+
+def pad_states(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-text states (L_i, D) as a batch (B, max L, D) and its mask (B, max L)."""
+    out = torch.zeros(len(rows), max(len(r) for r in rows), rows[0].shape[1])
+    mask = torch.zeros(out.shape[:2], dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : len(r)], mask[i, : len(r)] = r, True
+    return out, mask
+
+
 class TextBank:
     """Frozen text-encoder states per distinct text, computed once."""
 
@@ -157,13 +175,26 @@ class TextBank:
             states, mask = self.encoder(new)
             for i, t in enumerate(new):
                 self.cache[t] = states[i, mask[i]].float()
-        m = max(self.cache[t].shape[0] for t in texts)
-        out = torch.zeros(len(texts), m, self.cache[texts[0]].shape[1])
-        mask = torch.zeros(len(texts), m, dtype=torch.bool)
-        for i, t in enumerate(texts):
-            s = self.cache[t]
-            out[i, : len(s)], mask[i, : len(s)] = s, True
-        return out, mask
+        return pad_states([self.cache[t] for t in texts])
+
+
+class TextTable:
+    """A text encoder's states looked up from a pack's `texts.npz` (`moodlane data pack`),
+    where no encoder can load: the encoder's call, (texts) -> (states, mask), for the texts
+    it holds."""
+
+    def __init__(self, path: str | Path) -> None:
+        with np.load(path) as d:
+            self.encoder = str(d["encoder"])
+            names = json.loads(str(d["texts"]))
+            states, lengths = d["states"], d["lengths"]
+        self.rows = {t: torch.from_numpy(states[i, : lengths[i]].astype(np.float32)) for i, t in enumerate(names)}
+
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [t for t in texts if t not in self.rows]
+        if missing:
+            raise KeyError(f"the pack's text table has no states for {missing[:3]} (pack the data again with this text)")
+        return pad_states([self.rows[t] for t in texts])
 
 
 def training_text(text: str, va: np.ndarray, emotion: str, short: bool) -> str:
@@ -172,6 +203,13 @@ def training_text(text: str, va: np.ndarray, emotion: str, short: bool) -> str:
         v, a = np.clip(va, -1, 1)
         base = f"{base}, {emotion_words(Emotion(float(v), float(a)))}"
     return base
+
+
+def training_texts(recs: list[dict]) -> list[str]:
+    """Every text the LM sees in training with the AV encoder: each clip's description, and
+    its instrument alone."""
+    nan = np.full(2, np.nan)
+    return sorted({training_text(r["text"], nan, "av", short) for r in recs for short in (False, True)})
 
 
 @dataclass
@@ -372,7 +410,8 @@ def train_lara(
             meta["init"] = {k: init_record.get(k) for k in ("training", "history", "init")}
         save_lm(stem, model, meta)
 
-    while (done := _done(step, wall + time.time() - t_start, tc)) < 1.0:
+    done = _done(step, wall, tc)
+    while done < 1.0:
         for g in opt.param_groups:
             g["lr"] = _lr(step, tc, done if tc.minutes else None)
         b = make_batch(train, texts, cfg, tc, rng, tc.batch_size, norm=norm).to(dev)
@@ -386,7 +425,8 @@ def train_lara(
         step += 1
         acc.append((ce.item(), -la.item()))
         bar.update(1)
-        if step % tc.save_every == 0 or _done(step, wall + time.time() - t_start, tc) >= 1.0:
+        done = _done(step, wall + time.time() - t_start, tc)
+        if step % tc.save_every == 0 or done >= 1.0:
             m = np.mean(acc, axis=0)
             acc = []
             history.append({"step": step, "train_ce": round(float(m[0]), 4), "train_lara_cos": round(float(m[1]), 4), **evaluate()})

@@ -10,7 +10,7 @@ has neither the rendered audio nor the text encoder's weights. A pack is a folde
   deviation within its clip;
 - the text encoder's states of every text the LM can see in training (each candidate
   clip's description and its instrument alone), in `texts.npz`, so no encoder is needed
-  there (`TextTable`); the budget counts it first;
+  there (`lara.TextTable`); the budget counts it first;
 - the manifest lines of the clips kept. Labelled clips come first, then unlabelled ones
   (POP909) in a fixed hashed order until the budget is spent; `valid_clips` held-out clips
   (labelled first) are enough for the validation crops.
@@ -24,25 +24,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from moodlane.engine.atomic import write_atomic
 from moodlane.engine.training.audio_data import read_manifest
+from moodlane.engine.training.lara import TEXTS, dequantise, training_texts
 
 PACK_FORMAT = "moodlane.audio_pack"
-TEXTS = "texts.npz"
-
-
-def dequantise(d) -> np.ndarray:
-    """A token file's window features (N, D) as float32, whether stored plain or packed."""
-    if "features" in d.files:
-        return d["features"]
-    return d["features_lo"][None, :] + d["features_q"].astype(np.float32) * d["features_step"][None, :]
 
 
 def _packed(d) -> tuple[dict[str, np.ndarray], float]:
-    """(the packed arrays, the largest rounding error over the feature's spread)."""
+    """(the packed arrays, the largest rounding error over its feature's deviation in the clip)."""
     f = np.asarray(dequantise(d), dtype=np.float32)
     lo, hi = f.min(0), f.max(0)
     step = np.maximum(hi - lo, 1e-6) / 255.0
@@ -54,35 +46,6 @@ def _packed(d) -> tuple[dict[str, np.ndarray], float]:
 
 def _order(r: dict) -> tuple[int, str]:
     return (0 if r.get("labels") else 1, hashlib.sha256(r["id"].encode()).hexdigest())
-
-
-class TextTable:
-    """The text encoder's states, looked up from a pack (`texts.npz`): the encoder's call,
-    (texts) -> (states (B, L, D), mask (B, L)), for texts it holds."""
-
-    def __init__(self, path: str | Path) -> None:
-        with np.load(path) as d:
-            self.encoder = str(d["encoder"])
-            names = json.loads(str(d["texts"]))
-            states, lengths = d["states"], d["lengths"]
-        self.rows = {t: torch.from_numpy(states[i, : lengths[i]].astype(np.float32)) for i, t in enumerate(names)}
-
-    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        missing = [t for t in texts if t not in self.rows]
-        if missing:
-            raise KeyError(f"the pack's text table has no states for {missing[:3]} (pack the data again with this text)")
-        m = max(len(self.rows[t]) for t in texts)
-        out = torch.zeros(len(texts), m, next(iter(self.rows.values())).shape[1])
-        mask = torch.zeros(len(texts), m, dtype=torch.bool)
-        for i, t in enumerate(texts):
-            out[i, : len(self.rows[t])], mask[i, : len(self.rows[t])] = self.rows[t], True
-        return out, mask
-
-
-def training_texts(recs: list[dict]) -> list[str]:
-    """Every text the LM sees in training with the AV encoder: each description, and its
-    instrument alone (`lara.training_text`)."""
-    return sorted({t for r in recs for t in (r["text"], r["text"].split(",")[0])})
 
 
 def pack_tokens(
