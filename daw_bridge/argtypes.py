@@ -57,3 +57,19 @@ def finite_list(kind: str, lo: float | None = None, hi: float | None = None):
         return [one(p.strip()) for p in parts]
 
     return conv
+
+
+def name_weight(kind: str):
+    """`NAME=W` with W a finite number > 0 (`"acoustic piano=3"`), as (NAME, W)."""
+    weight = finite(kind)
+
+    def conv(s: str) -> tuple[str, float]:
+        name, sep, w = s.rpartition("=")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"{kind} must be NAME=WEIGHT, got {s!r}")
+        x = weight(w.strip())
+        if x <= 0:
+            raise argparse.ArgumentTypeError(f"{kind} must be > 0, got {s!r}")
+        return name.strip(), x
+
+    return conv

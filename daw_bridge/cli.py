@@ -15,7 +15,7 @@ import math
 import sys
 from pathlib import Path
 
-from moodlane.daw_bridge.argtypes import finite, int_range, positive_int
+from moodlane.daw_bridge.argtypes import finite, int_range, name_weight, positive_int
 from moodlane.daw_bridge.audio_cli import add_audio_commands, add_eval_options, bench_codec, cmd_data_encode, cmd_eval_audio
 from moodlane.engine.audio.checkpoint import LMCheckpointError
 from moodlane.engine.audio.codec import CodecError
@@ -386,6 +386,7 @@ def cmd_train(args) -> int:
         codec=args.codec_checkpoint,
         max_hours=args.max_hours,
         minutes=args.minutes,
+        instrument_weights=tuple(args.instrument_weight),
         parts=args.parts,
         mode_twins=args.mode_twins,
         twin_splice=args.twin_splice,
@@ -738,6 +739,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=finite("minutes", 0, 100_000),
         default=0.0,
         help="audio LM: stop after this much wall time (or --steps, whichever first), the learning rate decaying over it (0: no limit)",
+    )
+    la.add_argument(
+        "--instrument-weight",
+        action="append",
+        default=[],
+        type=name_weight("instrument weight"),
+        metavar="NAME=W",
+        help="audio LM: draw W times as many crops per hour of this instrument's clips (repeatable), "
+        'e.g. "acoustic piano=3" for the default prompt; the valid split stays unweighted',
     )
     t.set_defaults(func=cmd_train)
 

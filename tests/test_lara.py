@@ -302,6 +302,31 @@ def test_train_resumes_and_exports_a_loadable_lm(tmp_path):
     assert not base.av_on.any()
 
 
+def test_instrument_weights_draw_more_crops_of_that_instrument(tmp_path):
+    """Weighting an instrument multiplies its share of crops per hour; an unknown name is one
+    line naming the instruments there are; the valid split is not weighted by training."""
+    from moodlane.engine.training.audio_data import PROGRAMS
+    from moodlane.engine.training.data import DataError
+    from moodlane.engine.training.lara import TokenSet
+
+    fake_encoded(tmp_path, clips=9)
+    first = PROGRAMS[0][1]
+    plain = TokenSet(tmp_path, "train", 1, 5)
+    heavy = TokenSet(tmp_path, "train", 1, 5, ((first, 3.0),))
+
+    def share(ts):
+        return sum(p for c, p in zip(ts.clips, ts.p) if c.rec["instrument"] == first)
+
+    a = share(plain)
+    assert 0 < a < 1 and np.isclose(share(heavy), 3 * a / (3 * a + (1 - a)))
+    rng = np.random.default_rng(0)
+    drawn = [heavy.crop(rng, 5, 5)[3].startswith(f"solo {first}") for _ in range(2000)]
+    assert abs(np.mean(drawn) - share(heavy)) < 0.04
+    assert heavy.hours == plain.hours
+    with pytest.raises(DataError, match=r"no train clips of instrument \['kazoo'\]; the clips have"):
+        TokenSet(tmp_path, "train", 1, 5, (("kazoo", 2.0),))
+
+
 def test_train_with_another_config_will_not_resume(tmp_path):
     from moodlane.engine.training.lara import LaraTrainConfig, train_lara
 
@@ -565,12 +590,29 @@ def test_witness_reports_fd_beside_the_codec_ceiling_and_transcription_stats():
         pcm = (0.3 * np.sin(2 * np.pi * (220 + 20 * k) * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
         renders.append((pcm, sr))
     noise = [(0.3 * rng.standard_normal(t.size)).astype(np.float32) for _ in range(4)]
-    res = witness(noise, sr, renders, codec, codec.cfg.lm_codebooks, 2.0, transcribe=transcribe, embed=embed)
+    hiss = [((0.3 * rng.standard_normal(t.size)).astype(np.float32), sr) for _ in range(3)]
+    res = witness(
+        noise,
+        sr,
+        renders,
+        codec,
+        codec.cfg.lm_codebooks,
+        2.0,
+        transcribe=transcribe,
+        embed=embed,
+        instruments={"sine": renders, "hiss": hiss},
+    )
+    heard = res["heard_as"]["generated"]
+    assert heard["shares"] == {"hiss": 1.0, "sine": 0.0} and heard["clips"] == 4  # noise sounds like the hiss renders
+    assert heard["rule_accuracy_on_renders"] == 1.0 and heard["chance"] == 0.5
+    assert heard["renders_per_instrument"] == {"hiss": 3, "sine": 4}
+    assert sum(res["heard_as"]["codec_reconstructions"]["shares"].values()) == pytest.approx(1.0)
     fd = res["sfx_fd"]
     assert fd["generated_to_renders"] > 3  # white noise against sines: centroids about 1.8 kHz apart (squared: 3.2)
     assert fd["ratio"] == pytest.approx(fd["generated_to_renders"] / fd["codec_reconstructions_to_renders"], rel=1e-2)
     tr = res["transcription"]
-    assert set(tr["generated"]) == {"notes_per_s", "key_clarity", "pc_entropy"} and tr["renders"]["notes_per_s"] > 0
+    assert set(tr["generated"]) == {"notes_per_s", "key_clarity", "pc_entropy", "median_note_s"} and tr["renders"]["notes_per_s"] > 0
+    assert tr["renders"]["median_note_s"] == pytest.approx(0.1)
     assert set(tr["codec_reconstructions"]) == set(tr["generated"])
 
 

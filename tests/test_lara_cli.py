@@ -153,13 +153,18 @@ def test_train_audio_flags_reach_the_training_config(tmp_path, capsys, monkeypat
     assert (cfg.av_freqs, cfg.av_max_freq) == (2, 1.0)  # new LMs get the smooth AV encoder
     code, _, err = run(base, capsys)
     assert code == 0 and seen["tc"].lr == 6e-4 and seen["tc"].minutes == 0 and seen["text"] is None  # the defaults
+    assert seen["tc"].instrument_weights == ()
+    for bad in ("piano", "piano=0", "=2", "piano=x"):
+        code, _, err = run([*base, "--instrument-weight", bad], capsys)
+        assert code == 2 and "argument --instrument-weight: instrument weight must be" in err.strip().splitlines()[-1], (bad, err)
     # a pack carries its text states: they stand in for the encoder, and --minutes reaches the trainer
     from moodlane.engine.training.lara import TEXTS, TextTable
 
     states = np.zeros((1, 2, 384), np.float16)
     np.savez(tmp_path / TEXTS, encoder=np.array("minilm"), texts=np.array('["solo harp"]'), states=states, lengths=np.array([2]))
-    code, _, err = run([*base, "--minutes", "7.5"], capsys)
+    code, _, err = run([*base, "--minutes", "7.5", "--instrument-weight", "acoustic piano=3", "--instrument-weight", "harp=0.5"], capsys)
     assert code == 0, err
+    assert seen["tc"].instrument_weights == (("acoustic piano", 3.0), ("harp", 0.5))
     assert seen["tc"].minutes == 7.5 and isinstance(seen["text"], TextTable) and seen["text"](["solo harp"])[1].all()
     (tmp_path / TEXTS).unlink()
 

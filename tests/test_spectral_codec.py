@@ -272,8 +272,11 @@ def test_note_stats_see_keys_density_and_spread():
     assert scale["notes_per_s"] == 2.0 and triad["notes_per_s"] == 4.0
     assert scale["key_clarity"] > 0.85 and triad["key_clarity"] > 0.6 and chromatic["key_clarity"] == 0.0
     assert abs(chromatic["pc_entropy"] - np.log2(12)) < 1e-3 and triad["pc_entropy"] == pytest.approx(np.log2(3), abs=1e-3)
+    assert scale["median_note_s"] == pytest.approx(0.4)  # a drone is few long notes
+    drone = note_stats(Notes.from_midi_pitches([0.0, 0.1, 4.0], [8.0, 8.0, 4.2], [60, 67, 64]), 8.0)
+    assert drone["median_note_s"] == pytest.approx(7.9) and drone["notes_per_s"] < 0.5
     empty = note_stats(notes([]), 5.0)
-    assert empty["notes_per_s"] == 0.0 and np.isnan(empty["key_clarity"])
+    assert empty["notes_per_s"] == 0.0 and np.isnan(empty["key_clarity"]) and np.isnan(empty["median_note_s"])
 
 
 def test_sfx_embedding_is_512_wide_per_block_and_tells_sounds_apart():

@@ -40,6 +40,7 @@ from moodlane.engine.audio.generator import emotion_words
 from moodlane.engine.audio.lm import TINY_LM, LaraLM, LMConfig, ce_loss, delay, lara_loss
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.training.audio_data import label_at, read_manifest
+from moodlane.engine.training.data import DataError
 
 log = logging.getLogger(__name__)
 EMOTIONS = ("av", "text")
@@ -64,6 +65,10 @@ class LaraTrainConfig:
     # comes first, and the learning rate decays over whichever it is nearer (a lent GPU's call
     # has a fixed time, and its speed is not known beforehand)
     minutes: float = 0.0
+    # crops drawn per hour of an instrument's clips, relative to 1 (("acoustic piano", 3.0),):
+    # the renders spread 8 instruments evenly, so the default prompt's piano is an eighth of
+    # the data unless weighted; the valid split is never weighted
+    instrument_weights: tuple[tuple[str, float], ...] = ()
     valid_crops: int = 48
     seed: int = 0
     device: str = "cpu"
@@ -76,6 +81,8 @@ class LaraTrainConfig:
             raise ValueError("lara_weight must be >= 0")
         if not self.minutes >= 0:
             raise ValueError("minutes must be >= 0")
+        if any(not w > 0 for _, w in self.instrument_weights):
+            raise ValueError(f"instrument weights must be > 0, got {dict(self.instrument_weights)}")
 
 
 @dataclass
@@ -91,7 +98,7 @@ class TokenSet:
     """The encoded clips of one split, in memory (codes are small: 29 h at 4 x 75 x 2 bytes/s
     is 63 MB), and random crops of them."""
 
-    def __init__(self, root: str | Path, split: str, n_q: int, min_frames: int) -> None:
+    def __init__(self, root: str | Path, split: str, n_q: int, min_frames: int, weights: tuple[tuple[str, float], ...] = ()) -> None:
         root = Path(root)
         self.clips: list[Clip] = []
         self.codecs: dict[tuple[str | None, str | None], Path] = {}  # (SHA-256, name) -> a file of it
@@ -113,8 +120,13 @@ class TokenSet:
         feats = np.concatenate([c.features for c in self.clips]).astype(np.float32)
         self.feature_mean, self.feature_std = feats.mean(0), feats.std(0) + 1e-3
         w = np.array([c.codes.shape[1] for c in self.clips], np.float64)
-        self.p = w / w.sum()
         self.hours = float(w.sum() / self.clips[0].frame_rate / 3600)
+        have = {c.rec.get("instrument") for c in self.clips}
+        if unknown := sorted(set(dict(weights)) - have):
+            raise DataError(f"{root}: no {split} clips of instrument {unknown}; the clips have {sorted(map(str, have))}")
+        by = dict(weights)
+        w *= np.array([by.get(c.rec.get("instrument"), 1.0) for c in self.clips])
+        self.p = w / w.sum()
         self.labelled = sum(1 for c in self.clips if c.rec.get("labels"))
 
     def crop(
@@ -339,7 +351,7 @@ def train_lara(
 
         text_encoder = load_text_encoder(cfg.text_encoder)
     frames = cfg.context - cfg.n_q + 1
-    train = TokenSet(audio, "train", cfg.n_q, frames)
+    train = TokenSet(audio, "train", cfg.n_q, frames, tc.instrument_weights)
     valid = TokenSet(audio, "valid", cfg.n_q, frames)
     from moodlane.engine.audio.codec import check_codec
 

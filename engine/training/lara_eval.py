@@ -53,6 +53,7 @@ GRID_PROMPT = "solo acoustic piano"
 PROMPTS = ("solo acoustic piano", "solo string ensemble", "solo organ", "solo nylon guitar")
 TEMPO = 120.0
 HOP_S = 0.5  # the encoded features' hop
+STATS = ("notes_per_s", "key_clarity", "pc_entropy", "median_note_s")  # of a transcription (`note_stats`)
 
 
 def render_pcm(gen, curve: EmotionCurve, seconds: float, seed: int, prompt: str) -> np.ndarray:
@@ -303,22 +304,41 @@ def levels(pcms: list[np.ndarray], sr: int, renders: list[tuple[np.ndarray, int]
     return {"loud_rms": round(loud, 4), "runaway_rms": round(runaway, 4), "generated": shares(gen), "renders": shares(real)}
 
 
-def piano_renders(audio: str | Path, seconds: float, max_clips: int) -> list[tuple[np.ndarray, int]]:
-    """(audio, sample rate) of held-out acoustic-piano renders spread over the set: the first
-    `seconds` of each."""
+def instrument_renders(
+    audio: str | Path, seconds: float, max_clips: int, instrument: str = "acoustic piano"
+) -> list[tuple[np.ndarray, int]]:
+    """(audio, sample rate) of held-out renders of one instrument spread over the set: the
+    first `seconds` of each."""
     recs = [
         r
         for r in read_manifest(Path(audio))
-        if r["split"] == "valid" and r.get("instrument") == "acoustic piano" and r.get("duration", 0) >= seconds
+        if r["split"] == "valid" and r.get("instrument") == instrument and r.get("duration", 0) >= seconds
     ]
     return [read_clip(audio, r, seconds) for r in spread(recs, max_clips)]
 
 
-def witness(pcms: list[np.ndarray], sr: int, renders: list, codec, n_q: int, seconds: float, transcribe=None, embed=None) -> dict:
+def renders_by_instrument(audio: str | Path, seconds: float, per: int) -> dict[str, list[tuple[np.ndarray, int]]]:
+    """`per` held-out renders of every instrument the manifest has."""
+    names = sorted({r.get("instrument") for r in read_manifest(Path(audio)) if r.get("instrument")})
+    return {k: instrument_renders(audio, seconds, per, k) for k in names}
+
+
+def witness(
+    pcms: list[np.ndarray],
+    sr: int,
+    renders: list,
+    codec,
+    n_q: int,
+    seconds: float,
+    transcribe=None,
+    embed=None,
+    instruments: dict[str, list] | None = None,
+) -> dict:
     """The independent judges of `pcms` (grid clips) against held-out piano renders ((audio,
     rate)): aiSFX Fréchet distances (generated -> renders, and the LM's codec's own
-    reconstructions -> renders as the ceiling; their ratio) and transcription statistics."""
-    from moodlane.engine.training.witness import TranscriberMissing, note_stats, sfx_embedding, transcriber
+    reconstructions -> renders as the ceiling; their ratio), which instrument the clips and
+    the reconstructions sound like among `instruments`' renders, and transcription statistics."""
+    from moodlane.engine.training.witness import TranscriberMissing, heard_as, note_stats, sfx_embedding, transcriber
 
     recon = [reconstruct(codec, pcm, r_sr, n_q) for pcm, r_sr in renders]
     out: dict = {"renders": len(renders), "seconds_each": seconds}
@@ -334,6 +354,11 @@ def witness(pcms: list[np.ndarray], sr: int, renders: list, codec, n_q: int, sec
             "codec_reconstructions_to_renders": round(fd_rec, 2),
             "ratio": round(fd_gen / max(fd_rec, 1e-9), 3),
         }
+        if instruments:
+            out["heard_as"] = {
+                "generated": heard_as(embed, [(p, sr) for p in pcms], instruments),
+                "codec_reconstructions": heard_as(embed, [(p, codec.sample_rate) for p in recon], instruments),
+            }
     except TranscriberMissing as e:
         out["sfx_fd"] = f"skipped: {e}"
     try:
@@ -341,7 +366,7 @@ def witness(pcms: list[np.ndarray], sr: int, renders: list, codec, n_q: int, sec
 
         def stats(clips: list, rate: int) -> dict:
             rows = [note_stats(transcribe(p, rate), len(p) / rate) for p in clips]
-            return {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in ("notes_per_s", "key_clarity", "pc_entropy")}
+            return {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in STATS}
 
         out["transcription"] = {
             "transcriber": getattr(transcribe, "name", "basic-pitch"),
@@ -383,7 +408,8 @@ def eval_audio(
     real = np.concatenate([f for _, f in clips])
     cents = centroids(clips)
     result: dict = {"held_out": {"clips": len(clips), "windows": len(real), "seconds_each": 30.0}, "models": {}}
-    renders = piano_renders(audio, seconds, piano_clips) if witnesses else []
+    renders = instrument_renders(audio, seconds, piano_clips) if witnesses else []
+    instruments = renders_by_instrument(audio, seconds, max(2, piano_clips // 2)) if witnesses else {}
     result["real_reference"] = real_reference(predictor, audio, seconds, reference_clips)
     grids, ramps = {}, {}
     for label, gen in generators:
@@ -395,7 +421,7 @@ def eval_audio(
         if paired:
             figures["paired_seed"] = paired_seed(gen, predictor, r, seconds, progress)
         if witnesses and renders:
-            figures["witness"] = witness(pcms, gen.sample_rate, renders, codec, gen.cfg.n_q, seconds)
+            figures["witness"] = witness(pcms, gen.sample_rate, renders, codec, gen.cfg.n_q, seconds, instruments=instruments)
             figures["level"] = levels(pcms, gen.sample_rate, renders)
         elif witnesses:
             figures["witness"] = "skipped: no held-out acoustic-piano renders"

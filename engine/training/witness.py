@@ -9,10 +9,12 @@ or the LM trains toward (musicnn is the LARA target, so it cannot be the only ju
 * **chroma similarity**: frame-wise cosine of 12 pitch-class profiles from the same STFT;
 * **transcription statistics** (`note_stats`): notes per second, key clarity (the best
   correlation of the duration-weighted pitch-class profile with the 24 Krumhansl-Kessler key
-  profiles) and pitch-class entropy, of generated audio beside held-out renders;
+  profiles), pitch-class entropy and the median note length (a held drone transcribes as
+  few long notes), of generated audio beside held-out renders;
 * **an embedding trained on other data** (`SfxEmbedding`): aiSFX (Ma and Lerch, ISMIR 2022,
   MIT licence, weights in its PyPI wheel), a CNN trained on sound-effects libraries, for a
-  Fréchet distance that neither musicnn nor MoodLane's data shaped.
+  Fréchet distance that neither musicnn nor MoodLane's data shaped, and for which instrument
+  a clip sounds like (`heard_as`: the nearest centroid of held-out renders of each instrument).
 
 The transcriber is optional: without it the other figures are still reported and the note F1
 says why it is missing.
@@ -189,7 +191,7 @@ def note_stats(notes: Notes, seconds: float) -> dict:
     minor Krumhansl-Kessler profiles, 1 for a scale-like profile, near 0 for noise) and the
     pitch-class entropy in bits (0: one pitch class, log2 12 = 3.58: all equally)."""
     if len(notes) == 0:
-        return {"notes_per_s": 0.0, "key_clarity": float("nan"), "pc_entropy": float("nan")}
+        return {"notes_per_s": 0.0, "key_clarity": float("nan"), "pc_entropy": float("nan"), "median_note_s": float("nan")}
     midi = np.round(69.0 + 12.0 * np.log2(notes.hz / 440.0)).astype(np.int64)
     dur = np.maximum(notes.offset - notes.onset, 0.01)
     pc = np.bincount(midi % 12, weights=dur, minlength=12)
@@ -198,7 +200,44 @@ def note_stats(notes: Notes, seconds: float) -> dict:
     flat = pc.std() <= 1e-6 * pc.mean()  # every pitch class alike: no key at all
     clarity = 0.0 if flat else max(float(np.corrcoef(pc, prof)[0, 1]) for prof in profiles)
     entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
-    return {"notes_per_s": round(len(notes) / seconds, 3), "key_clarity": round(clarity, 4), "pc_entropy": round(entropy, 4)}
+    return {
+        "notes_per_s": round(len(notes) / seconds, 3),
+        "key_clarity": round(clarity, 4),
+        "pc_entropy": round(entropy, 4),
+        "median_note_s": round(float(np.median(notes.offset - notes.onset)), 3),
+    }
+
+
+def heard_as(embed, clips: list[tuple[np.ndarray, int]], real: dict[str, list[tuple[np.ndarray, int]]]) -> dict:
+    """Which instrument each clip ((audio, rate)) sounds like in `embed`'s space: the nearest
+    centroid (cosine of clip-mean embeddings) of held-out renders per instrument (`real`:
+    instrument -> clips). Returns the share of clips per instrument, and how often the same
+    rule names the instrument of a real render with that render left out of its centroid
+    (the rule's own accuracy; chance is 1 / instruments)."""
+    unit = lambda x: x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)  # noqa: E731
+    means = {k: np.stack([unit(embed(p, sr).mean(0)) for p, sr in v]) for k, v in real.items() if v}
+    if len(means) < 2:
+        return {"skipped": "renders of fewer than two instruments"}
+    names = sorted(means)
+    sums = {k: m.sum(0) for k, m in means.items()}
+
+    def nearest(x: np.ndarray, leave_out: tuple[str, int] | None = None) -> str:
+        def cent(k: str) -> np.ndarray:
+            if leave_out and leave_out[0] == k:
+                return unit(sums[k] - means[k][leave_out[1]])
+            return unit(sums[k])
+
+        return max(names, key=lambda k: float(x @ cent(k)))
+
+    loo = [nearest(m[i], (k, i)) == k for k, m in means.items() if len(m) > 1 for i in range(len(m))]
+    got = [nearest(unit(embed(p, sr).mean(0))) for p, sr in clips]
+    return {
+        "shares": {k: round(got.count(k) / max(len(got), 1), 3) for k in names},
+        "clips": len(got),
+        "renders_per_instrument": {k: len(means[k]) for k in names},
+        "rule_accuracy_on_renders": round(float(np.mean(loo)), 3) if loo else None,
+        "chance": round(1 / len(names), 3),
+    }
 
 
 class SfxEmbedding:
