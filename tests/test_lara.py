@@ -602,11 +602,11 @@ def test_witness_reports_fd_beside_the_codec_ceiling_and_transcription_stats():
         embed=embed,
         instruments={"sine": renders, "hiss": hiss},
     )
-    heard = res["heard_as"]["generated"]
-    assert heard["shares"] == {"hiss": 1.0, "sine": 0.0} and heard["clips"] == 4  # noise sounds like the hiss renders
+    heard = res["heard_as"]
+    assert heard["generated"] == {"clips": 4, "shares": {"hiss": 1.0, "sine": 0.0}}  # noise sounds like the hiss renders
     assert heard["rule_accuracy_on_renders"] == 1.0 and heard["chance"] == 0.5
     assert heard["renders_per_instrument"] == {"hiss": 3, "sine": 4}
-    assert sum(res["heard_as"]["codec_reconstructions"]["shares"].values()) == pytest.approx(1.0)
+    assert sum(heard["codec_reconstructions"]["shares"].values()) == pytest.approx(1.0)
     fd = res["sfx_fd"]
     assert fd["generated_to_renders"] > 3  # white noise against sines: centroids about 1.8 kHz apart (squared: 3.2)
     assert fd["ratio"] == pytest.approx(fd["generated_to_renders"] / fd["codec_reconstructions_to_renders"], rel=1e-2)

@@ -355,10 +355,8 @@ def witness(
             "ratio": round(fd_gen / max(fd_rec, 1e-9), 3),
         }
         if instruments:
-            out["heard_as"] = {
-                "generated": heard_as(embed, [(p, sr) for p in pcms], instruments),
-                "codec_reconstructions": heard_as(embed, [(p, codec.sample_rate) for p in recon], instruments),
-            }
+            sets = {"generated": [(p, sr) for p in pcms], "codec_reconstructions": [(p, codec.sample_rate) for p in recon]}
+            out["heard_as"] = heard_as(embed, sets, instruments)
     except TranscriberMissing as e:
         out["sfx_fd"] = f"skipped: {e}"
     try:

@@ -208,12 +208,12 @@ def note_stats(notes: Notes, seconds: float) -> dict:
     }
 
 
-def heard_as(embed, clips: list[tuple[np.ndarray, int]], real: dict[str, list[tuple[np.ndarray, int]]]) -> dict:
-    """Which instrument each clip ((audio, rate)) sounds like in `embed`'s space: the nearest
-    centroid (cosine of clip-mean embeddings) of held-out renders per instrument (`real`:
-    instrument -> clips). Returns the share of clips per instrument, and how often the same
-    rule names the instrument of a real render with that render left out of its centroid
-    (the rule's own accuracy; chance is 1 / instruments)."""
+def heard_as(embed, sets: dict[str, list[tuple[np.ndarray, int]]], real: dict[str, list[tuple[np.ndarray, int]]]) -> dict:
+    """Which instrument the clips ((audio, rate)) of each of `sets` sound like in `embed`'s
+    space: the nearest centroid (cosine of clip-mean embeddings) of held-out renders per
+    instrument (`real`: instrument -> clips). Returns each set's share of clips per
+    instrument, and how often the same rule names the instrument of a real render with that
+    render left out of its centroid (the rule's own accuracy; chance is 1 / instruments)."""
     unit = lambda x: x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)  # noqa: E731
     means = {k: np.stack([unit(embed(p, sr).mean(0)) for p, sr in v]) for k, v in real.items() if v}
     if len(means) < 2:
@@ -222,22 +222,21 @@ def heard_as(embed, clips: list[tuple[np.ndarray, int]], real: dict[str, list[tu
     sums = {k: m.sum(0) for k, m in means.items()}
 
     def nearest(x: np.ndarray, leave_out: tuple[str, int] | None = None) -> str:
-        def cent(k: str) -> np.ndarray:
-            if leave_out and leave_out[0] == k:
-                return unit(sums[k] - means[k][leave_out[1]])
-            return unit(sums[k])
+        def centroid(k: str) -> np.ndarray:
+            return unit(sums[k] - means[k][leave_out[1]]) if leave_out and leave_out[0] == k else unit(sums[k])
 
-        return max(names, key=lambda k: float(x @ cent(k)))
+        return max(names, key=lambda k: float(x @ centroid(k)))
 
     loo = [nearest(m[i], (k, i)) == k for k, m in means.items() if len(m) > 1 for i in range(len(m))]
-    got = [nearest(unit(embed(p, sr).mean(0))) for p, sr in clips]
-    return {
-        "shares": {k: round(got.count(k) / max(len(got), 1), 3) for k in names},
-        "clips": len(got),
+    out: dict = {
         "renders_per_instrument": {k: len(means[k]) for k in names},
         "rule_accuracy_on_renders": round(float(np.mean(loo)), 3) if loo else None,
         "chance": round(1 / len(names), 3),
     }
+    for label, clips in sets.items():
+        got = [nearest(unit(embed(p, sr).mean(0))) for p, sr in clips]
+        out[label] = {"clips": len(got), "shares": {k: round(got.count(k) / max(len(got), 1), 3) for k in names}}
+    return out
 
 
 class SfxEmbedding:
