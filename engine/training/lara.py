@@ -121,10 +121,9 @@ class TokenSet:
         self.feature_mean, self.feature_std = feats.mean(0), feats.std(0) + 1e-3
         w = np.array([c.codes.shape[1] for c in self.clips], np.float64)
         self.hours = float(w.sum() / self.clips[0].frame_rate / 3600)
-        have = {c.rec.get("instrument") for c in self.clips}
-        if unknown := sorted(set(dict(weights)) - have):
+        by, have = dict(weights), {c.rec.get("instrument") for c in self.clips}
+        if unknown := sorted(set(by) - have):
             raise DataError(f"{root}: no {split} clips of instrument {unknown}; the clips have {sorted(map(str, have))}")
-        by = dict(weights)
         w *= np.array([by.get(c.rec.get("instrument"), 1.0) for c in self.clips])
         self.p = w / w.sum()
         self.labelled = sum(1 for c in self.clips if c.rec.get("labels"))
