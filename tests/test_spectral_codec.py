@@ -5,6 +5,7 @@ and LMs name the codec that made them, and another codec is refused by name."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ import torch
 
 from moodlane.engine.audio.codec import Codec, CodecError, build_model, check_codec, load_codec
 from moodlane.engine.audio.spectral import (
+    LOG_FLOOR,
     TINY_SPECTRAL,
+    SpectralCodecConfig,
     SpectralCodecModel,
     fast_kmeans,
     griffin_lim,
@@ -51,6 +54,28 @@ def test_griffin_lim_recovers_a_signal_from_its_magnitude():
     assert err < torch.linalg.norm(stft_magnitude(griffin_lim(log_magnitude(mag), cfg, iters=0), cfg) - mag) / torch.linalg.norm(mag)
     # deterministic: the same magnitude gives the same audio
     assert torch.equal(y, griffin_lim(log_magnitude(mag), cfg, iters=32))
+
+
+@pytest.mark.parametrize("cfg", [TINY_SPECTRAL, SpectralCodecConfig()], ids=["tiny", "shipped"])
+def test_griffin_lims_stft_pair_is_torchs(cfg):
+    """The loop's written-out STFT pair is `torch.stft`/`torch.istft` (centred, Hann): with no
+    iterations it is torch's inverse of the phase-advance start, and one iteration is that
+    start projected through torch's STFT and back onto the magnitude."""
+    g = torch.Generator().manual_seed(0)
+    logmag = torch.randn(2, cfg.freq_bins, 40, generator=g) - 4
+    mag = (torch.exp(logmag) - LOG_FLOOR).clamp_min(0) * (cfg.n_fft / 4)
+    k = torch.arange(cfg.freq_bins, dtype=torch.float64)[:, None]
+    t = torch.arange(7, 47, dtype=torch.float64)[None]
+    start = torch.polar(mag, torch.remainder(2 * math.pi * k * cfg.hop / cfg.n_fft * t, 2 * math.pi).float())
+    win = torch.hann_window(cfg.n_fft)
+    length = 39 * cfg.hop
+    istft = lambda s: torch.istft(s, cfg.n_fft, cfg.hop, window=win, center=True, length=length)  # noqa: E731
+    ref0 = istft(start)
+    torch.testing.assert_close(griffin_lim(logmag, cfg, first_frame=7, iters=0), ref0, atol=1e-4, rtol=1e-4)
+    proj = torch.stft(ref0, cfg.n_fft, cfg.hop, window=win, return_complex=True, center=True)
+    proj = proj * 1.99  # momentum from a zero previous projection
+    ref1 = istft(proj / (proj.abs() + 1e-8) * mag)
+    torch.testing.assert_close(griffin_lim(logmag, cfg, first_frame=7, iters=1), ref1, atol=1e-4, rtol=1e-3)
 
 
 def test_fast_kmeans_is_lloyds_algorithm():

@@ -236,23 +236,54 @@ def logmag_ceiling(model: SpectralCodecModel, clips: Iterable[torch.Tensor], mar
     return peak + margin
 
 
+def _overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """(B, F, n) windowed frames -> (B, (F - 1) * hop + n) their sum at `hop` apart: one
+    strided add per hop that a frame spans (`torch.istft`'s fold is 3x slower here)."""
+    b, f, n = frames.shape
+    span = -(-n // hop)
+    y = frames.new_zeros(b, f + span - 1, hop)
+    for j in range(span):
+        w = min(hop, n - j * hop)
+        y[:, j : j + f, :w] += frames[:, :, j * hop : j * hop + w]
+    return y.view(b, -1)[:, : (f - 1) * hop + n]
+
+
 def griffin_lim(logmag: torch.Tensor, cfg: SpectralCodecConfig, first_frame: int = 0, iters: int | None = None) -> torch.Tensor:
     """(B, freq_bins, F) log magnitude -> (B, (F - 1) * hop) audio by fast Griffin-Lim
     (Perraudin et al. 2013, momentum 0.99). Deterministic: the start phase of bin k in
-    absolute frame `first_frame + t` is the phase advance of a partial at the bin's centre."""
+    absolute frame `first_frame + t` is the phase advance of a partial at the bin's centre.
+
+    The STFT pair is `torch.stft`/`torch.istft`'s (centred, Hann, reflect padding), written
+    out so the loop does no more than it must on one core: the window envelope is computed
+    once, spectra stay frame-major so each FFT reads contiguous rows, and the projection onto
+    the target magnitude multiplies by a real rsqrt (complex abs and division were half the
+    time). It agrees with the `torch.istft` loop to float rounding and runs 2-3x faster."""
     iters = cfg.gl_iters if iters is None else iters
-    mag = (torch.exp(logmag.float()) - LOG_FLOOR).clamp_min(0.0) * (cfg.n_fft / 4)  # undo the 2 / sum(hann) normalisation
-    win = torch.hann_window(cfg.n_fft, device=mag.device)
-    length = (mag.shape[-1] - 1) * cfg.hop
-    k = torch.arange(mag.shape[1], device=mag.device, dtype=torch.float64)[:, None]
-    t = torch.arange(first_frame, first_frame + mag.shape[-1], device=mag.device, dtype=torch.float64)[None]
-    phase = torch.remainder(2 * math.pi * k * cfg.hop / cfg.n_fft * t, 2 * math.pi).float()
+    n_fft, hop = cfg.n_fft, cfg.hop
+    mag = (torch.exp(logmag.float()) - LOG_FLOOR).clamp_min(0.0) * (n_fft / 4)  # undo the 2 / sum(hann) normalisation
+    mag = mag.transpose(1, 2).contiguous()  # (B, F, freq_bins)
+    b, frames = mag.shape[:2]
+    length = (frames - 1) * hop
+    win = torch.hann_window(n_fft, device=mag.device)
+    env = _overlap_add((win**2).expand(1, frames, n_fft), hop)[:, n_fft // 2 : n_fft // 2 + length]
+    inv_env = torch.where(env > 1e-11, 1.0 / env, torch.zeros_like(env))
+
+    def istft(spec: torch.Tensor) -> torch.Tensor:
+        return _overlap_add(torch.fft.irfft(spec, n=n_fft) * win, hop)[:, n_fft // 2 : n_fft // 2 + length] * inv_env
+
+    def stft(y: torch.Tensor) -> torch.Tensor:
+        y = F.pad(y[:, None], (n_fft // 2, n_fft // 2), mode="reflect")[:, 0]
+        return torch.fft.rfft(y.unfold(-1, n_fft, hop) * win)
+
+    t = torch.arange(first_frame, first_frame + frames, device=mag.device, dtype=torch.float64)[:, None]
+    k = torch.arange(mag.shape[-1], device=mag.device, dtype=torch.float64)[None]
+    phase = torch.remainder(2 * math.pi * k * hop / n_fft * t, 2 * math.pi).float()
     spec = torch.polar(mag, phase.expand_as(mag))
     prev = torch.zeros_like(spec)
     for _ in range(iters):
-        y = torch.istft(spec, cfg.n_fft, cfg.hop, window=win, center=True, length=length)
-        proj = torch.stft(y, cfg.n_fft, cfg.hop, window=win, return_complex=True, center=True)
+        proj = stft(istft(spec))
         acc = prev.mul_(-0.99).add_(proj, alpha=1.99)  # proj + 0.99 (proj - prev), in place
         prev = proj
-        spec = acc.div_(acc.abs().add_(1e-8).div_(mag))  # the projection's phase at the target magnitude (0 where it is 0)
-    return torch.istft(spec, cfg.n_fft, cfg.hop, window=win, center=True, length=length)
+        # the projection's phase at the target magnitude (0 where either is 0)
+        spec = acc.mul_(torch.rsqrt(acc.real.square() + acc.imag.square() + 1e-16).mul_(mag))
+    return istft(spec)
