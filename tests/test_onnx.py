@@ -3,6 +3,7 @@ and codec, the manifest, and every way an export can be missing, corrupt or mism
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -237,6 +238,17 @@ def test_spectral_codec_exports_its_network_and_shares_the_phase_step(tmp_path):
         co, so = onx.generate_chunk(so, Conditions(e, 120.0, "piano"))
         assert torch.equal(st.tokens, so.tokens)
         np.testing.assert_allclose(ct.audio.pcm, co.audio.pcm, atol=1e-4)
+    # the phase step runs outside the graph, so it follows the codec's JSON as it is now
+    fewer = dataclasses.replace(TINY_SPECTRAL, gl_iters=1)
+    onx1 = load_onnx_lara(tmp_path, GREEDY, text_encoder=FakeText(), codec_cfg=fewer)
+    assert onx.codec.cfg.gl_iters == TINY_SPECTRAL.gl_iters and onx1.codec.cfg.gl_iters == 1
+    gen.codec.cfg = fewer
+    ct, _ = gen.generate_chunk(gen.init_state(2), Conditions(Emotion(0.7, 0.6), 120.0, "piano"))
+    co, _ = onx1.generate_chunk(onx1.init_state(2), Conditions(Emotion(0.7, 0.6), 120.0, "piano"))
+    np.testing.assert_allclose(ct.audio.pcm, co.audio.pcm, atol=1e-4)
+    c4, _ = onx.generate_chunk(onx.init_state(2), Conditions(Emotion(0.7, 0.6), 120.0, "piano"))
+    assert np.abs(c4.audio.pcm - co.audio.pcm).max() > 1e-3
+    gen.codec.cfg = TINY_SPECTRAL
     # the decoder bound is in the graph: the manifest records it, and a codec with another is refused
     from moodlane.engine.audio.codec import ceiling_record
     from moodlane.engine.audio.onnx_runtime import OnnxExportError

@@ -122,13 +122,10 @@ def _stem_sha(path: str | os.PathLike) -> str | None:
         return None
 
 
-def _codec_bound(path: str | os.PathLike) -> str | None:
-    """The SHA-256 of a codec stem's decoder bound ("" for none; None: not a readable stem,
-    such as an official EnCodec .th, which has none either way)."""
-    from moodlane.engine.audio.codec import ceiling_sha
-
+def _codec_meta(path: str | os.PathLike) -> dict | None:
+    """A codec stem's JSON (None: not a readable stem, such as an official EnCodec .th)."""
     try:
-        return ceiling_sha(json.loads(stem_files(path, "codec", LMCheckpointError)[1].read_text())) or ""
+        return json.loads(stem_files(path, "codec", LMCheckpointError)[1].read_text())
     except (LMCheckpointError, OSError, ValueError):
         return None
 
@@ -156,7 +153,13 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
         codec_sha = _stem_sha(codec_stem)
     except (LMCheckpointError, OSError, ValueError):
         return None  # the PyTorch load reports the broken checkpoint
-    codec_bound = _codec_bound(codec_stem)
+    from moodlane.engine.audio.codec import ceiling_sha, config_from_json
+
+    codec_meta = _codec_meta(codec_stem)
+    # the SHA-256 of the codec's decoder bound ("" for none; None: an official .th has none either way)
+    codec_bound = None if codec_meta is None else ceiling_sha(codec_meta) or ""
+    # what runs outside the graph (a spectral codec's phase reconstruction) follows the codec's JSON
+    codec_cfg = config_from_json(codec_meta["config"]) if codec_meta and "config" in codec_meta else None
     if lm_sha is None:
         return None  # the PyTorch load reports the broken checkpoint
     folder = Path(onnx_dir) if onnx_dir else default_folder(lm_sha)
@@ -164,7 +167,9 @@ def _onnx_generator(lm, codec, sampling, backend: str, onnx_dir, providers, thre
         log.info("no ONNX export in %s (moodlane export onnx): using PyTorch", folder)
         return None
     try:
-        return load_onnx_lara(folder, sampling, lm_sha, codec_sha, providers, threads, precision=precision, codec_bound=codec_bound)
+        return load_onnx_lara(
+            folder, sampling, lm_sha, codec_sha, providers, threads, precision=precision, codec_bound=codec_bound, codec_cfg=codec_cfg
+        )
     except OnnxExportError as e:
         return _onnx_failed(backend, str(e))
 

@@ -267,9 +267,12 @@ def load_onnx_lara(
     text_encoder=None,
     precision: str = "fp32",
     codec_bound: str | None = None,
+    codec_cfg=None,
 ):
     """A `LaraGenerator` on the ONNX files in `folder`. `lm_sha`/`codec_sha`: the checkpoint
-    the caller expects (the manifest must agree; `codec_bound` too, see `check_source`). `text_encoder`: used when the export has
+    the caller expects (the manifest must agree; `codec_bound` too, see `check_source`).
+    `codec_cfg`: the codec's config as its JSON says now (the phase reconstruction's settings
+    run outside the graph; None: as exported). `text_encoder`: used when the export has
     none (a test's stand-in; else the LM config's encoder is loaded in PyTorch). `precision`:
     "fp32" (the default: it reproduces PyTorch) or "int8" (the quantised decoder: faster on
     a CPU, its tokens differ now and then)."""
@@ -299,7 +302,8 @@ def load_onnx_lara(
     codec_sess = _session(*_read_checked(folder, files["codec_decoder"]), used, threads)
     from moodlane.engine.audio.codec import config_from_json
 
-    codec_cfg = config_from_json(m["codec_config"]) if m.get("codec_config") else None
+    if codec_cfg is None:  # else the codec's own JSON, checked above to be these weights: its phase settings may be newer
+        codec_cfg = config_from_json(m["codec_config"]) if m.get("codec_config") else None
     codec = OnnxCodec(codec_sess, int(m["sample_rate"]), float(m["frame_rate"]), {"weights_sha256": src.get("codec_sha256")}, codec_cfg)
     if "text_encoder" in files:
         _read_checked(folder, files["tokenizer"])

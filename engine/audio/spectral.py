@@ -49,7 +49,7 @@ class SpectralCodecConfig(CodecRates):
     bins: int = 1024
     bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0)  # kbps: 2, 4, 8 codebooks at 75 frames/s
     lm_codebooks: int = 4
-    gl_iters: int = 32  # Griffin-Lim iterations at decode
+    gl_iters: int = 16  # Griffin-Lim iterations at decode (docs/audio/codec.md: 32 buys note F1 +0.008)
     name: str = "moodlane-spectral-codec"
     kind: str = "spectral"
 
