@@ -93,18 +93,19 @@ def test_corrupt_or_mismatched_lm_checkpoints(tmp_path, capsys):
 
 
 def test_the_shipped_lm_refuses_a_codec_it_was_not_trained_with(tmp_path, capsys):
-    """The shipped LM's tokens are the first codec's: decoding them with the spectral codec
+    """The shipped LM's tokens are one codec's: decoding them with the other shipped codec
     would be garbage, so it is an error that names both (and the default pairs them right)."""
     from moodlane.engine.audio.checkpoint import lm_codec
-    from moodlane.engine.audio.codec import DEFAULT_CODEC, LEGACY_CODEC
+    from moodlane.engine.audio.codec import DEFAULT_CODEC, LEGACY_CODEC, load_codec
 
     meta = json.loads(DEFAULT_LM.with_suffix(".json").read_text())
-    assert lm_codec(meta) == LEGACY_CODEC and len(meta["codec"]["sha256"]) == 64
+    assert lm_codec(meta) in (DEFAULT_CODEC, LEGACY_CODEC) and len(meta["codec"]["sha256"]) == 64
+    other = LEGACY_CODEC if lm_codec(meta) == DEFAULT_CODEC else DEFAULT_CODEC
     out = tmp_path / "o.wav"
-    code, _, err = run(["render", "--engine", "audio", "--codec-checkpoint", str(DEFAULT_CODEC), "--bars", "1", "-o", str(out)], capsys)
+    code, _, err = run(["render", "--engine", "audio", "--codec-checkpoint", str(other), "--bars", "1", "-o", str(out)], capsys)
     last = err.strip().splitlines()[-1]
     assert code == 2 and not out.exists()
-    assert f"moodlane-codec ({meta['codec']['sha256'][:12]})" in last and "moodlane-spectral-codec" in last
+    assert f"{meta['codec']['name']} ({meta['codec']['sha256'][:12]})" in last and load_codec(other).cfg.name in last
 
 
 def test_shipped_lm_records_how_it_was_trained():
