@@ -387,6 +387,7 @@ def cmd_train(args) -> int:
         max_hours=args.max_hours,
         minutes=args.minutes,
         instrument_weights=tuple(args.instrument_weight),
+        pseudo_labels=args.pseudo_labels,
         parts=args.parts,
         mode_twins=args.mode_twins,
         twin_splice=args.twin_splice,
@@ -422,6 +423,13 @@ def cmd_data(args) -> int:
         except ValueError as e:  # no token files, too few codebooks, a budget too small
             raise DataError(str(e)) from None
         print(json.dumps(record, indent=1))
+        return 0
+    if args.what == "pseudo-label":
+        from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+        from moodlane.engine.symbolic.judge import SymbolicJudge
+
+        judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+        print(json.dumps(audio_data.pseudo_label(args.out, args.data, judge), indent=1))
         return 0
     if args.what == "render-audio":
         job = audio_data.RenderJob(
@@ -749,13 +757,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="audio LM: draw W times as many crops per hour of this instrument's clips (repeatable), "
         'e.g. "acoustic piano=3" for the default prompt; the valid split stays unweighted',
     )
+    la.add_argument(
+        "--pseudo-labels",
+        action="store_true",
+        help="audio LM: unlabelled clips (POP909) train with the symbolic judge's per-bar emotion of their MIDI "
+        "(moodlane data pseudo-label) instead of with the emotion dropped",
+    )
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("data", help="prepare training data: render labelled audio, encode it to codec tokens, pack them for a GPU machine")
     d.add_argument(
         "what",
-        choices=("render-audio", "encode", "pack"),
-        help="render-audio: MIDI -> labelled audio; encode: audio -> codec tokens; pack: tokens, LARA targets, text states in a budget",
+        choices=("render-audio", "encode", "pack", "pseudo-label"),
+        help="render-audio: MIDI -> labelled audio; encode: audio -> codec tokens; pack: tokens, LARA targets, text states in a budget; "
+        "pseudo-label: the symbolic judge's per-bar emotion for unlabelled clips, from their MIDI (train audio --pseudo-labels)",
     )
     d.add_argument("--data", help="MIDI data folder laid out like shared/data (or $MOODLANE_DATA)")
     d.add_argument("--out", default="runs/audio", help="folder for audio/, manifest.jsonl, encoded/ (resumes what is there)")

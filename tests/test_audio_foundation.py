@@ -63,6 +63,40 @@ def test_label_at_reads_curves_and_quadrants():
     q = {"labels": {"kind": "quadrant", "valence": -0.6, "arousal": 0.6}}
     assert np.allclose(label_at(q, [1.0]), [[-0.6, 0.6]])
     assert np.isnan(label_at({"labels": None}, [1.0])).all()
+    # pseudo labels are read only when asked for, and never over real ones
+    pseudo = {"labels": None, "pseudo_labels": {"kind": "curve", "points": [[0.0, 0.3, -0.4]]}}
+    assert np.isnan(label_at(pseudo, [1.0])).all() and np.allclose(label_at(pseudo, [1.0], pseudo=True), [[0.3, -0.4]])
+    assert np.allclose(label_at({**q, "pseudo_labels": pseudo["pseudo_labels"]}, [1.0], pseudo=True), [[-0.6, 0.6]])
+
+
+def test_pseudo_label_gives_unlabelled_clips_the_judges_reading_of_their_midi(rendered, tmp_path, capsys):
+    """`data pseudo-label`: POP909 clips get per-bar curves from the shipped symbolic judge,
+    in the manifest and the sidecars; labelled clips are untouched. The fake songs are played
+    in the four quadrants' styles, so the judge must hear the happy-excited one (major,
+    dense, loud) as happier and more excited than the sad-calm one (minor, sparse, soft)."""
+    import shutil
+
+    from conftest import run_cli
+
+    out = tmp_path / "audio"
+    shutil.copytree(rendered[0], out)
+    before = {r["id"]: r for r in read_manifest(out)}
+    code, stdout, err = run_cli(["data", "pseudo-label", "--out", str(out), "--data", str(rendered[0].parent / "data")], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["clips"] == summary["unlabelled"] == 4 and summary["missing_midi"] == 0 and summary["bars"] >= 4 * 12
+    recs = {r["id"]: r for r in read_manifest(out)}
+    for cid, r in recs.items():
+        if before[cid]["labels"]:
+            assert r == before[cid]
+            continue
+        lab = r["pseudo_labels"]
+        assert r["labels"] is None and lab["kind"] == "curve" and lab["source"] == "symbolic judge"
+        assert np.allclose(np.diff([p[0] for p in lab["points"]]), 4 * 60 / 100, atol=1e-3)  # one point per bar at 100 BPM
+        assert json.loads((out / r["path"]).with_suffix(".json").read_text())["pseudo_labels"] == lab
+    mean = {cid: np.mean([p[1:] for p in recs[cid]["pseudo_labels"]["points"]], axis=0) for cid in recs if not recs[cid]["labels"]}
+    q1, q3 = mean["pop909/000"], mean["pop909/002"]  # songs 0 and 2: the Q1 and Q3 styles
+    assert q1[0] > q3[0] and q1[1] > q3[1]
 
 
 # ---- codec -----------------------------------------------------------------------------

@@ -327,6 +327,32 @@ def test_instrument_weights_draw_more_crops_of_that_instrument(tmp_path):
         TokenSet(tmp_path, "train", 1, 5, (("kazoo", 2.0),))
 
 
+def test_pseudo_labels_stand_in_for_missing_labels_only_when_asked(tmp_path):
+    """`--pseudo-labels`: an unlabelled clip's crops carry its pseudo-label curve instead of
+    NaN (emotion dropped); labelled clips keep theirs; asking with none there is one line."""
+    from moodlane.engine.atomic import write_atomic
+    from moodlane.engine.training.audio_data import read_manifest
+    from moodlane.engine.training.data import DataError
+    from moodlane.engine.training.lara import TokenSet
+
+    fake_encoded(tmp_path, clips=9)
+    with pytest.raises(DataError, match="no train clip has pseudo_labels: run `moodlane data pseudo-label"):
+        TokenSet(tmp_path, "train", 1, 5, pseudo=True)
+    recs = read_manifest(tmp_path)
+    for r in recs:
+        if not r["labels"]:
+            r["pseudo_labels"] = {"kind": "curve", "points": [[0.0, -0.7, 0.2]], "per": "bar", "source": "symbolic judge"}
+    write_atomic(tmp_path / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
+    plain, pseudo = TokenSet(tmp_path, "train", 1, 5), TokenSet(tmp_path, "train", 1, 5, pseudo=True)
+    unlabelled = sum(1 for c in plain.clips if not c.rec["labels"])
+    assert unlabelled > 0 and plain.pseudo_labelled == 0 and pseudo.pseudo_labelled == unlabelled
+    rng = np.random.default_rng(0)
+    va_plain = np.stack([plain.crop(rng, 5, 5)[1] for _ in range(200)])
+    va_pseudo = np.stack([pseudo.crop(rng, 5, 5)[1] for _ in range(200)])
+    assert np.isnan(va_plain).any() and not np.isnan(va_pseudo).any()
+    assert np.isclose(va_pseudo, [-0.7, 0.2]).all(-1).any(axis=1).any()  # some crops carry the pseudo curve
+
+
 def test_train_with_another_config_will_not_resume(tmp_path):
     from moodlane.engine.training.lara import LaraTrainConfig, train_lara
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from moodlane.engine.atomic import write_atomic
-from moodlane.engine.emotion import QUADRANT_CENTRES
+from moodlane.engine.emotion import QUADRANT_CENTRES, Emotion
 from moodlane.engine.symbolic.notes import NoteArray
 from moodlane.engine.training.data import DataError, Item, emopia, is_valid_split, pop909, resolve_data_dir, vgmidi
 
@@ -233,9 +233,9 @@ def notes_seconds(notes: NoteArray):
     return Notes.from_midi_pitches(notes.start * spb, (notes.start + notes.duration) * spb, notes.pitch)
 
 
-def source_notes(recs: list[dict], data: str | os.PathLike | None, max_seconds: float = RenderJob.max_seconds) -> dict:
-    """id -> the source MIDI's notes (witness `Notes`, seconds) of rendered clips, as they
-    were rendered (unlabelled clips cropped to `max_seconds`). Needs the data folder."""
+def source_note_arrays(recs: list[dict], data: str | os.PathLike | None, max_seconds: float = RenderJob.max_seconds) -> dict:
+    """id -> the source MIDI's `NoteArray` of rendered clips, as they were rendered
+    (unlabelled clips cropped to `max_seconds`). Needs the data folder."""
     data_dir = resolve_data_dir(data)
     want = {r["id"] for r in recs}
     sets = tuple(sorted({r["source"] for r in recs}))
@@ -246,8 +246,53 @@ def source_notes(recs: list[dict], data: str | os.PathLike | None, max_seconds: 
             notes = it.load()
             if max_seconds and it.quadrant is None and it.valence is None:
                 notes = _crop(notes, max_seconds * notes.qpm / 60.0)
-            out[cid] = notes_seconds(notes)
+            out[cid] = notes
     return out
+
+
+def source_notes(recs: list[dict], data: str | os.PathLike | None, max_seconds: float = RenderJob.max_seconds) -> dict:
+    """id -> the source MIDI's notes (witness `Notes`, seconds) of rendered clips."""
+    return {k: notes_seconds(n) for k, n in source_note_arrays(recs, data, max_seconds).items()}
+
+
+def judge_labels(notes: NoteArray, judge) -> dict:
+    """Per-bar (valence, arousal) that the symbolic judge reads from a clip's MIDI (its
+    attributes over the same centred windows VGMIDI's bar labels use), as a label curve."""
+    bar_s = notes.beats_per_bar * 60.0 / notes.qpm
+    pts = [[round(k * bar_s, 3), round(j.valence, 4), round(j.arousal, 4)] for k, j in enumerate(judge.judge_bars(notes))]
+    return {"kind": "curve", "points": pts, "per": "bar", "source": "symbolic judge"}
+
+
+def pseudo_label(audio: str | os.PathLike, data: str | os.PathLike | None, judge, progress: bool = True) -> dict:
+    """`moodlane data pseudo-label`: every rendered clip without a label (POP909) gets
+    `pseudo_labels`, the symbolic judge's per-bar reading of its source MIDI, in its sidecar
+    and the manifest. Kept apart from `labels`: only `train audio --pseudo-labels` reads
+    them; the predictor, its references and every evaluation see the clips as unlabelled."""
+    root = Path(audio)
+    recs = read_manifest(root)
+    todo = [r for r in recs if not r.get("labels")]
+    notes = source_note_arrays(todo, data)
+    done = []
+    for r in tqdm(todo, desc="pseudo-label", disable=not progress):
+        if r["id"] not in notes:
+            continue
+        r["pseudo_labels"] = judge_labels(notes[r["id"]], judge)
+        side = root / Path(r["path"]).with_suffix(".json")
+        if side.is_file():
+            write_atomic(side, json.dumps({**json.loads(side.read_text()), "pseudo_labels": r["pseudo_labels"]}).encode())
+        done.append(r)
+    write_atomic(root / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
+    va = np.array([p[1:] for r in done for p in r["pseudo_labels"]["points"]]).reshape(-1, 2)
+    quads = [Emotion(float(v), float(a)).quadrant for v, a in va]
+    return {
+        "clips": len(done),
+        "unlabelled": len(todo),
+        "missing_midi": len(todo) - len(done),
+        "bars": len(va),
+        "valence_mean": round(float(va[:, 0].mean()), 3) if len(va) else None,
+        "arousal_mean": round(float(va[:, 1].mean()), 3) if len(va) else None,
+        "bar_quadrant_shares": {f"Q{q}": round(quads.count(q) / max(len(quads), 1), 3) for q in (1, 2, 3, 4)},
+    }
 
 
 def read_manifest(root: str | os.PathLike) -> list[dict]:
@@ -257,11 +302,12 @@ def read_manifest(root: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-def label_at(rec: dict, t: Iterable[float]) -> np.ndarray:
+def label_at(rec: dict, t: Iterable[float], pseudo: bool = False) -> np.ndarray:
     """(valence, arousal) of a clip at times `t` (s): the bar's point, or the clip's quadrant
-    centre; NaN where the clip has no label."""
+    centre; NaN where the clip has no label (with `pseudo`, its `pseudo_labels` if it has
+    them: `pseudo_label`)."""
     t = np.asarray(list(t), dtype=np.float64)
-    lab = rec.get("labels")
+    lab = rec.get("labels") or (rec.get("pseudo_labels") if pseudo else None)
     if not lab:
         return np.full((len(t), 2), np.nan)
     if lab["kind"] == "quadrant":

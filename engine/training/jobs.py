@@ -51,6 +51,7 @@ class TrainJob:
     max_hours: float | None = None  # train codec: hours of audio held in memory
     minutes: float = 0.0  # train audio: a wall-clock budget (0: none)
     instrument_weights: tuple[tuple[str, float], ...] = ()  # train audio: crops per hour of an instrument, relative to 1
+    pseudo_labels: bool = False  # train audio: unlabelled clips train with the symbolic judge's labels
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
     mode_twins: bool = False  # train symbolic: each training song in its parallel mode too (key-aware)
     twin_splice: float = 0.0  # train symbolic, with mode_twins: share of crops switching mode at a bar line
@@ -230,6 +231,7 @@ def train_audio(args: TrainJob) -> dict:
         device=args.device,
         minutes=args.minutes,
         instrument_weights=args.instrument_weights,
+        pseudo_labels=args.pseudo_labels,
         **({"lr": args.lr} if args.lr is not None else {}),
     )
     init, text_encoder, init_meta = None, None, None

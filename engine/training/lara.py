@@ -69,6 +69,9 @@ class LaraTrainConfig:
     # the renders spread 8 instruments evenly, so the default prompt's piano is an eighth of
     # the data unless weighted; the valid split is never weighted
     instrument_weights: tuple[tuple[str, float], ...] = ()
+    # unlabelled clips (POP909) train with the symbolic judge's per-bar reading of their MIDI
+    # (`moodlane data pseudo-label`) instead of with the emotion dropped; valid stays as labelled
+    pseudo_labels: bool = False
     valid_crops: int = 48
     seed: int = 0
     device: str = "cpu"
@@ -98,8 +101,11 @@ class TokenSet:
     """The encoded clips of one split, in memory (codes are small: 29 h at 4 x 75 x 2 bytes/s
     is 63 MB), and random crops of them."""
 
-    def __init__(self, root: str | Path, split: str, n_q: int, min_frames: int, weights: tuple[tuple[str, float], ...] = ()) -> None:
+    def __init__(
+        self, root: str | Path, split: str, n_q: int, min_frames: int, weights: tuple[tuple[str, float], ...] = (), pseudo: bool = False
+    ) -> None:
         root = Path(root)
+        self.pseudo = pseudo  # read `pseudo_labels` where a clip has no labels
         self.clips: list[Clip] = []
         self.codecs: dict[tuple[str | None, str | None], Path] = {}  # (SHA-256, name) -> a file of it
         for r in read_manifest(root):
@@ -127,6 +133,9 @@ class TokenSet:
         w *= np.array([by.get(c.rec.get("instrument"), 1.0) for c in self.clips])
         self.p = w / w.sum()
         self.labelled = sum(1 for c in self.clips if c.rec.get("labels"))
+        self.pseudo_labelled = sum(1 for c in self.clips if pseudo and not c.rec.get("labels") and c.rec.get("pseudo_labels"))
+        if pseudo and not self.pseudo_labelled:
+            raise DataError(f"{root}: no {split} clip has pseudo_labels: run `moodlane data pseudo-label --out {root}` first")
 
     def crop(
         self, rng: np.random.Generator, frames: int, steps: int, jitter: float = 0.0
@@ -139,7 +148,7 @@ class TokenSet:
         c = self.clips[rng.choice(len(self.clips), p=self.p)]
         start = int(rng.integers(0, c.codes.shape[1] - frames + 1))
         t = (start + np.minimum(np.arange(steps), frames - 1) + 0.5) / c.frame_rate
-        va = label_at(c.rec, t).astype(np.float32)
+        va = label_at(c.rec, t, self.pseudo).astype(np.float32)
         if jitter > 0 and (c.rec.get("labels") or {}).get("kind") == "quadrant":
             centre = va[0]
             moved = centre + rng.uniform(-jitter, jitter, 2)
@@ -350,7 +359,7 @@ def train_lara(
 
         text_encoder = load_text_encoder(cfg.text_encoder)
     frames = cfg.context - cfg.n_q + 1
-    train = TokenSet(audio, "train", cfg.n_q, frames, tc.instrument_weights)
+    train = TokenSet(audio, "train", cfg.n_q, frames, tc.instrument_weights, tc.pseudo_labels)
     valid = TokenSet(audio, "valid", cfg.n_q, frames)
     from moodlane.engine.audio.codec import check_codec
 
