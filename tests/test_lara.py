@@ -576,6 +576,7 @@ def test_quadrant_labels_are_jittered_inside_their_quadrant_and_curves_are_kept(
     ts = object.__new__(TokenSet)
     ts.clips = [clip({"kind": "quadrant", "valence": -0.6, "arousal": 0.6})]
     ts.p = np.ones(1)
+    ts.pseudo = False
     rng = np.random.default_rng(0)
     got = np.array([ts.crop(rng, 100, 103, jitter=0.3)[1] for _ in range(200)])  # (crops, steps, 2)
     assert np.all(got == got[:, :1])  # one offset per crop: constant over its steps

@@ -411,7 +411,9 @@ def train_lara(
     def record(final: dict | None = None) -> dict:
         return {
             "command": command,
-            "data": f"{audio}/encoded: train {len(train.clips)} clips ({train.labelled} labelled), {train.hours:.2f} h; "
+            "data": f"{audio}/encoded: train {len(train.clips)} clips ({train.labelled} labelled"
+            + (f", {train.pseudo_labelled} pseudo-labelled" if train.pseudo else "")
+            + f"), {train.hours:.2f} h; "
             f"valid {len(valid.clips)} clips",
             "steps": step,
             "batch": f"{tc.batch_size * world} x {cfg.context} steps ({frames / cfg.frame_rate:.1f} s)",
