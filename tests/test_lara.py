@@ -330,8 +330,7 @@ def test_instrument_weights_draw_more_crops_of_that_instrument(tmp_path):
 def test_pseudo_labels_stand_in_for_missing_labels_only_when_asked(tmp_path):
     """`--pseudo-labels`: an unlabelled clip's crops carry its pseudo-label curve instead of
     NaN (emotion dropped); labelled clips keep theirs; asking with none there is one line."""
-    from moodlane.engine.atomic import write_atomic
-    from moodlane.engine.training.audio_data import read_manifest
+    from moodlane.engine.training.audio_data import read_manifest, write_manifest
     from moodlane.engine.training.data import DataError
     from moodlane.engine.training.lara import TokenSet
 
@@ -342,7 +341,7 @@ def test_pseudo_labels_stand_in_for_missing_labels_only_when_asked(tmp_path):
     for r in recs:
         if not r["labels"]:
             r["pseudo_labels"] = {"kind": "curve", "points": [[0.0, -0.7, 0.2]], "per": "bar", "source": "symbolic judge"}
-    write_atomic(tmp_path / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
+    write_manifest(tmp_path, recs)
     plain, pseudo = TokenSet(tmp_path, "train", 1, 5), TokenSet(tmp_path, "train", 1, 5, pseudo=True)
     unlabelled = sum(1 for c in plain.clips if not c.rec["labels"])
     assert unlabelled > 0 and plain.pseudo_labelled == 0 and pseudo.pseudo_labelled == unlabelled

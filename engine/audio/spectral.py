@@ -262,14 +262,18 @@ def griffin_lim(logmag: torch.Tensor, cfg: SpectralCodecConfig, first_frame: int
     n_fft, hop = cfg.n_fft, cfg.hop
     mag = (torch.exp(logmag.float()) - LOG_FLOOR).clamp_min(0.0) * (n_fft / 4)  # undo the 2 / sum(hann) normalisation
     mag = mag.transpose(1, 2).contiguous()  # (B, F, freq_bins)
-    b, frames = mag.shape[:2]
+    frames = mag.shape[1]
     length = (frames - 1) * hop
     win = torch.hann_window(n_fft, device=mag.device)
-    env = _overlap_add((win**2).expand(1, frames, n_fft), hop)[:, n_fft // 2 : n_fft // 2 + length]
+
+    def ola(windowed: torch.Tensor) -> torch.Tensor:  # overlap-added, the centred STFT's padding cut off
+        return _overlap_add(windowed, hop)[:, n_fft // 2 : n_fft // 2 + length]
+
+    env = ola((win**2).expand(1, frames, n_fft))
     inv_env = torch.where(env > 1e-11, 1.0 / env, torch.zeros_like(env))
 
     def istft(spec: torch.Tensor) -> torch.Tensor:
-        return _overlap_add(torch.fft.irfft(spec, n=n_fft) * win, hop)[:, n_fft // 2 : n_fft // 2 + length] * inv_env
+        return ola(torch.fft.irfft(spec, n=n_fft) * win) * inv_env
 
     def stft(y: torch.Tensor) -> torch.Tensor:
         y = F.pad(y[:, None], (n_fft // 2, n_fft // 2), mode="reflect")[:, 0]

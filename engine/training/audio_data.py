@@ -209,7 +209,7 @@ def render_audio(job: RenderJob, progress: bool = True) -> dict:
         for r in tqdm(pool.map(_render_one, todo, chunksize=4), total=len(todo), desc="render audio", disable=not progress):
             (errors if "error" in r else recs).append(r)
     recs.sort(key=lambda r: r["id"])
-    write_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
+    write_manifest(out, recs)
     hours = sum(r["duration"] for r in recs) / 3600
     summary = {
         "clips": len(recs),
@@ -281,7 +281,7 @@ def pseudo_label(audio: str | os.PathLike, data: str | os.PathLike | None, judge
         if side.is_file():
             write_atomic(side, json.dumps({**json.loads(side.read_text()), "pseudo_labels": r["pseudo_labels"]}).encode())
         done.append(r)
-    write_atomic(root / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
+    write_manifest(root, recs)
     va = np.array([p[1:] for r in done for p in r["pseudo_labels"]["points"]]).reshape(-1, 2)
     quads = [Emotion(float(v), float(a)).quadrant for v, a in va]
     return {
@@ -293,6 +293,11 @@ def pseudo_label(audio: str | os.PathLike, data: str | os.PathLike | None, judge
         "arousal_mean": round(float(va[:, 1].mean()), 3) if len(va) else None,
         "bar_quadrant_shares": {f"Q{q}": round(quads.count(q) / max(len(quads), 1), 3) for q in (1, 2, 3, 4)},
     }
+
+
+def write_manifest(root: str | os.PathLike, recs: list[dict]) -> None:
+    """`root/manifest.jsonl`, one record a line, written atomically (`read_manifest` reads it)."""
+    write_atomic(Path(root) / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
 
 
 def read_manifest(root: str | os.PathLike) -> list[dict]:

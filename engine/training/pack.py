@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from moodlane.engine.atomic import write_atomic
-from moodlane.engine.training.audio_data import read_manifest
+from moodlane.engine.training.audio_data import read_manifest, write_manifest
 from moodlane.engine.training.lara import TEXTS, dequantise, training_texts
 
 PACK_FORMAT = "moodlane.audio_pack"
@@ -105,7 +105,7 @@ def pack_tokens(
         kept.append(r)
     if not any(r["split"] == "train" for r in kept):
         raise ValueError(f"a budget of {max_mb} MB holds no training clip")
-    write_atomic(dst / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in kept).encode())
+    write_manifest(dst, kept)
     record = {
         "format": PACK_FORMAT,
         "source": str(src),
