@@ -388,6 +388,7 @@ def cmd_train(args) -> int:
         minutes=args.minutes,
         instrument_weights=tuple(args.instrument_weight),
         pseudo_labels=args.pseudo_labels,
+        seed=args.seed,
         parts=args.parts,
         mode_twins=args.mode_twins,
         twin_splice=args.twin_splice,
@@ -762,6 +763,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="audio LM: unlabelled clips (POP909) train with the symbolic judge's per-bar emotion of their MIDI "
         "(moodlane data pseudo-label) instead of with the emotion dropped",
+    )
+    la.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="audio LM: seed of the initialisation and the training crops (default 0; the ablation trains each variant at several)",
     )
     t.set_defaults(func=cmd_train)
 

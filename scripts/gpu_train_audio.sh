@@ -10,7 +10,9 @@
 #         --platform manylinux_2_28_x86_64 -d .whl symusic==0.6.0 pySmartDL platformdirs
 #     .venv/bin/python -m pip wheel --no-deps encodec==0.1.1 -w .whl   # a pure-Python wheel from its sdist
 #   there (device run, carry runs/audio_pack and .whl, timeout_s 600):
-#     MINUTES=7 WEIGHT="acoustic piano=3" bash scripts/gpu_train_audio.sh
+#     MINUTES=7 WEIGHT="acoustic piano=3" PSEUDO=1 bash scripts/gpu_train_audio.sh
+#   (PSEUDO=1: POP909 trains with its pseudo-labels, which the pack carries when
+#   `moodlane data pseudo-label` ran before `data pack`)
 #
 # The checkout (about 45 MB of the call's 64 MiB) is imported through a folder of symlinks on
 # PYTHONPATH (no install); symusic and encodec, the packages its imports need beyond that
@@ -46,6 +48,8 @@ args=(train audio --audio "$PACK" --out "${RUN:-$(mktemp -d)}" --export "$OUT/lm
 [ -n "${LAYERS:-}" ] && args+=(--layers "$LAYERS")
 [ -n "${INIT:-}" ] && args+=(--init "$INIT")
 [ -n "${WEIGHT:-}" ] && args+=(--instrument-weight "$WEIGHT")  # e.g. WEIGHT="acoustic piano=3"
+[ -n "${PSEUDO:-}" ] && args+=(--pseudo-labels)
+[ -n "${SEED:-}" ] && args+=(--seed "$SEED")
 [ -n "${TINY:-}" ] && args+=(--tiny)
 # tqdm's bar is carriage returns: keep the log readable by lines
 "$PY" -m moodlane.daw_bridge.cli "${args[@]}" 2>&1 | tr '\r' '\n' | grep -v "^train audio LM:" >"$OUT/train.log" || {

@@ -37,11 +37,13 @@ def encoded_for(root: Path, sig: dict, clips: int = 4, seconds: float = 3.0) -> 
     for i in range(clips):
         n, times = int(seconds * sig["frame_rate"]), np.arange(0.25, seconds, 0.5)
         labels = {"kind": "quadrant", "quadrant": 2, "valence": -0.6, "arousal": 0.6, "coarse": True} if i % 2 else None
+        pseudo = None if labels else {"kind": "curve", "points": [[0.0, 0.5, -0.2], [2.0, 0.1, 0.4]]}
         recs.append(
             {
                 "id": f"c{i}",
                 "split": "valid" if i == 3 else "train",
                 "labels": labels,
+                "pseudo_labels": pseudo,
                 "text": "solo harp, slow, low register, sparse",
                 "instrument": "harp",
             }
@@ -77,6 +79,8 @@ def test_gpu_script_trains_from_a_pack_on_the_cpu(tmp_path):
         "OUT": str(out),
         "RUN": str(tmp_path / "run"),
         "WEIGHT": "harp=2",
+        "PSEUDO": "1",
+        "SEED": "4",
         "SPLIT_BYTES": "200000",  # the tiny LM is about 600 kB: it comes back in parts, as a large one would
     }
     p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train_audio.sh")], env=env, capture_output=True, text=True, timeout=600)
@@ -86,7 +90,9 @@ def test_gpu_script_trains_from_a_pack_on_the_cpu(tmp_path):
     (out / "lm.safetensors").write_bytes(b"".join(f.read_bytes() for f in parts))
     model, meta = load_lm(out / "lm")
     assert meta["training"]["steps"] == 3 and meta["training"]["device"] == "cpu"
-    assert meta["training"]["train_config"]["instrument_weights"] == [["harp", 2.0]]
+    tcfg = meta["training"]["train_config"]
+    assert tcfg["instrument_weights"] == [["harp", 2.0]] and tcfg["pseudo_labels"] is True and tcfg["seed"] == 4
+    assert "2 pseudo-labelled" in meta["training"]["data"], meta["training"]["data"]  # the pack carried them
     assert meta["codec"]["sha256"] == sig["sha256"] and str(pack) in meta["training"]["data"]
     assert '"steps": 3' in (out / "train.log").read_text()
 
