@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The LARA ablation at one budget (issue 17, item 4): cross-entropy only, CE + LARA (lambda 0.5
-# on block 2, the shipped recipe), and the paper's text-prompting baseline (emotion words, no
-# AV encoder), each trained at every seed in SEEDS on the same encoded data, steps and recipe
+# on block 2, the shipped recipe), the paper's text-prompting baseline (emotion words, no AV
+# encoder), and CE + LARA with the pseudo-labels spread twice about their mean, each trained at every seed in SEEDS on the same encoded data, steps and recipe
 # (all rendered audio, POP909 with its pseudo-labels, piano weighted 3x), on a small LM (128
 # wide, 4 blocks, 2 s crops) so that all of them fit in an hour on 2 CPU cores. Then one
 # `eval audio` over all of them with the witnesses that musicnn is not: aiSFX's Frechet
@@ -16,11 +16,12 @@ OUT=${OUT:-runs/ablation}
 M=.venv/bin/moodlane
 common=(--audio "$AUDIO" --steps "$STEPS" --batch-size 16 --dim 128 --layers 4 --context 150 --lr 1e-3
   --pseudo-labels --instrument-weight "acoustic piano=3" --resume)
-declare -A variant=([ce]="--lara-weight 0" [lara]="--lara-weight 0.5 --lara-layer 2" [text]="--lara-weight 0 --emotion text")
+declare -A variant=([ce]="--lara-weight 0" [lara]="--lara-weight 0.5 --lara-layer 2" [text]="--lara-weight 0 --emotion text"
+  [stretch]="--lara-weight 0.5 --lara-layer 2 --pseudo-stretch 2")
 mkdir -p "$OUT"
 lms=()
 for seed in $SEEDS; do
-  for name in ce lara text; do
+  for name in ${VARIANTS:-ce lara text stretch}; do
     run="${name}_s$seed"
     # shellcheck disable=SC2086
     "$M" train audio "${common[@]}" ${variant[$name]} --seed "$seed" --out "$OUT/$run" --export "$OUT/$run/lm" > "$OUT/$run.json"

@@ -352,6 +352,32 @@ def test_pseudo_labels_stand_in_for_missing_labels_only_when_asked(tmp_path):
     assert np.isclose(va_pseudo, [-0.7, 0.2]).all(-1).any(axis=1).any()  # some crops carry the pseudo curve
 
 
+def test_pseudo_stretch_spreads_the_pseudo_labels_about_their_mean(tmp_path):
+    """`--pseudo-stretch K`: each pseudo-labelled bar moves K times as far from the split's mean
+    bar, clipped to [-1, 1]; real labels and the manifest on disk are untouched."""
+    from moodlane.engine.training.audio_data import read_manifest, write_manifest
+    from moodlane.engine.training.lara import TokenSet
+
+    fake_encoded(tmp_path, clips=9)
+    recs = read_manifest(tmp_path)
+    for i, r in enumerate(r for r in recs if not r["labels"] and r["split"] == "train"):
+        v = (0.1, 0.3)[i % 2]
+        r["pseudo_labels"] = {"kind": "curve", "points": [[0.0, v, 0.0], [0.05, v, 0.9]], "per": "bar"}
+    write_manifest(tmp_path, recs)
+    plain, wide = TokenSet(tmp_path, "train", 1, 5, pseudo=True), TokenSet(tmp_path, "train", 1, 5, pseudo=True, stretch=2.0)
+    before = {c.rec["id"]: np.asarray(c.rec["pseudo_labels"]["points"])[:, 1:] for c in plain.clips if not c.rec["labels"]}
+    after = {c.rec["id"]: np.asarray(c.rec["pseudo_labels"]["points"])[:, 1:] for c in wide.clips if not c.rec["labels"]}
+    assert len({float(p[0, 0]) for p in before.values()}) == 2  # both valences are among the train clips
+    mean = np.concatenate(list(before.values())).mean(0)
+    for cid, pts in before.items():
+        assert np.allclose(after[cid], np.clip(mean + 2 * (pts - mean), -1, 1))
+    assert max(float(p[:, 1].max()) for p in after.values()) == 1.0  # 0.45 + 2 x 0.45 is clipped
+    assert np.std(np.concatenate(list(after.values()))[:, 0]) > 1.9 * np.std(np.concatenate(list(before.values()))[:, 0])
+    labelled = {c.rec["id"]: c.rec["labels"] for c in plain.clips if c.rec["labels"]}
+    assert labelled == {c.rec["id"]: c.rec["labels"] for c in wide.clips if c.rec["labels"]}
+    assert read_manifest(tmp_path) == recs  # the records on disk stay as the judge read them
+
+
 def test_train_with_another_config_will_not_resume(tmp_path):
     from moodlane.engine.training.lara import LaraTrainConfig, train_lara
 

@@ -52,6 +52,7 @@ class TrainJob:
     minutes: float = 0.0  # train audio: a wall-clock budget (0: none)
     instrument_weights: tuple[tuple[str, float], ...] = ()  # train audio: crops per hour of an instrument, relative to 1
     pseudo_labels: bool = False  # train audio: unlabelled clips train with the symbolic judge's labels
+    pseudo_stretch: float = 1.0  # train audio, with pseudo_labels: their spread about the mean, times this
     seed: int = 0  # train audio: the initialisation's and the crops' seed
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
     mode_twins: bool = False  # train symbolic: each training song in its parallel mode too (key-aware)
@@ -233,6 +234,7 @@ def train_audio(args: TrainJob) -> dict:
         minutes=args.minutes,
         instrument_weights=args.instrument_weights,
         pseudo_labels=args.pseudo_labels,
+        pseudo_stretch=args.pseudo_stretch,
         seed=args.seed,
         **({"lr": args.lr} if args.lr is not None else {}),
     )
