@@ -619,6 +619,8 @@ def test_witness_reports_fd_beside_the_codec_ceiling_and_transcription_stats():
     """The independent judges with stand-ins (a spectral-centroid 'embedding', a transcriber
     that finds notes by loudness): noise is far from sine renders in that embedding, the
     ratio is against the codec's reconstructions, and statistics come back for all three sets."""
+    from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+    from moodlane.engine.symbolic.judge import SymbolicJudge
     from moodlane.engine.training.lara_eval import witness
     from moodlane.engine.training.witness import Notes
 
@@ -653,7 +655,10 @@ def test_witness_reports_fd_beside_the_codec_ceiling_and_transcription_stats():
         transcribe=transcribe,
         embed=embed,
         instruments={"sine": renders, "hiss": hiss},
+        judge=SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json"),
+        rows=np.array([(v, 0.5, 0.0, 0.0, i, 0) for i, v in enumerate((-0.8, -0.3, 0.3, 0.8))]),
     )
+    assert res["transcribed_emotion"]["clips"] == 4  # the grid clips' transcriptions, judged
     heard = res["heard_as"]
     assert heard["generated"] == {"clips": 4, "shares": {"hiss": 1.0, "sine": 0.0}}  # noise sounds like the hiss renders
     assert heard["rule_accuracy_on_renders"] == 1.0 and heard["chance"] == 0.5
@@ -666,6 +671,40 @@ def test_witness_reports_fd_beside_the_codec_ceiling_and_transcription_stats():
     assert set(tr["generated"]) == {"notes_per_s", "key_clarity", "pc_entropy", "median_note_s"} and tr["renders"]["notes_per_s"] > 0
     assert tr["renders"]["median_note_s"] == pytest.approx(0.1)
     assert set(tr["codec_reconstructions"]) == set(tr["generated"])
+
+
+def test_transcribed_emotion_hears_mode_and_pace_in_the_notes():
+    """The witness on other data: the shipped symbolic judge over transcribed notes hears a
+    major arpeggio as happier than a minor one and a fast loud one as more excited than a slow
+    soft one, so its Spearman against the requests is high; a clip without notes is left out."""
+    from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+    from moodlane.engine.symbolic.judge import SymbolicJudge
+    from moodlane.engine.training.lara_eval import transcribed_emotion
+    from moodlane.engine.training.witness import Notes, judged_emotion
+
+    judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+
+    def clip(happy: bool, excited: bool) -> Notes:
+        step = 0.125 if excited else 0.5
+        chord = [60, 64, 67, 72] if happy else [60, 63, 67, 72]  # C major or C minor
+        on = np.arange(int(8 / step)) * step
+        return Notes.from_midi_pitches(on, on + step, [chord[i % 4] for i in range(len(on))], np.full(len(on), 100 if excited else 45))
+
+    rows, notes = [], []
+    for point, (v, a) in enumerate([(-0.8, -0.8), (-0.8, 0.8), (0.8, -0.8), (0.8, 0.8)]):
+        for k in range(2):
+            rows.append((v, a, 0.0, 0.0, point, k))
+            notes.append(clip(v > 0, a > 0))
+    rows.append((0.0, 0.0, 0.0, 0.0, 4, 0))
+    notes.append(Notes(np.zeros(0), np.zeros(0), np.zeros(0)))
+    assert judged_emotion(judge, notes[-1], 120.0) is None
+    r = np.array(rows)
+    res = transcribed_emotion(judge, notes, r, r[:, 4])
+    assert res["clips"] == 8 and res["valence_spearman"] > 0.8 and res["arousal_spearman"] > 0.8, res
+    assert len(res["valence_spearman_ci95"]) == 2
+    flat = transcribed_emotion(judge, [clip(True, True)] * 8 + notes[-1:], r, r[:, 4])  # the same notes whatever was asked
+    assert flat["valence_spearman"] is None and flat["arousal_spearman"] is None
+    assert "too few" in transcribed_emotion(judge, notes[:3], r[:3], r[:3, 4])["note"]
 
 
 def test_levels_flag_a_runaway_drone_and_silence():
@@ -723,6 +762,12 @@ def test_real_reference_scores_the_predictor_on_held_out_labelled_clips(tmp_path
     assert res["clips"] == 5 and res["arousal"]["spearman"] == pytest.approx(1.0)
     assert res["valence"]["spearman"] is None  # this predictor hears no valence
     assert len(res["arousal_spearman_ci95"]) == 2
+    assert "transcribed_emotion" not in res  # no judge given
+    from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+    from moodlane.engine.symbolic.judge import SymbolicJudge
+
+    judged = real_reference(LabelReader(), tmp_path, 2.0, 10, SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json"))["transcribed_emotion"]
+    assert isinstance(judged, dict) or judged.startswith("skipped: "), judged  # Basic Pitch only with the [eval] set-up
     assert real_reference(LabelReader(), tmp_path, 3.0, 10)["clips"] == 0  # shorter than asked
     assert "note" in real_reference(LabelReader(), tmp_path, 2.0, 3)
 

@@ -21,7 +21,12 @@ musicnn is the LARA target and the predictor's backbone, so it must not be the o
   trained on sound-effects libraries) from the grid clips to held-out piano renders, beside
   the codec's own reconstructions of those renders, and a transcription of both (notes per
   second, key clarity, pitch-class entropy). Both come with the `[eval]` extra; without it
-  they say why they are missing.
+  they say why they are missing;
+* **transcribed emotion** (`transcribed_emotion`): the symbolic judge (a linear model over
+  jSymbolic-style attributes of EMOPIA/VGMIDI MIDI: mode, chord qualities, tempo, dynamics;
+  no audio model) over those transcriptions, scored like the grid, and over the real
+  reference's clips. It hears valence in the notes' harmony, where musicnn may hear timbre.
+  It also made POP909's pseudo-labels, so it is independent of musicnn, not of those labels.
 
 Two references keep the bars honest:
 * **real reference** (`real_reference`): the predictor on held-out labelled renders, scored
@@ -194,7 +199,6 @@ def eval_lm(
         top = np.argsort(-f.tags.mean(0))[:3] if f.tags is not None else []
         prompts[p] = {"nearest_real_instrument": nearest, "top_tags": [music_model.tag_names[k] for k in top]}
     groups = [np.flatnonzero(r[:, 4] == i) for i in range(grid * grid)]
-    rho = lambda col: lambda pick: correlation(r[pick, col], r[pick, col + 2])  # noqa: E731
     figures = {
         "grid": {
             "points": grid * grid,
@@ -202,8 +206,7 @@ def eval_lm(
             "seconds_each": seconds,
             "prompt": GRID_PROMPT,
             **grid_stats(r[:, :4]),
-            "valence_spearman_ci95": bootstrap_ci(rho(0), groups),
-            "arousal_spearman_ci95": bootstrap_ci(rho(1), groups),
+            **spearman_cis(r, groups),
             **({"note": "one sample per point: intervals resample the points only"} if seeds == 1 else {}),
         },
         "ramp": ramp,
@@ -258,29 +261,60 @@ def paired_seed(gen, predictor, rows: np.ndarray, seconds: float, progress: bool
     return out
 
 
-def real_reference(predictor, audio: str | Path, seconds: float, max_clips: int) -> dict:
+def spearman_cis(r: np.ndarray, groups: list[np.ndarray]) -> dict:
+    """Bootstrap 95 % intervals of the valence and arousal Spearman of rows (requested V, A,
+    judged V, A, ...), resampling `groups` of rows."""
+    rho = lambda col: lambda pick: correlation(r[pick, col], r[pick, col + 2])  # noqa: E731
+    return {"valence_spearman_ci95": bootstrap_ci(rho(0), groups), "arousal_spearman_ci95": bootstrap_ci(rho(1), groups)}
+
+
+def transcribed_emotion(judge, notes: list, requested: np.ndarray, group: np.ndarray) -> dict:
+    """The symbolic judge over transcriptions (`notes`, one `Notes` per clip): Spearman of its
+    readings against the `requested` (valence, arousal) per clip, with intervals resampling
+    clips by `group` (the grid point); clips transcribed without notes are left out."""
+    from moodlane.engine.training.witness import judged_emotion
+
+    got = [judged_emotion(judge, n, TEMPO) for n in notes]
+    keep = [i for i, g in enumerate(got) if g is not None]
+    if len(keep) < 4:
+        return {"clips": len(keep), "note": "too few clips with transcribed notes"}
+    r = np.array([(*requested[i][:2], *got[i]) for i in keep])
+    g = np.asarray(group)[keep]
+    return {
+        "judge": "symbolic judge (engine/weights/judge.json) over Basic Pitch notes",
+        "clips": len(r),
+        "valence_spearman": correlation(r[:, 0], r[:, 2]),
+        "arousal_spearman": correlation(r[:, 1], r[:, 3]),
+        **spearman_cis(r, [np.flatnonzero(g == k) for k in np.unique(g)]),
+    }
+
+
+def real_reference(predictor, audio: str | Path, seconds: float, max_clips: int, judge=None) -> dict:
     """The predictor on held-out labelled renders: Spearman of its clip means against the
     labels, with bootstrap 95 % intervals over clips. The grid's figures cannot be expected to
-    beat this."""
-    rows = []
+    beat this. With a `judge` (and the transcriber installed), the transcribed-emotion witness
+    on the same clips too."""
+    rows, pcms = [], []
     recs = [r for r in read_manifest(Path(audio)) if r["split"] == "valid" and r.get("labels") and r.get("duration", 0) >= seconds]
     for r in spread(recs, max_clips):
         va = np.nanmean(label_at(r, np.arange(0.0, seconds, 0.5)), axis=0)  # a VGMIDI curve: its mean over the clip
         if np.isfinite(va).all():
             pcm, sr = read_clip(audio, r, seconds)
             rows.append((*va, *predict_mean(predictor, pcm, sr)))
+            pcms.append((pcm, sr))
     if len(rows) < 4:
         return {"clips": len(rows), "note": "too few held-out labelled clips"}
     r = np.array(rows)
-    idx = [np.array([j]) for j in range(len(r))]
-    rho = lambda col: lambda pick: correlation(r[pick, col], r[pick, col + 2])  # noqa: E731
-    return {
-        "clips": len(r),
-        "seconds_each": seconds,
-        **grid_stats(r),
-        "valence_spearman_ci95": bootstrap_ci(rho(0), idx),
-        "arousal_spearman_ci95": bootstrap_ci(rho(1), idx),
-    }
+    out = {"clips": len(r), "seconds_each": seconds, **grid_stats(r), **spearman_cis(r, [np.array([j]) for j in range(len(r))])}
+    if judge is not None:
+        from moodlane.engine.training.witness import TranscriberMissing, transcriber
+
+        try:
+            notes = [transcriber()(pcm, sr) for pcm, sr in pcms]
+            out["transcribed_emotion"] = transcribed_emotion(judge, notes, r, np.arange(len(r)))
+        except TranscriberMissing as e:
+            out["transcribed_emotion"] = f"skipped: {e}"
+    return out
 
 
 def window_rms(pcm: np.ndarray, sr: int, window_s: float = 1.0) -> np.ndarray:
@@ -333,11 +367,15 @@ def witness(
     transcribe=None,
     embed=None,
     instruments: dict[str, list] | None = None,
+    judge=None,
+    rows: np.ndarray | None = None,
 ) -> dict:
     """The independent judges of `pcms` (grid clips) against held-out piano renders ((audio,
     rate)): aiSFX Fréchet distances (generated -> renders, and the LM's codec's own
     reconstructions -> renders as the ceiling; their ratio), which instrument the clips and
-    the reconstructions sound like among `instruments`' renders, and transcription statistics."""
+    the reconstructions sound like among `instruments`' renders, and transcription statistics;
+    with a `judge` and the grid's `rows` (requested V, A, predicted V, A, point, seed), the
+    transcribed emotion."""
     from moodlane.engine.training.witness import TranscriberMissing, heard_as, note_stats, sfx_embedding, transcriber
 
     recon = [reconstruct(codec, pcm, r_sr, n_q) for pcm, r_sr in renders]
@@ -362,16 +400,20 @@ def witness(
     try:
         transcribe = transcribe or transcriber()
 
-        def stats(clips: list, rate: int) -> dict:
-            rows = [note_stats(transcribe(p, rate), len(p) / rate) for p in clips]
-            return {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in STATS}
+        def stats(clips: list, rate: int, notes: list | None = None) -> dict:
+            notes = notes or [transcribe(p, rate) for p in clips]
+            figs = [note_stats(n, len(p) / rate) for n, p in zip(notes, clips)]
+            return {k: round(float(np.nanmean([f[k] for f in figs])), 4) for k in STATS}
 
+        heard = [transcribe(p, sr) for p in pcms]
         out["transcription"] = {
             "transcriber": getattr(transcribe, "name", "basic-pitch"),
-            "generated": stats(pcms, sr),
+            "generated": stats(pcms, sr, heard),
             "renders": stats([p for p, _ in renders], renders[0][1]) if renders else None,
             "codec_reconstructions": stats(recon, codec.sample_rate),
         }
+        if judge is not None and rows is not None:
+            out["transcribed_emotion"] = transcribed_emotion(judge, heard, rows, rows[:, 4])
     except TranscriberMissing as e:
         out["transcription"] = f"skipped: {e}"
     return out
@@ -408,7 +450,13 @@ def eval_audio(
     result: dict = {"held_out": {"clips": len(clips), "windows": len(real), "seconds_each": 30.0}, "models": {}}
     renders = instrument_renders(audio, seconds, piano_clips) if witnesses else []
     instruments = renders_by_instrument(audio, seconds, max(2, piano_clips // 2)) if witnesses else {}
-    result["real_reference"] = real_reference(predictor, audio, seconds, reference_clips)
+    judge = None
+    if witnesses:
+        from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
+        from moodlane.engine.symbolic.judge import SymbolicJudge
+
+        judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+    result["real_reference"] = real_reference(predictor, audio, seconds, reference_clips, judge)
     grids, ramps = {}, {}
     for label, gen in generators:
         gen.meta["label"] = label
@@ -419,7 +467,9 @@ def eval_audio(
         if paired:
             figures["paired_seed"] = paired_seed(gen, predictor, r, seconds, progress)
         if witnesses and renders:
-            figures["witness"] = witness(pcms, gen.sample_rate, renders, codec, gen.cfg.n_q, seconds, instruments=instruments)
+            figures["witness"] = witness(
+                pcms, gen.sample_rate, renders, codec, gen.cfg.n_q, seconds, instruments=instruments, judge=judge, rows=r
+            )
             figures["level"] = levels(pcms, gen.sample_rate, renders)
         elif witnesses:
             figures["witness"] = "skipped: no held-out acoustic-piano renders"

@@ -43,24 +43,32 @@ KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69,
 
 @dataclass(frozen=True)
 class Notes:
-    """Notes in seconds: onsets, offsets, pitches in Hz."""
+    """Notes in seconds: onsets, offsets, pitches in Hz, and MIDI velocities where the
+    transcriber gives an amplitude."""
 
     onset: np.ndarray
     offset: np.ndarray
     hz: np.ndarray
+    velocity: np.ndarray | None = None
 
     def window(self, start: float, seconds: float) -> Notes:
         """Notes whose onset lies in [start, start + seconds), shifted to start at 0."""
         keep = (self.onset >= start) & (self.onset < start + seconds)
-        return Notes(self.onset[keep] - start, np.minimum(self.offset[keep], start + seconds) - start, self.hz[keep])
+        vel = None if self.velocity is None else self.velocity[keep]
+        return Notes(self.onset[keep] - start, np.minimum(self.offset[keep], start + seconds) - start, self.hz[keep], vel)
 
     def __len__(self) -> int:
         return len(self.onset)
 
+    @property
+    def midi(self) -> np.ndarray:
+        return np.round(69.0 + 12.0 * np.log2(self.hz / 440.0)).astype(np.int64)
+
     @classmethod
-    def from_midi_pitches(cls, onset, offset, pitch) -> Notes:
+    def from_midi_pitches(cls, onset, offset, pitch, velocity=None) -> Notes:
         hz = 440.0 * 2.0 ** ((np.asarray(pitch, np.float64) - 69.0) / 12.0)
-        return cls(np.asarray(onset, np.float64), np.asarray(offset, np.float64), hz)
+        vel = None if velocity is None else np.asarray(velocity, np.int64)
+        return cls(np.asarray(onset, np.float64), np.asarray(offset, np.float64), hz, vel)
 
 
 def _spectrum(x: np.ndarray, sr: int, n_fft: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
@@ -181,8 +189,8 @@ class BasicPitch:
                 _, _, events = predict(str(wav), self.model)
         if not events:
             return Notes(np.zeros(0), np.zeros(0), np.zeros(0))
-        ev = np.array([(e[0], e[1], e[2]) for e in events], np.float64)
-        return Notes.from_midi_pitches(ev[:, 0], ev[:, 1], ev[:, 2])
+        ev = np.array([(e[0], e[1], e[2], e[3]) for e in events], np.float64)  # onset, offset, pitch, amplitude
+        return Notes.from_midi_pitches(ev[:, 0], ev[:, 1], ev[:, 2], np.clip(np.round(ev[:, 3] * 127), 1, 127))
 
 
 def note_stats(notes: Notes, seconds: float) -> dict:
@@ -192,7 +200,7 @@ def note_stats(notes: Notes, seconds: float) -> dict:
     pitch-class entropy in bits (0: one pitch class, log2 12 = 3.58: all equally)."""
     if len(notes) == 0:
         return {"notes_per_s": 0.0, "key_clarity": float("nan"), "pc_entropy": float("nan"), "median_note_s": float("nan")}
-    midi = np.round(69.0 + 12.0 * np.log2(notes.hz / 440.0)).astype(np.int64)
+    midi = notes.midi
     dur = np.maximum(notes.offset - notes.onset, 0.01)
     pc = np.bincount(midi % 12, weights=dur, minlength=12)
     p = pc / pc.sum()
@@ -206,6 +214,20 @@ def note_stats(notes: Notes, seconds: float) -> dict:
         "pc_entropy": round(entropy, 4),
         "median_note_s": round(float(np.median(notes.offset - notes.onset)), 3),
     }
+
+
+def judged_emotion(judge, notes: Notes, qpm: float) -> tuple[float, float] | None:
+    """The symbolic judge's (valence, arousal) of transcribed notes (`SymbolicJudge`: attributes
+    of EMOPIA/VGMIDI MIDI, no audio model); None for no notes. Velocity 80 where the
+    transcription has none."""
+    if len(notes) == 0:
+        return None
+    from moodlane.engine.symbolic.notes import NoteArray
+
+    beats = qpm / 60.0
+    vel = notes.velocity if notes.velocity is not None else np.full(len(notes), 80, np.int64)
+    j = judge.judge(NoteArray(notes.onset * beats, np.maximum(notes.offset - notes.onset, 0.01) * beats, notes.midi, vel, qpm))
+    return float(j.valence), float(j.arousal)
 
 
 def heard_as(embed, sets: dict[str, list[tuple[np.ndarray, int]]], real: dict[str, list[tuple[np.ndarray, int]]]) -> dict:
