@@ -30,4 +30,5 @@ for seed in $SEEDS; do
 done
 "$M" eval audio --audio "$AUDIO" --out "$OUT/eval" --grid 4 --seeds 2 --seconds 10 --ramp-seconds 30 --ramp-seeds 3 \
   --piano-clips 20 --clips 24 --no-symbolic "${lms[@]}" > "$OUT/eval.json"
-echo "ablation: $OUT/eval/results.json"
+.venv/bin/python scripts/ablation_table.py "$OUT/eval/results.json" | tee "$OUT/table.md"
+echo "ablation: $OUT/eval/results.json, $OUT/table.md"
