@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The LARA ablation at one budget (issue 17, item 4): cross-entropy only, CE + LARA (lambda 0.5
-# on block 2, the shipped recipe), the paper's text-prompting baseline (emotion words, no AV
-# encoder), and CE + LARA with the pseudo-labels spread twice about their mean, each trained at every seed in SEEDS on the same encoded data, steps and recipe
-# (all rendered audio, POP909 with its pseudo-labels, piano weighted 3x), on a small LM (128
-# wide, 4 blocks, 2 s crops) so that all of them fit in an hour on 2 CPU cores. Then one
-# `eval audio` over all of them with the witnesses that musicnn is not: aiSFX's Frechet
-# distance and a Basic Pitch transcription, beside the predictor and the paired-seed test.
-# Resumable: rerun to continue where it stopped.
+# The LARA ablation at one budget (issue 17, item 4): cross-entropy only, CE + LARA (lambda
+# 0.5 on block 2, the shipped recipe), the paper's text-prompting baseline (emotion words, no
+# AV encoder), and CE + LARA with the pseudo-labels spread twice about their mean. Each is
+# trained at every seed in SEEDS on the same encoded data, steps and recipe (all rendered
+# audio, POP909 with its pseudo-labels, piano weighted 3x), on a small LM (128 wide, 4 blocks,
+# 2 s crops, 2.35 M parameters): 8-9 min a run at 2,000 steps on 2 CPU cores, about 70 min
+# for the eight and 30 for their evaluation (AMD EPYC, stop 27). Then one `eval audio` over
+# all of them with the witnesses that musicnn is not (aiSFX's Frechet distance, a Basic Pitch
+# transcription and the symbolic judge over it) beside the predictor and the paired-seed
+# test, and scripts/ablation_table.py's table. Resumable: rerun to continue where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-2000}

@@ -1,5 +1,5 @@
-"""The ablation's table (scripts/ablation.sh): one row per variant, the mean over its seeds
-with each seed's figure beside it, from `eval audio`'s results.json. Markdown on stdout:
+"""The ablation's table (scripts/ablation.sh): one column per variant, the mean over its seeds
+with each seed's figure beside it, one row per measure, from `eval audio`'s results.json. Markdown on stdout:
 
     .venv/bin/python scripts/ablation_table.py runs/ablation/eval/results.json
 """
@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-COLUMNS = {  # header -> how to read it from one model's figures
+MEASURES = {  # row -> how to read it from one model's figures
     "valid CE": lambda m: m["valid_ce"],
     "LARA cos": lambda m: m["valid_lara_cos"],
     "aiSFX FD ratio": lambda m: m["witness"]["sfx_fd"]["ratio"],
@@ -47,16 +47,16 @@ def main() -> None:
     for label, m in res["models"].items():
         name, _, seed = label.split(" ")[0].rpartition("_s")
         by[name or label][seed] = m
-    print("| variant (seeds) | " + " | ".join(COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 1) + "|")
-    for name, seeds in by.items():
+    print("| measure (mean, then each seed) | " + " | ".join(f"{name} (seeds {', '.join(seeds)})" for name, seeds in by.items()) + " |")
+    print("|---" * (len(by) + 1) + "|")
+    for header, get in MEASURES.items():
         cells = []
-        for get in COLUMNS.values():
+        for seeds in by.values():
             vals = [read(m, get) for m in seeds.values()]
             ok = [v for v in vals if v is not None]
             mean = fmt(float(np.mean(ok)) if ok else None, 2)
             cells.append(f"**{mean}** ({', '.join(fmt(v, 2) for v in vals)})" if len(vals) > 1 else mean)
-        print(f"| {name} ({', '.join(seeds)}) | " + " | ".join(cells) + " |")
+        print(f"| {header} | " + " | ".join(cells) + " |")
     ref = res.get("real_reference", {})
     te = ref.get("transcribed_emotion")
     line = f"real renders ({ref.get('clips')} clips): predictor arousal ρ {fmt(ref.get('arousal', {}).get('spearman'), 2)}"
