@@ -427,10 +427,9 @@ def cmd_data(args) -> int:
         print(json.dumps(record, indent=1))
         return 0
     if args.what == "pseudo-label":
-        from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
         from moodlane.engine.symbolic.judge import SymbolicJudge
 
-        judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+        judge = SymbolicJudge.shipped()
         print(json.dumps(audio_data.pseudo_label(args.out, args.data, judge), indent=1))
         return 0
     if args.what == "render-audio":

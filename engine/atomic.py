@@ -10,6 +10,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"  # the shipped models (engine/weights)
+
 
 def _open_temp(path: Path) -> tuple[int, Path]:
     """A new file beside `path`, created with mode 0666 so the process umask applies as for

@@ -17,24 +17,21 @@ from moodlane.engine.audio.checkpoint import load_lara
 from moodlane.engine.audio.generator import AudioSampling
 from moodlane.engine.automation import EmotionCurve
 from moodlane.engine.emotion import Emotion
-from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
 from moodlane.engine.symbolic.judge import SymbolicJudge
-from moodlane.engine.training.lara_eval import GRID_PROMPT, grid_seed, render_pcm, transcribed_emotion
+from moodlane.engine.training.lara_eval import GRID_PROMPT, grid_requests, grid_seed, render_pcm, transcribed_emotion
 from moodlane.engine.training.witness import transcriber
 
 
 def main() -> None:
     torch.set_num_threads(1)
     gen = load_lara(sys.argv[1], None, AudioSampling(), backend="onnx")
-    axis = np.linspace(-0.8, 0.8, 4)
     rows, notes = [], []
-    for i, (v, a) in enumerate((v, a) for v in axis for a in axis):
-        for k in range(3):
-            pcm = render_pcm(gen, EmotionCurve.constant(Emotion(float(v), float(a))), 10.0, grid_seed(i, k), GRID_PROMPT)
-            notes.append(transcriber()(pcm, gen.sample_rate))
-            rows.append((v, a, i))
+    for i, v, a, k in grid_requests(4, 3):
+        pcm = render_pcm(gen, EmotionCurve.constant(Emotion(v, a)), 10.0, grid_seed(i, k), GRID_PROMPT)
+        notes.append(transcriber()(pcm, gen.sample_rate))
+        rows.append((v, a, i))
     r = np.array(rows)
-    print(json.dumps(transcribed_emotion(SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json"), notes, r, r[:, 2])))
+    print(json.dumps(transcribed_emotion(SymbolicJudge.shipped(), notes, r, r[:, 2])))
 
 
 if __name__ == "__main__":

@@ -619,7 +619,6 @@ def test_witness_reports_fd_beside_the_codec_ceiling_and_transcription_stats():
     """The independent judges with stand-ins (a spectral-centroid 'embedding', a transcriber
     that finds notes by loudness): noise is far from sine renders in that embedding, the
     ratio is against the codec's reconstructions, and statistics come back for all three sets."""
-    from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
     from moodlane.engine.symbolic.judge import SymbolicJudge
     from moodlane.engine.training.lara_eval import witness
     from moodlane.engine.training.witness import Notes
@@ -655,7 +654,7 @@ def test_witness_reports_fd_beside_the_codec_ceiling_and_transcription_stats():
         transcribe=transcribe,
         embed=embed,
         instruments={"sine": renders, "hiss": hiss},
-        judge=SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json"),
+        judge=SymbolicJudge.shipped(),
         rows=np.array([(v, 0.5, 0.0, 0.0, i, 0) for i, v in enumerate((-0.8, -0.3, 0.3, 0.8))]),
     )
     assert res["transcribed_emotion"]["clips"] == 4  # the grid clips' transcriptions, judged
@@ -677,12 +676,11 @@ def test_transcribed_emotion_hears_mode_and_pace_in_the_notes():
     """The witness on other data: the shipped symbolic judge over transcribed notes hears a
     major arpeggio as happier than a minor one and a fast loud one as more excited than a slow
     soft one, so its Spearman against the requests is high; a clip without notes is left out."""
-    from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
     from moodlane.engine.symbolic.judge import SymbolicJudge
     from moodlane.engine.training.lara_eval import transcribed_emotion
     from moodlane.engine.training.witness import Notes, judged_emotion
 
-    judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+    judge = SymbolicJudge.shipped()
 
     def clip(happy: bool, excited: bool) -> Notes:
         step = 0.125 if excited else 0.5
@@ -763,10 +761,9 @@ def test_real_reference_scores_the_predictor_on_held_out_labelled_clips(tmp_path
     assert res["valence"]["spearman"] is None  # this predictor hears no valence
     assert len(res["arousal_spearman_ci95"]) == 2
     assert "transcribed_emotion" not in res  # no judge given
-    from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
     from moodlane.engine.symbolic.judge import SymbolicJudge
 
-    judged = real_reference(LabelReader(), tmp_path, 2.0, 10, SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json"))["transcribed_emotion"]
+    judged = real_reference(LabelReader(), tmp_path, 2.0, 10, SymbolicJudge.shipped())["transcribed_emotion"]
     assert isinstance(judged, dict) or judged.startswith("skipped: "), judged  # Basic Pitch only with the [eval] set-up
     assert real_reference(LabelReader(), tmp_path, 3.0, 10)["clips"] == 0  # shorter than asked
     assert "note" in real_reference(LabelReader(), tmp_path, 2.0, 3)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from moodlane.engine.symbolic.attributes import features
-from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
 from moodlane.engine.symbolic.judge import SymbolicJudge
 from moodlane.engine.symbolic.tokens import on_grid
 from moodlane.engine.training.data import emopia, is_valid_split, vgmidi
@@ -25,7 +24,7 @@ def test_layout_and_song_split(data_dir):
 
 
 def test_shipped_judge_on_held_out_songs(data_dir):
-    judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+    judge = SymbolicJudge.shipped()
     held = [i for i in emopia(data_dir) if is_valid_split(i.group)]
     assert len(held) > 80
     pred = np.array([j.quadrant for j in judge.predict_features(np.array([features(on_grid(i.load())) for i in held]))])

@@ -8,7 +8,6 @@ import torch
 from moodlane.engine.automation import EmotionCurve
 from moodlane.engine.emotion import QUADRANT_CENTRES
 from moodlane.engine.session import render
-from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
 from moodlane.engine.symbolic.generator import SymbolicGenerator
 from moodlane.engine.symbolic.judge import SymbolicJudge
 
@@ -17,7 +16,7 @@ from moodlane.engine.symbolic.judge import SymbolicJudge
 def judged():
     torch.set_num_threads(1)
     gen = SymbolicGenerator.load()
-    judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+    judge = SymbolicJudge.shipped()
     out = {}
     for q, e in QUADRANT_CENTRES.items():
         js = [judge.judge(render(gen, EmotionCurve.constant(e), 8, seed=seed)[0]) for seed in range(3)]

@@ -9,14 +9,13 @@ import logging
 import os
 from pathlib import Path
 
-from moodlane.engine.atomic import save_stem, stem_files, weights_pair
+from moodlane.engine.atomic import PACKAGE_WEIGHTS, save_stem, stem_files, weights_pair
 from moodlane.engine.audio.lm import LaraLM, LMConfig
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx")  # the audio engine's runtime (auto: ONNX when an export matches the LM)
 
 FORMAT_VERSION = 1
-PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_LM = PACKAGE_WEIGHTS / "lara"
 
 

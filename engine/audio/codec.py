@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moodlane.engine.atomic import stem_files
+from moodlane.engine.atomic import PACKAGE_WEIGHTS, stem_files
 
 
 class CodecError(ValueError):
@@ -133,7 +133,6 @@ TINY = CodecConfig(
 # The official EnCodec 24 kHz model (Défossez et al., 2022), when its weights are given by path.
 OFFICIAL_24K = CodecConfig(n_filters=32, n_q=32, bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0), name="encodec_24khz")
 OFFICIAL_FILE = "encodec_24khz-d7cc33bc.th"  # the torch hub cache's name; used only when given by path
-PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_CODEC = PACKAGE_WEIGHTS / "codec_spectral"  # what codec commands use unless told
 LEGACY_CODEC = PACKAGE_WEIGHTS / "codec"  # SEANet, 8,000 steps: the first LARA-Gen LM's
 

@@ -21,9 +21,9 @@ from typing import Protocol
 
 import numpy as np
 
+from moodlane.engine.atomic import PACKAGE_WEIGHTS
 from moodlane.engine.audio import melspec
 
-PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 MUSICNN_FILE = PACKAGE_WEIGHTS / "musicnn_msd.onnx"
 
 

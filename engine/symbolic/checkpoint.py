@@ -13,11 +13,10 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load
 
-from moodlane.engine.atomic import save_stem, weights_pair
+from moodlane.engine.atomic import PACKAGE_WEIGHTS, save_stem, weights_pair
 from moodlane.engine.symbolic.model import SymbolicConfig, SymbolicLM
 
 FORMAT_VERSION = 1
-PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_SYMBOLIC = PACKAGE_WEIGHTS / "symbolic"
 
 

@@ -80,3 +80,10 @@ class SymbolicJudge:
     @classmethod
     def load(cls, path: Path) -> SymbolicJudge:
         return cls.from_json(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def shipped(cls) -> SymbolicJudge:
+        """The judge the package ships (engine/weights/judge.json)."""
+        from moodlane.engine.atomic import PACKAGE_WEIGHTS
+
+        return cls.load(PACKAGE_WEIGHTS / "judge.json")

@@ -29,7 +29,6 @@ from moodlane.engine.automation import EmotionCurve, Lane
 from moodlane.engine.emotion import QUADRANT_CENTRES, Emotion
 from moodlane.engine.registry import GeneratorOptions, load_generator
 from moodlane.engine.session import render
-from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
 from moodlane.engine.symbolic.generator import SymbolicGenerator
 from moodlane.engine.symbolic.judge import SymbolicJudge
 from moodlane.engine.training.data import resolve_data_dir
@@ -227,7 +226,7 @@ class EvalJob:
 def run_eval(args: EvalJob) -> dict:
     t0 = time.time()
     data_dir = resolve_data_dir(args.data)
-    judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+    judge = SymbolicJudge.shipped()
     lab = labelled_features(data_dir)
     results: dict = {
         "data": str(data_dir),

@@ -151,11 +151,9 @@ def eval_lm(
     from moodlane.engine.audio.music_model import features_of
 
     sr = gen.sample_rate
-    axis = np.linspace(-0.8, 0.8, grid)
     rows, embs, pcms = [], [], []
     t0, audio_s = time.time(), 0.0
-    todo = [(i, float(v), float(a), k) for i, (v, a) in enumerate((v, a) for v in axis for a in axis) for k in range(seeds)]
-    for i, v, a, k in tqdm(todo, desc=f"{gen.meta.get('label', 'lm')}: grid", disable=not progress, leave=False):
+    for i, v, a, k in tqdm(grid_requests(grid, seeds), desc=f"{gen.meta.get('label', 'lm')}: grid", disable=not progress, leave=False):
         pcm = render_pcm(gen, EmotionCurve.constant(Emotion(v, a)), seconds, grid_seed(i, k), GRID_PROMPT)
         audio_s += len(pcm) / sr
         pv, pa = predict_mean(predictor, pcm, sr)
@@ -219,6 +217,13 @@ def eval_lm(
 def _median(xs: list) -> float | None:
     xs = [x for x in xs if x is not None]
     return round(float(np.median(xs)), 3) if xs else None
+
+
+def grid_requests(grid: int, seeds: int) -> list[tuple[int, float, float, int]]:
+    """The grid's clips, (point, valence, arousal, k): `seeds` of them at each point of a
+    `grid` x `grid` lattice over [-0.8, 0.8]^2, valence-major; `grid_seed(point, k)` seeds each."""
+    axis = np.linspace(-0.8, 0.8, grid)
+    return [(i, float(v), float(a), k) for i, (v, a) in enumerate((v, a) for v in axis for a in axis) for k in range(seeds)]
 
 
 def grid_seed(point: int, k: int) -> int:
@@ -401,7 +406,7 @@ def witness(
         transcribe = transcribe or transcriber()
 
         def stats(clips: list, rate: int, notes: list | None = None) -> dict:
-            notes = notes or [transcribe(p, rate) for p in clips]
+            notes = notes if notes is not None else [transcribe(p, rate) for p in clips]
             figs = [note_stats(n, len(p) / rate) for n, p in zip(notes, clips)]
             return {k: round(float(np.nanmean([f[k] for f in figs])), 4) for k in STATS}
 
@@ -452,10 +457,9 @@ def eval_audio(
     instruments = renders_by_instrument(audio, seconds, max(2, piano_clips // 2)) if witnesses else {}
     judge = None
     if witnesses:
-        from moodlane.engine.symbolic.checkpoint import PACKAGE_WEIGHTS
         from moodlane.engine.symbolic.judge import SymbolicJudge
 
-        judge = SymbolicJudge.load(PACKAGE_WEIGHTS / "judge.json")
+        judge = SymbolicJudge.shipped()
     result["real_reference"] = real_reference(predictor, audio, seconds, reference_clips, judge)
     grids, ramps = {}, {}
     for label, gen in generators:
