@@ -433,16 +433,18 @@ def cmd_data(args) -> int:
         print(json.dumps(audio_data.pseudo_label(args.out, args.data, judge), indent=1))
         return 0
     if args.what == "render-audio":
+        sets = tuple(args.sets.split(","))
         job = audio_data.RenderJob(
             data=args.data,
             out=args.out,
             sample_rate=args.sample_rate,
             max_seconds=args.max_seconds,
-            sets=tuple(args.sets.split(",")),
+            sets=sets,
             seed=args.seed,
             jobs=args.jobs,
             soundfont=args.soundfont,
             limit=args.limit,
+            mode_twins=() if args.mode_twins is None else tuple(args.mode_twins.split(",")) if args.mode_twins else sets,
         )
         print(json.dumps(audio_data.render_audio(job), indent=1))
     return 0
@@ -797,6 +799,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of the per-clip General MIDI program choice")
     d.add_argument("--jobs", type=int, default=0, help="render-audio: worker processes (0: one per core)")
     d.add_argument("--limit", type=int, default=0, help="clips per set (0: all)")
+    d.add_argument(
+        "--mode-twins",
+        nargs="?",
+        const="",
+        metavar="SETS",
+        help="render-audio: also render each training clip of these sets (comma-separated; bare: all --sets) in the "
+        "parallel mode of its key, as <id>~twin; data pseudo-label then labels the twins",
+    )
     d.add_argument("--soundfont", help="General MIDI .sf2/.sf3 (default: the system's)")
     d.add_argument("--pack-out", help="pack: the folder to write (train audio --audio reads it like --out)")
     d.add_argument("--codebooks", type=int_range("codebooks", 1, 32), default=4, help="pack: codebooks kept (the LM's)")

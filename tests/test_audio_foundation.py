@@ -99,6 +99,58 @@ def test_pseudo_label_gives_unlabelled_clips_the_judges_reading_of_their_midi(re
     assert q1[0] > q3[0] and q1[1] > q3[1]
 
 
+def test_mode_twins_play_the_training_clips_in_the_other_mode_and_move_their_labels(rendered, tmp_path, capsys):
+    """`data render-audio --mode-twins SETS`: each training clip of those sets again in the
+    parallel mode of its key, played by the same program with the same text and no label;
+    held-out clips and other sets get none. `data pseudo-label` then gives a twin its
+    original's label plus the change the judge reads: the major (happy) song's twin is
+    sadder, the minor (sad) one's happier, and a VGMIDI twin follows its listeners' curve."""
+    import shutil
+
+    import soundfile as sf
+    from conftest import run_cli
+
+    from moodlane.engine.symbolic.judge import SymbolicJudge
+    from moodlane.engine.training.audio_data import judge_labels, source_note_arrays
+
+    out, data = tmp_path / "audio", rendered[0].parent / "data"
+    shutil.copytree(rendered[0], out)
+    base = ["data", "render-audio", "--out", str(out), "--data", str(data), "--sample-rate", "8000", "--jobs", "1"]
+    code, _, err = run_cli([*base, "--sets", "pop909", "--mode-twins", "emopia"], capsys)
+    assert code != 0 and "mode twins of emopia: not among the sets rendered" in err.strip().splitlines()[-1], err
+    code, stdout, err = run_cli([*base, "--mode-twins", "vgmidi,pop909"], capsys)
+    assert code == 0, err
+    recs = {r["id"]: r for r in read_manifest(out)}
+    twins = {k: r for k, r in recs.items() if "twin_of" in r}
+    want = {k for k, r in recs.items() if r["source"] in ("vgmidi", "pop909") and r["split"] == "train" and "twin_of" not in r}
+    assert json.loads(stdout)["clips"] == 24 + len(want) and set(twins) == {k + "~twin" for k in want} and want
+    for t in twins.values():
+        o = recs[t["twin_of"]]
+        assert t["labels"] is None and t["split"] == "train" and t["source"] == o["source"]
+        assert (t["program"], t["text"], t["duration"]) == (o["program"], o["text"], o["duration"])
+        a, b = sf.read(out / o["path"])[0], sf.read(out / t["path"])[0]
+        assert a.shape == b.shape and not np.allclose(a, b)  # the same length, other notes
+
+    code, stdout, err = run_cli(["data", "pseudo-label", "--out", str(out), "--data", str(data)], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["mode_twins"] == len(twins)
+    recs = {r["id"]: r for r in read_manifest(out)}
+    judge = SymbolicJudge.shipped()
+    notes = source_note_arrays(list(recs.values()), data)
+    for k in twins:
+        o, t = recs[recs[k]["twin_of"]], recs[k]
+        got = np.asarray(t["pseudo_labels"]["points"])
+        assert t["labels"] is None and json.loads((out / t["path"]).with_suffix(".json").read_text())["pseudo_labels"] == t["pseudo_labels"]
+        judged = {c: np.asarray(judge_labels(notes[c], judge)["points"])[:, 1:] for c in (k, o["id"])}
+        change = judged[k] - judged[o["id"]]
+        expect = np.clip(label_at(o, got[:, 0], pseudo=True) + change, -1, 1)
+        assert np.allclose(got[:, 1:], expect, atol=1e-3), k
+    valence = {k: float(np.mean(np.asarray(r["pseudo_labels"]["points"])[:, 1])) for k, r in recs.items() if r.get("pseudo_labels")}
+    moved = {k: valence[k] - valence[recs[k]["twin_of"]] for k in twins if recs[k]["twin_of"] in valence}  # POP909's
+    for song, sign in (("pop909/000", -1), ("pop909/002", 1)):  # the Q1 style is major, the Q3 style minor
+        assert sign * moved[song + "~twin"] > 0.1, moved  # both songs train in the fake folder
+
+
 # ---- codec -----------------------------------------------------------------------------
 
 

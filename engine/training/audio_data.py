@@ -6,6 +6,13 @@ VGMIDI's per-bar listener means become time-stamped points in seconds, EMOPIA's 
 stays a quadrant (plus its centre, flagged coarse), POP909 has none. The text description
 names instrument, tempo, register and density only: text and emotion stay disentangled.
 
+With `mode_twins`, the training clips of those sets are also rendered in the parallel mode
+of their key (`mode_rule.mode_twin`: major -> natural minor, minor -> major), with the same
+program and text, as `<id>~twin`: the same music with only its harmony moved. A twin has no
+`labels` (its original's no longer hold); `data pseudo-label` gives it its original's label
+plus the change the symbolic judge reads between the two (`twin_labels`). Held-out clips get
+no twin, so validation and every evaluation stay real.
+
 Output: `OUT/audio/<source>/<id>.flac` (mono, the codec's sample rate, 16-bit), a sidecar
 `<id>.json` per clip (so a run resumes where it stopped) and `OUT/manifest.jsonl`.
 """
@@ -59,6 +66,11 @@ class RenderJob:
     jobs: int = 0  # worker processes (0: one per core)
     soundfont: str | None = None
     limit: int = 0  # clips per set (0: all); for smoke tests
+    mode_twins: tuple[str, ...] = ()  # sets whose training clips are also rendered in their parallel mode
+
+    def __post_init__(self) -> None:
+        if not set(self.mode_twins) <= set(self.sets):
+            raise DataError(f"mode twins of {', '.join(sorted(set(self.mode_twins) - set(self.sets)))}: not among the sets rendered")
 
 
 def choose_program(clip_id: str, seed: int) -> tuple[int, str]:
@@ -77,8 +89,19 @@ def describe(notes: NoteArray, seconds: float, instrument: str) -> str:
     return f"solo {instrument}, {tempo}, {register}, {density}"
 
 
+TWIN = "~twin"  # a mode twin's id: its original's, then this
+
+
 def _clip_id(it: Item) -> str:
     return it.group.split(":", 1)[0] + "/" + it.path.stem
+
+
+def _source_notes(it: Item, max_seconds: float) -> NoteArray:
+    """An item's notes as rendered: unlabelled ones cropped to `max_seconds` (0: whole)."""
+    notes = it.load()
+    if max_seconds and it.quadrant is None and it.valence is None:
+        notes = _crop(notes, max_seconds * notes.qpm / 60.0)
+    return notes
 
 
 def _labels(it: Item, notes: NoteArray, seconds: float) -> dict | None:
@@ -117,20 +140,23 @@ def _worker_synth(job: RenderJob):
     return _SYNTH
 
 
-def render_clip(it: Item, job: RenderJob, out: Path) -> dict:
-    """Render one item (in a worker) and write its FLAC and sidecar; returns the record."""
+def render_clip(it: Item, job: RenderJob, out: Path, twin: bool = False) -> dict:
+    """Render one item (in a worker), or with `twin` its mode twin, and write its FLAC and
+    sidecar; returns the record."""
     import soundfile as sf
 
+    from moodlane.engine.symbolic.mode_rule import mode_twin
     from moodlane.engine.synth import render_notes
 
-    cid = _clip_id(it)
+    base = _clip_id(it)
+    cid = base + TWIN if twin else base
     sidecar = out / "audio" / f"{cid}.json"
     if sidecar.is_file():
         return json.loads(sidecar.read_text())
-    program, instrument = choose_program(cid, job.seed)
-    notes = it.load()
-    if job.max_seconds and it.quadrant is None and it.valence is None:
-        notes = _crop(notes, job.max_seconds * notes.qpm / 60.0)
+    program, instrument = choose_program(base, job.seed)  # a twin is played as its original is
+    notes = _source_notes(it, job.max_seconds)
+    if twin:
+        notes = mode_twin(notes)
     pcm = render_notes(notes, sample_rate=job.sample_rate, tail_s=1.0, program=program, synth=_worker_synth(job)).mean(axis=1)
     peak = float(np.abs(pcm).max()) if len(pcm) else 0.0
     if peak > 0.99:  # never clip; otherwise keep the synth's level (loudness carries expression)
@@ -152,9 +178,10 @@ def render_clip(it: Item, job: RenderJob, out: Path) -> dict:
         "instrument": instrument,
         "tempo": round(float(notes.qpm), 2),
         "split": "valid" if is_valid_split(it.group) else "train",
-        "labels": _labels(it, notes, seconds),
+        "labels": None if twin else _labels(it, notes, seconds),
         "text": describe(notes, seconds, instrument),
         "peak": round(peak, 4),
+        **({"twin_of": base} if twin else {}),
     }
     write_atomic(sidecar, json.dumps(rec).encode())
     return rec
@@ -190,18 +217,20 @@ def worker_pool(workers: int):
     return _InProcess() if workers <= 1 else ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _render_one(args: tuple[Item, RenderJob, Path]) -> dict:
+def _render_one(args: tuple[Item, RenderJob, Path, bool]) -> dict:
     try:
         return render_clip(*args)
     except Exception as e:  # a broken file is reported and skipped, never stops the run
-        return {"id": _clip_id(args[0]), "error": f"{type(e).__name__}: {e}"}
+        return {"id": _clip_id(args[0]) + (TWIN if args[3] else ""), "error": f"{type(e).__name__}: {e}"}
 
 
 def render_audio(job: RenderJob, progress: bool = True) -> dict:
     data_dir = resolve_data_dir(job.data)
     out = Path(job.out)
     items = _items(data_dir, job)
-    todo = [(it, job, out) for it in items]
+    todo = [(it, job, out, False) for it in items]
+    twins = set(job.mode_twins)
+    todo += [(it, job, out, True) for it in items if _clip_id(it).split("/", 1)[0] in twins and not is_valid_split(it.group)]
     t0 = time.time()
     workers = job.jobs or os.cpu_count() or 1
     recs, errors = [], []
@@ -235,18 +264,22 @@ def notes_seconds(notes: NoteArray):
 
 def source_note_arrays(recs: list[dict], data: str | os.PathLike | None, max_seconds: float = RenderJob.max_seconds) -> dict:
     """id -> the source MIDI's `NoteArray` of rendered clips, as they were rendered
-    (unlabelled clips cropped to `max_seconds`). Needs the data folder."""
+    (unlabelled clips cropped to `max_seconds`; mode twins in their parallel mode). Needs the
+    data folder."""
+    from moodlane.engine.symbolic.mode_rule import mode_twin
+
     data_dir = resolve_data_dir(data)
     want = {r["id"] for r in recs}
     sets = tuple(sorted({r["source"] for r in recs}))
     out = {}
     for it in _items(data_dir, RenderJob(str(data_dir), sets=sets)):
         cid = _clip_id(it)
-        if cid in want:
-            notes = it.load()
-            if max_seconds and it.quadrant is None and it.valence is None:
-                notes = _crop(notes, max_seconds * notes.qpm / 60.0)
-            out[cid] = notes
+        if cid in want or cid + TWIN in want:
+            notes = _source_notes(it, max_seconds)
+            if cid in want:
+                out[cid] = notes
+            if cid + TWIN in want:
+                out[cid + TWIN] = mode_twin(notes)
     return out
 
 
@@ -263,20 +296,40 @@ def judge_labels(notes: NoteArray, judge) -> dict:
     return {"kind": "curve", "points": pts, "per": "bar", "source": "symbolic judge"}
 
 
+def twin_labels(base: dict, base_notes: NoteArray, twin_notes: NoteArray, judge) -> dict:
+    """A mode twin's label curve: per bar, its original's label (real, else pseudo) plus the
+    change the symbolic judge reads from the original's MIDI to the twin's, clipped to
+    [-1, 1]; the judge's own reading of the twin where the original has no label."""
+    orig = np.asarray(judge_labels(base_notes, judge)["points"], np.float64).reshape(-1, 3)
+    twin = np.asarray(judge_labels(twin_notes, judge)["points"], np.float64).reshape(-1, 3)
+    n = min(len(orig), len(twin))  # the same bars: a twin moves pitches only
+    label = label_at(base, twin[:n, 0], pseudo=True)
+    moved = np.where(np.isnan(label), twin[:n, 1:], np.clip(label + twin[:n, 1:] - orig[:n, 1:], -1.0, 1.0))
+    pts = [[round(float(t), 3), round(float(v), 4), round(float(a), 4)] for t, (v, a) in zip(twin[:n, 0], moved)]
+    return {"kind": "curve", "points": pts, "per": "bar", "source": "symbolic judge: its mode twin's label plus the judged change"}
+
+
 def pseudo_label(audio: str | os.PathLike, data: str | os.PathLike | None, judge, progress: bool = True) -> dict:
     """`moodlane data pseudo-label`: every rendered clip without a label (POP909) gets
     `pseudo_labels`, the symbolic judge's per-bar reading of its source MIDI, in its sidecar
-    and the manifest. Kept apart from `labels`: only `train audio --pseudo-labels` reads
+    and the manifest; a mode twin gets its original's label moved by the judged change
+    (`twin_labels`). Kept apart from `labels`: only `train audio --pseudo-labels` reads
     them; the predictor, its references and every evaluation see the clips as unlabelled."""
     root = Path(audio)
     recs = read_manifest(root)
-    todo = [r for r in recs if not r.get("labels")]
-    notes = source_note_arrays(todo, data)
+    by_id = {r["id"]: r for r in recs}
+    # originals first: a twin's label builds on its original's
+    todo = sorted((r for r in recs if not r.get("labels")), key=lambda r: "twin_of" in r)
+    notes = source_note_arrays(todo + [by_id[r["twin_of"]] for r in todo if r.get("twin_of") in by_id], data)
     done = []
     for r in tqdm(todo, desc="pseudo-label", disable=not progress):
-        if r["id"] not in notes:
+        base = r.get("twin_of")
+        if r["id"] not in notes or (base is not None and base not in notes):
             continue
-        r["pseudo_labels"] = judge_labels(notes[r["id"]], judge)
+        if base is None:
+            r["pseudo_labels"] = judge_labels(notes[r["id"]], judge)
+        else:
+            r["pseudo_labels"] = twin_labels(by_id[base], notes[base], notes[r["id"]], judge)
         side = root / Path(r["path"]).with_suffix(".json")
         if side.is_file():
             write_atomic(side, json.dumps({**json.loads(side.read_text()), "pseudo_labels": r["pseudo_labels"]}).encode())
@@ -288,6 +341,7 @@ def pseudo_label(audio: str | os.PathLike, data: str | os.PathLike | None, judge
         "clips": len(done),
         "unlabelled": len(todo),
         "missing_midi": len(todo) - len(done),
+        "mode_twins": sum(1 for r in done if "twin_of" in r),
         "bars": len(va),
         "valence_mean": round(float(va[:, 0].mean()), 3) if len(va) else None,
         "arousal_mean": round(float(va[:, 1].mean()), 3) if len(va) else None,
