@@ -434,6 +434,9 @@ def cmd_data(args) -> int:
         return 0
     if args.what == "render-audio":
         sets = tuple(args.sets.split(","))
+        twins = args.mode_twins  # None: no twins; "": the twins of every set rendered
+        if twins is not None:
+            twins = tuple(twins.split(",")) if twins else sets
         job = audio_data.RenderJob(
             data=args.data,
             out=args.out,
@@ -444,7 +447,7 @@ def cmd_data(args) -> int:
             jobs=args.jobs,
             soundfont=args.soundfont,
             limit=args.limit,
-            mode_twins=() if args.mode_twins is None else tuple(args.mode_twins.split(",")) if args.mode_twins else sets,
+            mode_twins=twins or (),
         )
         print(json.dumps(audio_data.render_audio(job), indent=1))
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moodlane.engine.atomic import PACKAGE_WEIGHTS
 from moodlane.engine.symbolic.attributes import FEATURE_NAMES, bar_windows, features
 from moodlane.engine.symbolic.notes import NoteArray
 from moodlane.engine.symbolic.tokens import on_grid
@@ -84,6 +85,4 @@ class SymbolicJudge:
     @classmethod
     def shipped(cls) -> SymbolicJudge:
         """The judge the package ships (engine/weights/judge.json)."""
-        from moodlane.engine.atomic import PACKAGE_WEIGHTS
-
         return cls.load(PACKAGE_WEIGHTS / "judge.json")

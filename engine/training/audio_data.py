@@ -92,8 +92,9 @@ def describe(notes: NoteArray, seconds: float, instrument: str) -> str:
 TWIN = "~twin"  # a mode twin's id: its original's, then this
 
 
-def _clip_id(it: Item) -> str:
-    return it.group.split(":", 1)[0] + "/" + it.path.stem
+def _clip_id(it: Item, twin: bool = False) -> str:
+    """`<source>/<file stem>`, and `TWIN` after it for the item's mode twin."""
+    return it.group.split(":", 1)[0] + "/" + it.path.stem + (TWIN if twin else "")
 
 
 def _source_notes(it: Item, max_seconds: float) -> NoteArray:
@@ -148,8 +149,7 @@ def render_clip(it: Item, job: RenderJob, out: Path, twin: bool = False) -> dict
     from moodlane.engine.symbolic.mode_rule import mode_twin
     from moodlane.engine.synth import render_notes
 
-    base = _clip_id(it)
-    cid = base + TWIN if twin else base
+    base, cid = _clip_id(it), _clip_id(it, twin)
     sidecar = out / "audio" / f"{cid}.json"
     if sidecar.is_file():
         return json.loads(sidecar.read_text())
@@ -221,7 +221,7 @@ def _render_one(args: tuple[Item, RenderJob, Path, bool]) -> dict:
     try:
         return render_clip(*args)
     except Exception as e:  # a broken file is reported and skipped, never stops the run
-        return {"id": _clip_id(args[0]) + (TWIN if args[3] else ""), "error": f"{type(e).__name__}: {e}"}
+        return {"id": _clip_id(args[0], args[3]), "error": f"{type(e).__name__}: {e}"}
 
 
 def render_audio(job: RenderJob, progress: bool = True) -> dict:
