@@ -389,6 +389,7 @@ def cmd_train(args) -> int:
         instrument_weights=tuple(args.instrument_weight),
         pseudo_labels=args.pseudo_labels,
         pseudo_stretch=args.pseudo_stretch,
+        twin_stretch=args.twin_stretch,
         seed=args.seed,
         parts=args.parts,
         mode_twins=args.mode_twins,
@@ -776,6 +777,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="audio LM, with --pseudo-labels: spread them K times about their mean, clipped to [-1, 1] "
         "(the judge's readings are shrunk toward it: valence std 0.21 over POP909's bars; default 1: as read)",
+    )
+    la.add_argument(
+        "--twin-stretch",
+        type=finite("twin stretch", 0.1, 10.0),
+        default=1.0,
+        metavar="K",
+        help="audio LM, with --pseudo-labels: a mode twin's label moves K times the change the symbolic judge "
+        "reads from its original (data render-audio --mode-twins), clipped to [-1, 1] (default 1: as read)",
     )
     la.add_argument(
         "--seed",

@@ -378,6 +378,40 @@ def test_pseudo_stretch_spreads_the_pseudo_labels_about_their_mean(tmp_path):
     assert read_manifest(tmp_path) == recs  # the records on disk stay as the judge read them
 
 
+def test_twin_stretch_moves_a_mode_twin_further_from_its_original(tmp_path):
+    """`--twin-stretch K`: a mode twin's label moves K times the judged change from its
+    original's label, bar by bar, clipped; a twin whose original is in another split keeps
+    its label; real labels and the manifest on disk are untouched; without pseudo-labels it
+    is refused."""
+    from moodlane.engine.training.audio_data import read_manifest, write_manifest
+    from moodlane.engine.training.lara import LaraTrainConfig, TokenSet
+
+    fake_encoded(tmp_path, clips=9)
+    recs = read_manifest(tmp_path)
+    by_id = {r["id"]: r for r in recs}
+    assert by_id["set/c0"]["labels"]["valence"] == 0.6 and by_id["set/c2"]["split"] == "valid"
+    # c1 (train) is c0's twin (train, Q1 at +0.6/+0.6); c3 (train) is the twin of c2 (valid)
+    by_id["set/c1"].update(twin_of="set/c0", pseudo_labels={"kind": "curve", "points": [[0.0, 0.4, 0.6], [0.05, 0.5, 0.62]], "per": "bar"})
+    by_id["set/c3"].update(twin_of="set/c2", pseudo_labels={"kind": "curve", "points": [[0.0, 0.3, 0.6]], "per": "bar"})
+    write_manifest(tmp_path, recs)
+    plain = TokenSet(tmp_path, "train", 1, 5, pseudo=True)
+    wide = TokenSet(tmp_path, "train", 1, 5, pseudo=True, twin_stretch=3.0)
+    got = {c.rec["id"]: np.asarray(c.rec["pseudo_labels"]["points"]) for c in wide.clips if c.rec.get("pseudo_labels")}
+    assert np.allclose(got["set/c1"], [[0.0, 0.0, 0.6], [0.05, 0.3, 0.66]])  # 0.6 + 3 x (-0.2), 0.6 + 3 x (0.02)
+    assert np.allclose(got["set/c3"], [[0.0, 0.3, 0.6]])  # its original is held out
+    far = TokenSet(tmp_path, "train", 1, 5, pseudo=True, twin_stretch=10.0)
+    assert np.asarray(next(c for c in far.clips if c.rec["id"] == "set/c1").rec["pseudo_labels"]["points"])[0, 1] == -1.0
+    assert {c.rec["id"]: c.rec["labels"] for c in plain.clips} == {c.rec["id"]: c.rec["labels"] for c in wide.clips}
+    rng = np.random.default_rng(0)
+    crops = [wide.crop(rng, 5, 5) for _ in range(400)]
+    assert any(np.isclose(va[0], [0.0, 0.6]).all() for _, va, _, _ in crops)  # training sees the moved label
+    assert read_manifest(tmp_path) == recs
+    with pytest.raises(ValueError, match="set pseudo_labels too"):
+        LaraTrainConfig(twin_stretch=2.0)
+    with pytest.raises(ValueError, match="twin_stretch must be > 0"):
+        LaraTrainConfig(twin_stretch=0.0, pseudo_labels=True)
+
+
 def test_train_with_another_config_will_not_resume(tmp_path):
     from moodlane.engine.training.lara import LaraTrainConfig, train_lara
 

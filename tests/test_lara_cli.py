@@ -155,9 +155,10 @@ def test_train_audio_flags_reach_the_training_config(tmp_path, capsys, monkeypat
     code, _, err = run(base, capsys)
     assert code == 0 and seen["tc"].lr == 6e-4 and seen["tc"].minutes == 0 and seen["text"] is None  # the defaults
     assert seen["tc"].instrument_weights == () and seen["tc"].pseudo_labels is False and seen["tc"].seed == 0
-    assert seen["tc"].pseudo_stretch == 1.0
-    code, _, err = run([*base, "--pseudo-labels", "--pseudo-stretch", "2", "--seed", "3"], capsys)
+    assert seen["tc"].pseudo_stretch == 1.0 and seen["tc"].twin_stretch == 1.0
+    code, _, err = run([*base, "--pseudo-labels", "--pseudo-stretch", "2", "--twin-stretch", "3", "--seed", "3"], capsys)
     assert code == 0 and seen["tc"].pseudo_labels is True and seen["tc"].pseudo_stretch == 2.0 and seen["tc"].seed == 3, err
+    assert seen["tc"].twin_stretch == 3.0
     for bad in ("piano", "piano=0", "=2", "piano=x"):
         code, _, err = run([*base, "--instrument-weight", bad], capsys)
         assert code == 2 and "argument --instrument-weight: instrument weight must be" in err.strip().splitlines()[-1], (bad, err)

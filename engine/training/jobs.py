@@ -53,6 +53,7 @@ class TrainJob:
     instrument_weights: tuple[tuple[str, float], ...] = ()  # train audio: crops per hour of an instrument, relative to 1
     pseudo_labels: bool = False  # train audio: unlabelled clips train with the symbolic judge's labels
     pseudo_stretch: float = 1.0  # train audio, with pseudo_labels: their spread about the mean, times this
+    twin_stretch: float = 1.0  # train audio, with pseudo_labels: a mode twin's judged label change, times this
     seed: int = 0  # train audio: the initialisation's and the crops' seed
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
     mode_twins: bool = False  # train symbolic: each training song in its parallel mode too (key-aware)
@@ -235,6 +236,7 @@ def train_audio(args: TrainJob) -> dict:
         instrument_weights=args.instrument_weights,
         pseudo_labels=args.pseudo_labels,
         pseudo_stretch=args.pseudo_stretch,
+        twin_stretch=args.twin_stretch,
         seed=args.seed,
         **({"lr": args.lr} if args.lr is not None else {}),
     )

@@ -76,6 +76,10 @@ class LaraTrainConfig:
     # judge's readings are a regression's, shrunk toward the mean (valence std 0.21 over POP909's
     # bars, where EMOPIA's labels sit at +-0.6), so a sad pop song otherwise reads as neutral
     pseudo_stretch: float = 1.0
+    # with pseudo_labels: a mode twin's label moves this many times as far from its original's
+    # as the judge read (clipped to [-1, 1]). The judged change is modest (about -0.18 for a
+    # major Q1 song played in minor), though mode is the attribute valence depends on most
+    twin_stretch: float = 1.0
     valid_crops: int = 48
     seed: int = 0
     device: str = "cpu"
@@ -90,6 +94,10 @@ class LaraTrainConfig:
             raise ValueError("minutes must be >= 0")
         if not self.pseudo_stretch > 0:
             raise ValueError(f"pseudo_stretch must be > 0, got {self.pseudo_stretch}")
+        if not self.twin_stretch > 0:
+            raise ValueError(f"twin_stretch must be > 0, got {self.twin_stretch}")
+        if (self.pseudo_stretch != 1.0 or self.twin_stretch != 1.0) and not self.pseudo_labels:
+            raise ValueError("pseudo_stretch and twin_stretch act on pseudo-labels: set pseudo_labels too")
         if any(not w > 0 for _, w in self.instrument_weights):
             raise ValueError(f"instrument weights must be > 0, got {dict(self.instrument_weights)}")
 
@@ -116,6 +124,7 @@ class TokenSet:
         weights: tuple[tuple[str, float], ...] = (),
         pseudo: bool = False,
         stretch: float = 1.0,
+        twin_stretch: float = 1.0,
     ) -> None:
         root = Path(root)
         self.pseudo = pseudo  # read `pseudo_labels` where a clip has no labels
@@ -149,8 +158,25 @@ class TokenSet:
         self.pseudo_labelled = sum(1 for c in self.clips if pseudo and not c.rec.get("labels") and c.rec.get("pseudo_labels"))
         if pseudo and not self.pseudo_labelled:
             raise DataError(f"{root}: no {split} clip has pseudo_labels: run `moodlane data pseudo-label --out {root}` first")
+        if pseudo and twin_stretch != 1.0:  # first: a twin's change is read against its original's label
+            self._stretch_twins(twin_stretch)
         if pseudo and stretch != 1.0:
             self._stretch_pseudo(stretch)
+
+    def _stretch_twins(self, k: float) -> None:
+        """Move each mode twin's label `k` times as far from its original's label (at the twin's
+        bars) as the judge read, clipped to [-1, 1]; a twin whose original is not in this split,
+        or has no label, keeps its own. The manifest's records are left as they are."""
+        by_id = {c.rec["id"]: c.rec for c in self.clips}
+        for c in self.clips:
+            base = by_id.get(c.rec.get("twin_of"))
+            if base is None or c.rec.get("labels") or not c.rec.get("pseudo_labels"):
+                continue
+            pts = np.asarray(c.rec["pseudo_labels"]["points"], np.float64).reshape(-1, 3)
+            orig = label_at(base, pts[:, 0], pseudo=True)
+            has = ~np.isnan(orig).any(1)
+            pts[has, 1:3] = np.clip(orig[has] + k * (pts[has, 1:3] - orig[has]), -1.0, 1.0)
+            c.rec = {**c.rec, "pseudo_labels": {**c.rec["pseudo_labels"], "points": pts.tolist()}}
 
     def _stretch_pseudo(self, k: float) -> None:
         """Spread the pseudo-labels `k` times about their mean over this split's bars (per axis,
@@ -384,7 +410,7 @@ def train_lara(
 
         text_encoder = load_text_encoder(cfg.text_encoder)
     frames = cfg.context - cfg.n_q + 1
-    train = TokenSet(audio, "train", cfg.n_q, frames, tc.instrument_weights, tc.pseudo_labels, tc.pseudo_stretch)
+    train = TokenSet(audio, "train", cfg.n_q, frames, tc.instrument_weights, tc.pseudo_labels, tc.pseudo_stretch, tc.twin_stretch)
     valid = TokenSet(audio, "valid", cfg.n_q, frames)
     from moodlane.engine.audio.codec import check_codec
 
