@@ -102,7 +102,10 @@ def test_explicit_onnx_refuses_missing_corrupt_and_mismatched_exports_and_auto_f
 
 def test_int8_renders_on_onnx_only(shipped_export, tmp_path, capsys):
     pcm, err = render(tmp_path, capsys, "int8", "--backend", "onnx", "--onnx", str(shipped_export), "--precision", "int8")
-    assert "backend: onnx int8" in err and pcm.shape[0] == 2 * 2 * 24000 + 480 and np.abs(pcm).max() > 0.01
+    assert "backend: onnx int8" in err and pcm.shape[0] == 2 * 2 * 24000 + 480
+    # not digital silence: greedy decoding of the ramp's sad-calm start is quiet music (the
+    # shipped LM's peak is 0.005 there on fp32 and int8 alike), so the floor is -60 dBFS
+    assert np.isfinite(pcm).all() and np.abs(pcm).max() > 1e-3
 
 
 def test_cuda_provider_asked_for_on_a_cpu_machine_is_a_notice(shipped_export, tmp_path, capsys):
