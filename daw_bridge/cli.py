@@ -390,6 +390,8 @@ def cmd_train(args) -> int:
         pseudo_labels=args.pseudo_labels,
         pseudo_stretch=args.pseudo_stretch,
         twin_stretch=args.twin_stretch,
+        valence_contrast=args.valence_contrast,
+        contrast_margin=args.contrast_margin,
         seed=args.seed,
         parts=args.parts,
         mode_twins=args.mode_twins,
@@ -785,6 +787,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="audio LM, with --pseudo-labels: a mode twin's label moves K times the change the symbolic judge "
         "reads from its original (data render-audio --mode-twins), clipped to [-1, 1] (default 1: as read)",
+    )
+    la.add_argument(
+        "--valence-contrast",
+        type=finite("valence contrast", 0.0, 100.0),
+        default=0.0,
+        metavar="W",
+        help="audio LM: add W x a hinge asking each labelled crop's cross-entropy with its valence negated to exceed "
+        "the true one's by --contrast-margin x |valence| nats a token (a second pass over those crops; default 0: off)",
+    )
+    la.add_argument(
+        "--contrast-margin",
+        type=finite("contrast margin", 1e-4, 1.0),
+        default=0.05,
+        metavar="M",
+        help="audio LM, with --valence-contrast: the margin, nats a token per unit of |valence| (default 0.05)",
     )
     la.add_argument(
         "--seed",

@@ -302,6 +302,50 @@ def test_train_resumes_and_exports_a_loadable_lm(tmp_path):
     assert not base.av_on.any()
 
 
+def test_valence_contrast_is_the_hinge_on_the_flipped_valence_gap_and_trains_it(tmp_path):
+    """`losses(..., margin)`: the gap is each labelled crop's cross-entropy with its valence
+    negated minus the true one's, crops with the AV dropped or no valence are left out, the
+    contrast is relu(margin x |valence| - gap); a few steps on it alone widen the gap, while
+    the plain cross-entropy path leaves the contrast at zero."""
+    from moodlane.engine.audio.lm import ce_per_crop
+    from moodlane.engine.training.lara import LaraTrainConfig, TextBank, TokenSet, losses, make_batch
+
+    fake_encoded(tmp_path, clips=9)
+    cfg = dataclasses.replace(CFG, feature_dim=200)
+    tc = LaraTrainConfig(p_av_drop=0.0, p_text_drop=0.0)
+    data = TokenSet(tmp_path, "train", cfg.n_q, cfg.context)
+    b = make_batch(data, TextBank(FakeText()), cfg, tc, np.random.default_rng(1), 12)
+    b.av_on[0] = False  # a dropped emotion is never contrasted
+    b.va[1] = torch.tensor([0.0, 0.7])  # nor a crop without valence
+    assert b.heard[b.av_on].all()  # listeners' labels (the fake set has no pseudo-labels)
+    b.heard[2] = False  # nor a crop labelled only by the symbolic judge (a pseudo-label)
+    torch.manual_seed(0)
+    model = LaraLM(cfg)
+    plain = losses(model, b, cfg.lara_layer)
+    assert plain.contrast.item() == 0.0 and torch.isnan(plain.gap)
+    r = losses(model, b, cfg.lara_layer, margin=0.5)
+    assert torch.allclose(r.ce, plain.ce) and torch.allclose(r.lara, plain.lara)
+    sel = b.av_on & b.heard & (b.va[..., 0].abs().mean(1) > 0.05)
+    assert not sel[0] and not sel[1] and not sel[2] and sel.sum() >= 3
+    with torch.no_grad():
+        true = ce_per_crop(model(b.inputs, model.memory(b.text, b.text_mask, b.va, b.av_on))[0], b.targets)[sel]
+        flipped_va = b.va[sel] * torch.tensor([-1.0, 1.0])
+        flip = ce_per_crop(model(b.inputs[sel], model.memory(b.text[sel], b.text_mask[sel], flipped_va, b.av_on[sel]))[0], b.targets[sel])
+    gap = flip - true
+    assert torch.allclose(r.gap, gap.mean(), atol=1e-6)
+    assert torch.allclose(r.contrast, torch.relu(0.5 * b.va[sel][..., 0].abs().mean(1) - gap).mean(), atol=1e-6)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        loss = losses(model, b, cfg.lara_layer, margin=0.5).contrast
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = losses(model, b, cfg.lara_layer, margin=0.5)
+    assert after.gap.item() > r.gap.item() + 0.05 and after.contrast.item() < r.contrast.item()
+    with pytest.raises(ValueError, match="valence_contrast must be >= 0"):
+        LaraTrainConfig(valence_contrast=-1.0)
+
+
 def test_instrument_weights_draw_more_crops_of_that_instrument(tmp_path):
     """Weighting an instrument multiplies its share of crops per hour; an unknown name is one
     line naming the instruments there are; the valid split is not weighted by training."""
@@ -393,6 +437,7 @@ def test_twin_stretch_moves_a_mode_twin_further_from_its_original(tmp_path):
     # c1 (train) is c0's twin (train, Q1 at +0.6/+0.6); c3 (train) is the twin of c2 (valid)
     by_id["set/c1"].update(twin_of="set/c0", pseudo_labels={"kind": "curve", "points": [[0.0, 0.4, 0.6], [0.05, 0.5, 0.62]], "per": "bar"})
     by_id["set/c3"].update(twin_of="set/c2", pseudo_labels={"kind": "curve", "points": [[0.0, 0.3, 0.6]], "per": "bar"})
+    by_id["set/c7"].update(pseudo_labels={"kind": "curve", "points": [[0.0, 0.1, -0.2]], "per": "bar"})  # judge only
     write_manifest(tmp_path, recs)
     plain = TokenSet(tmp_path, "train", 1, 5, pseudo=True)
     wide = TokenSet(tmp_path, "train", 1, 5, pseudo=True, twin_stretch=3.0)
@@ -404,7 +449,11 @@ def test_twin_stretch_moves_a_mode_twin_further_from_its_original(tmp_path):
     assert {c.rec["id"]: c.rec["labels"] for c in plain.clips} == {c.rec["id"]: c.rec["labels"] for c in wide.clips}
     rng = np.random.default_rng(0)
     crops = [wide.crop(rng, 5, 5) for _ in range(400)]
-    assert any(np.isclose(va[0], [0.0, 0.6]).all() for _, va, _, _ in crops)  # training sees the moved label
+    assert any(np.isclose(va[0], [0.0, 0.6]).all() for _, va, _, _, _ in crops)  # training sees the moved label
+    # heard: listeners' labels and twins, not the judge's reading of an unlabelled clip
+    judged = [c.heard for c in crops if np.isclose(c.va[0], [0.1, -0.2]).all()]
+    assert judged and not any(judged)
+    assert all(c.heard for c in crops if not np.isnan(c.va[0]).any() and not np.isclose(c.va[0], [0.1, -0.2]).all())
     assert read_manifest(tmp_path) == recs
     with pytest.raises(ValueError, match="set pseudo_labels too"):
         LaraTrainConfig(twin_stretch=2.0)
@@ -520,7 +569,7 @@ def _ddp_rank(rank, root, port):
 
     torch.set_num_threads(1)
     cfg = dataclasses.replace(CFG, feature_dim=200)
-    tc = LaraTrainConfig(steps=2, batch_size=2, valid_crops=2, save_every=2, warmup=1)
+    tc = LaraTrainConfig(steps=2, batch_size=2, valid_crops=2, save_every=2, warmup=1, valence_contrast=1.0)
     train_lara(root, root / f"run{rank}", root / "lm", codec_signature(tiny_codec()), tc, cfg, text_encoder=FakeText(), progress=False)
     torch.distributed.destroy_process_group()
 
@@ -539,6 +588,8 @@ def test_data_parallel_training_on_two_cpu_ranks(tmp_path):
     assert (tmp_path / "lm.safetensors").is_file() and not (tmp_path / "run1" / "train_state.pt").exists()
     meta = json.loads((tmp_path / "lm.json").read_text())
     assert meta["training"]["device"] == "cpu x 2" and meta["training"]["steps"] == 2
+    assert meta["training"]["train_config"]["valence_contrast"] == 1.0 and "train_contrast" in meta["history"][-1]
+    assert "valid_valence_gap" in meta["history"][-1]  # None or a number: the fake valid split may hold no labelled crop
 
 
 def test_tokens_and_lms_are_tied_to_their_codec(tmp_path):

@@ -159,6 +159,9 @@ def test_train_audio_flags_reach_the_training_config(tmp_path, capsys, monkeypat
     code, _, err = run([*base, "--pseudo-labels", "--pseudo-stretch", "2", "--twin-stretch", "3", "--seed", "3"], capsys)
     assert code == 0 and seen["tc"].pseudo_labels is True and seen["tc"].pseudo_stretch == 2.0 and seen["tc"].seed == 3, err
     assert seen["tc"].twin_stretch == 3.0
+    assert seen["tc"].valence_contrast == 0.0 and seen["tc"].contrast_margin == 0.05
+    code, _, err = run([*base, "--valence-contrast", "2", "--contrast-margin", "0.03"], capsys)
+    assert code == 0 and (seen["tc"].valence_contrast, seen["tc"].contrast_margin) == (2.0, 0.03), err
     for bad in ("piano", "piano=0", "=2", "piano=x"):
         code, _, err = run([*base, "--instrument-weight", bad], capsys)
         assert code == 2 and "argument --instrument-weight: instrument weight must be" in err.strip().splitlines()[-1], (bad, err)

@@ -358,3 +358,10 @@ def lara_loss(proxy: nn.Module, hidden: torch.Tensor, target: torch.Tensor, vali
 def ce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over all codebooks and valid steps, nats."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
+
+def ce_per_crop(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each crop over its codebooks and valid steps, nats: (B,)."""
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="none")
+    n = (targets != IGNORE).flatten(1).sum(1).clamp(min=1)
+    return nll.view(targets.shape[0], -1).sum(1) / n

@@ -54,6 +54,8 @@ class TrainJob:
     pseudo_labels: bool = False  # train audio: unlabelled clips train with the symbolic judge's labels
     pseudo_stretch: float = 1.0  # train audio, with pseudo_labels: their spread about the mean, times this
     twin_stretch: float = 1.0  # train audio, with pseudo_labels: a mode twin's judged label change, times this
+    valence_contrast: float = 0.0  # train audio: weight of the valence-contrast hinge (0: off)
+    contrast_margin: float = 0.05  # train audio: its margin, nats a token per unit of |valence|
     seed: int = 0  # train audio: the initialisation's and the crops' seed
     parts: bool = False  # train symbolic: LEAD tokens mark the lead's notes
     mode_twins: bool = False  # train symbolic: each training song in its parallel mode too (key-aware)
@@ -237,6 +239,8 @@ def train_audio(args: TrainJob) -> dict:
         pseudo_labels=args.pseudo_labels,
         pseudo_stretch=args.pseudo_stretch,
         twin_stretch=args.twin_stretch,
+        valence_contrast=args.valence_contrast,
+        contrast_margin=args.contrast_margin,
         seed=args.seed,
         **({"lr": args.lr} if args.lr is not None else {}),
     )

@@ -29,6 +29,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from moodlane.engine.atomic import save_train_state
 from moodlane.engine.audio.checkpoint import save_lm
 from moodlane.engine.audio.generator import emotion_words
-from moodlane.engine.audio.lm import TINY_LM, LaraLM, LMConfig, ce_loss, delay, lara_loss
+from moodlane.engine.audio.lm import TINY_LM, LaraLM, LMConfig, ce_loss, ce_per_crop, delay, lara_loss
 from moodlane.engine.emotion import Emotion
 from moodlane.engine.training.audio_data import label_at, read_manifest
 from moodlane.engine.training.data import DataError
@@ -80,6 +81,15 @@ class LaraTrainConfig:
     # as the judge read (clipped to [-1, 1]). The judged change is modest (about -0.18 for a
     # major Q1 song played in minor), though mode is the attribute valence depends on most
     twin_stretch: float = 1.0
+    # valence contrast (0: off): on each crop with a heard valence (listeners' labels or a
+    # mode twin, `Crop.heard`), the cross-entropy with the valence negated must exceed the
+    # cross-entropy with the true emotion by contrast_margin x |valence| nats a token; the
+    # shortfall (a hinge) is added with this weight. Cross-entropy alone leaves the label
+    # little to do: a crop's own first frames predict most of its tokens, so lara10's two
+    # cross-entropies differ by 0.002 nats a token (`valid_valence_gap`). The hinge asks the
+    # likelihood itself to tell sad from happy, and stops asking at the margin
+    valence_contrast: float = 0.0
+    contrast_margin: float = 0.05
     valid_crops: int = 48
     seed: int = 0
     device: str = "cpu"
@@ -96,10 +106,20 @@ class LaraTrainConfig:
             raise ValueError(f"pseudo_stretch must be > 0, got {self.pseudo_stretch}")
         if not self.twin_stretch > 0:
             raise ValueError(f"twin_stretch must be > 0, got {self.twin_stretch}")
+        if not (self.valence_contrast >= 0 and self.contrast_margin > 0):
+            raise ValueError(f"valence_contrast must be >= 0 and contrast_margin > 0, got {self.valence_contrast}, {self.contrast_margin}")
         if (self.pseudo_stretch != 1.0 or self.twin_stretch != 1.0) and not self.pseudo_labels:
             raise ValueError("pseudo_stretch and twin_stretch act on pseudo-labels: set pseudo_labels too")
         if any(not w > 0 for _, w in self.instrument_weights):
             raise ValueError(f"instrument weights must be > 0, got {dict(self.instrument_weights)}")
+
+
+class Crop(NamedTuple):
+    codes: np.ndarray  # (K, frames)
+    va: np.ndarray  # (steps, 2), NaN if unlabelled
+    features: np.ndarray  # (steps, D)
+    text: str
+    heard: bool  # labelled by listeners (EMOPIA, VGMIDI) or a mode twin of such a clip, not by the judge alone
 
 
 @dataclass
@@ -188,11 +208,9 @@ class TokenSet:
             pts[:, 1:3] = np.clip(mean + k * (pts[:, 1:3] - mean), -1.0, 1.0)
             c.rec = {**c.rec, "pseudo_labels": {**c.rec["pseudo_labels"], "points": pts.tolist()}}
 
-    def crop(
-        self, rng: np.random.Generator, frames: int, steps: int, jitter: float = 0.0
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    def crop(self, rng: np.random.Generator, frames: int, steps: int, jitter: float = 0.0) -> Crop:
         """codes (K, frames), VA per step (steps, 2; NaN if unlabelled), features per step
-        (steps, D; the frame's, held after the last frame), text. `jitter`: a clip labelled
+        (steps, D; the frame's, held after the last frame), text, heard. `jitter`: a clip labelled
         only by its quadrant's centre gets one uniform offset of up to this per coordinate,
         kept inside the quadrant (a coarse label is a region, not a point); per-bar curves
         (VGMIDI) are kept as they are."""
@@ -204,7 +222,9 @@ class TokenSet:
             centre = va[0]
             moved = centre + rng.uniform(-jitter, jitter, 2)
             va[:] = np.where(centre >= 0, np.clip(moved, 0.05, 1.0), np.clip(moved, -1.0, -0.05))
-        return c.codes[:, start : start + frames].astype(np.int64), va, interp_rows(c.feature_times, c.features, t), c.rec["text"]
+        feats = interp_rows(c.feature_times, c.features, t)
+        heard = bool(c.rec.get("labels")) or "twin_of" in c.rec
+        return Crop(c.codes[:, start : start + frames].astype(np.int64), va, feats, c.rec["text"], heard)
 
 
 def interp_rows(times: np.ndarray, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -293,6 +313,7 @@ class Batch:
     av_on: torch.Tensor
     features: torch.Tensor
     valid: torch.Tensor
+    heard: torch.Tensor  # (B,) bool: `Crop.heard`, the crops the valence contrast may use
 
     def to(self, dev: torch.device) -> Batch:
         return Batch(**{k: v.to(dev) for k, v in self.__dict__.items()})
@@ -312,9 +333,10 @@ def make_batch(
     training set's (mean, std) (default: `data`'s own)."""
     steps = cfg.context
     frames = steps - cfg.n_q + 1
-    codes, vas, feats, txt = [], [], [], []
+    codes, vas, feats, txt, heard = [], [], [], [], []
     for _ in range(n):
-        c, va, f, text = data.crop(rng, frames, steps, tc.label_jitter if dropout else 0.0)
+        c, va, f, text, h = data.crop(rng, frames, steps, tc.label_jitter if dropout else 0.0)
+        heard.append(h)
         short = bool(rng.random() < tc.p_short_text) if dropout else False
         codes.append(c)
         vas.append(va)
@@ -331,25 +353,51 @@ def make_batch(
     valid = (torch.arange(steps) < frames)[None].expand(n, -1).float()
     mean, std = norm if norm is not None else (data.feature_mean, data.feature_std)
     feats = torch.from_numpy((np.stack(feats) - mean) / std).float()
-    return Batch(inputs, targets, text, mask, torch.nan_to_num(va).clamp(-1, 1), av_on, feats, valid)
+    return Batch(inputs, targets, text, mask, torch.nan_to_num(va).clamp(-1, 1), av_on, feats, valid, torch.tensor(heard))
 
 
-def losses(model: LaraLM, b: Batch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+FLIP_VALENCE = (-1.0, 1.0)
+
+
+@dataclass
+class Losses:
+    ce: torch.Tensor
+    lara: torch.Tensor  # minus the cosine
+    contrast: torch.Tensor  # the valence hinge (0 when not asked for, or no crop has a heard valence)
+    gap: torch.Tensor  # mean over the contrasted crops: cross-entropy with valence negated minus true, nats a token (nan: none)
+
+
+def losses(model: LaraLM, b: Batch, layer: int, margin: float | None = None) -> Losses:
+    """Cross-entropy and LARA; with `margin`, also the cross-entropy of each crop with a heard
+    valence (`Crop.heard`, AV on) with that valence negated (a second pass over those crops)
+    and the hinge mean(relu(margin x |valence| - gap)). POP909's pseudo-labels are left to
+    cross-entropy: their pop texture is what the predictor took for valence in lara8 (stop 28),
+    and contrasting them would teach that texture as valence again."""
     mem = model.memory(b.text, b.text_mask, b.va, b.av_on)
     logits, hidden = model(b.inputs, mem, hidden_layer=layer)
-    return ce_loss(logits.float(), b.targets), lara_loss(model.proxy, hidden.float(), b.features, b.valid)
+    logits = logits.float()
+    ce, la = ce_loss(logits, b.targets), lara_loss(model.proxy, hidden.float(), b.features, b.valid)
+    zero, nan = ce.new_zeros(()), ce.new_full((), float("nan"))
+    size = b.va[..., 0].abs().mean(1)  # (B,) the crop's mean |valence|
+    sel = b.av_on & b.heard & (size > 0.05)
+    if margin is None or not bool(sel.any()):
+        return Losses(ce, la, zero, nan)
+    flipped = b.va[sel] * b.va.new_tensor(FLIP_VALENCE)
+    other, _ = model(b.inputs[sel], model.memory(b.text[sel], b.text_mask[sel], flipped, b.av_on[sel]))
+    gap = ce_per_crop(other.float(), b.targets[sel]) - ce_per_crop(logits[sel], b.targets[sel])
+    return Losses(ce, la, torch.relu(margin * size[sel] - gap).mean(), gap.mean())
 
 
 class LossStep(torch.nn.Module):
     """The training step's forward (memory, LM, proxy) as one module, so
     DistributedDataParallel sees every parameter the losses use."""
 
-    def __init__(self, model: LaraLM, layer: int) -> None:
+    def __init__(self, model: LaraLM, layer: int, margin: float | None = None) -> None:
         super().__init__()
-        self.model, self.layer = model, layer
+        self.model, self.layer, self.margin = model, layer, margin
 
-    def forward(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return losses(self.model, b, self.layer)
+    def forward(self, b: Batch) -> Losses:
+        return losses(self.model, b, self.layer, self.margin)
 
 
 def _done(step: int, seconds: float, tc: LaraTrainConfig) -> float:
@@ -437,7 +485,7 @@ def train_lara(
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, history, wall = st["step"], st["history"], st["wall_s"]
-    step_fn: torch.nn.Module = LossStep(model, cfg.lara_layer)
+    step_fn: torch.nn.Module = LossStep(model, cfg.lara_layer, tc.contrast_margin if tc.valence_contrast > 0 else None)
     if world > 1:  # data parallel: DDP averages the ranks' gradients (dropped AV or text leave some unused)
         from torch.nn.parallel import DistributedDataParallel
 
@@ -450,14 +498,20 @@ def train_lara(
     @torch.no_grad()
     def evaluate() -> dict:
         model.eval()
-        ce, la = [], []
+        ce, la, gap = [], [], []
         for b in vbatches:
             with amp:
-                c, lr_ = losses(model, b.to(dev), cfg.lara_layer)
-            ce.append(c.item())
-            la.append(-lr_.item())
+                r = losses(model, b.to(dev), cfg.lara_layer, tc.contrast_margin)
+            ce.append(r.ce.item())
+            la.append(-r.lara.item())
+            gap.append(r.gap.item())
         model.train()
-        return {"valid_ce": round(float(np.mean(ce)), 4), "valid_lara_cos": round(float(np.mean(la)), 4)}
+        gap_mean = float(np.nanmean(gap)) if not np.isnan(gap).all() else None  # no labelled valid crop
+        return {
+            "valid_ce": round(float(np.mean(ce)), 4),
+            "valid_lara_cos": round(float(np.mean(la)), 4),
+            "valid_valence_gap": None if gap_mean is None else round(gap_mean, 5),
+        }
 
     def record(final: dict | None = None) -> dict:
         return {
@@ -489,20 +543,26 @@ def train_lara(
             g["lr"] = _lr(step, tc, done if tc.minutes else None)
         b = make_batch(train, texts, cfg, tc, rng, tc.batch_size, norm=norm).to(dev)
         with amp:
-            ce, la = step_fn(b)
+            r = step_fn(b)
+        ce, la = r.ce, r.lara
         loss = ce + tc.lara_weight * la if tc.lara_weight > 0 else ce
+        if tc.valence_contrast > 0:
+            loss = loss + tc.valence_contrast * r.contrast
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        acc.append((ce.item(), -la.item()))
+        acc.append((ce.item(), -la.item(), r.contrast.item()))
         bar.update(1)
         done = _done(step, wall + time.time() - t_start, tc)
         if step % tc.save_every == 0 or done >= 1.0:
             m = np.mean(acc, axis=0)
             acc = []
-            history.append({"step": step, "train_ce": round(float(m[0]), 4), "train_lara_cos": round(float(m[1]), 4), **evaluate()})
+            hist = {"step": step, "train_ce": round(float(m[0]), 4), "train_lara_cos": round(float(m[1]), 4)}
+            if tc.valence_contrast > 0:
+                hist["train_contrast"] = round(float(m[2]), 5)
+            history.append({**hist, **evaluate()})
             bar.set_postfix(ce=f"{m[0]:.3f}", valid=f"{history[-1]['valid_ce']:.3f}")
             log.info("step %d %s", step, history[-1])
             save()
