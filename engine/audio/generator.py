@@ -27,7 +27,7 @@ from moodlane.engine.chunk import Audio, Chunk, Conditions, bar_seed
 from moodlane.engine.emotion import Emotion
 
 DEFAULT_PROMPT = "solo acoustic piano"
-CFG = 3.0  # classifier-free guidance on the full condition
+CFG = 3.0  # guidance on the full condition (text and emotion): chosen by `eval audio --cfg 1.5,2,3` (README, stop 31)
 AV_CFG = 0.0  # extra guidance on the emotion alone: chosen by `moodlane eval audio --av-cfg 0,1,2` (README)
 
 

@@ -12,7 +12,7 @@ for a in sys.argv[1:]:
         te = w["transcribed_emotion"]
         rows.append(
             (
-                f"{name}:{m_name}:avcfg{m['sampling']['av_cfg']}",
+                f"{name}:{m_name}:cfg{m['sampling']['cfg']}:avcfg{m['sampling']['av_cfg']}",
                 {
                     "valid_ce": m.get("valid_ce"),
                     "fd_ratio": w["sfx_fd"]["ratio"],

@@ -1,5 +1,7 @@
-"""One-off look: held-out real piano renders (one per EMOPIA quadrant) beside two LMs' corners at
-seed 7 ("solo acoustic piano", 10 s, ONNX): spectrogram (0-4 kHz) with Basic Pitch's notes."""
+"""One-off look: held-out real piano renders (one per EMOPIA quadrant) beside LMs' corners at
+seed 7 ("solo acoustic piano", 10 s, ONNX): spectrogram (0-4 kHz) with Basic Pitch's notes.
+
+    look30.py OUT NAME=STEM[@CFG] ...   (CFG: full guidance, default the generator's)"""
 
 import json
 import subprocess
@@ -29,6 +31,7 @@ for q in (1, 2, 3, 4):
 rows["real (held out)"] = [real[q] for q in (1, 2, 3, 4)]
 for name, stem in lms.items():
     row = []
+    stem, _, cfg = stem.partition("@")
     for label, (v, a) in corners.items():
         f = out / f"{name}_{label.split()[0]}.wav"
         if not f.exists():
@@ -52,6 +55,7 @@ for name, stem in lms.items():
                     "7",
                     "--backend",
                     "onnx",
+                    *(["--cfg", cfg] if cfg else []),
                     "-o",
                     str(f),
                 ],
